@@ -1,0 +1,180 @@
+import { Logger } from '@nestjs/common';
+import * as amqplib from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
+import { CeleryConnectionError } from '../errors/celery.errors';
+import { Broker, ConsumerHandle, Delivery, OutgoingMessage } from './broker.interface';
+import { redactUrl } from './redact-url';
+
+export interface AmqpBrokerOptions {
+  url: string;
+  /** Retry the first connection (a few times, with back-off) instead of failing at once. */
+  retryOnStartup: boolean;
+}
+
+interface ConsumerRecord {
+  queue: string;
+  prefetch: number;
+  onMessage: (delivery: Delivery) => void;
+  channel: Channel | null;
+  tag: string | null;
+}
+
+type RecoveringModel = Awaited<ReturnType<typeof connectRecovering>>;
+
+function connectRecovering(url: string, setup: (model: ChannelModel) => Promise<void>, initialMaxRetries: number) {
+  return amqplib.connect(url, {
+    recovery: { initialDelay: 200, maxDelay: 5000, maxRetries: Infinity, initialMaxRetries, setup },
+  });
+}
+
+/**
+ * RabbitMQ through amqplib. One connection with amqplib's recovery on: after a reconnect the
+ * publish channel, the declared topology and every consumer are set up again (Celery's #3201 is a
+ * worker that reconnects but never consumes again). Publishes use a confirm channel, so `publish`
+ * resolves only once RabbitMQ has the message.
+ */
+export class AmqpBroker extends Broker {
+  private readonly logger = new Logger('CeleryBroker');
+  private readonly url: string;
+  private model: RecoveringModel | null = null;
+  private publishChannel: Promise<ConfirmChannel> | null = null;
+  private declared = new Map<string, Promise<void>>();
+  private readonly consumers = new Set<ConsumerRecord>();
+  private closing = false;
+
+  constructor(private readonly options: AmqpBrokerOptions) {
+    super();
+    this.url = options.url.replace(/^pyamqp:/i, 'amqp:');
+  }
+
+  describe(): string {
+    return redactUrl(this.url);
+  }
+
+  async connect(): Promise<void> {
+    try {
+      this.model = await connectRecovering(this.url, (model) => this.onConnected(model), this.options.retryOnStartup ? 5 : 0);
+    } catch (err) {
+      throw new CeleryConnectionError(`Cannot connect to the broker at ${this.describe()}: ${messageOf(err)}`);
+    }
+    this.model.on('disconnect', (err: Error) => {
+      if (!this.closing) this.logger.warn(`Broker connection lost (${messageOf(err)}); reconnecting`);
+    });
+    this.model.on('error', (err: Error) => this.logger.error(`Broker connection error: ${messageOf(err)}`));
+  }
+
+  /** Runs after every (re)connect: fresh channels, topology and consumers. */
+  private async onConnected(model: ChannelModel): Promise<void> {
+    this.declared = new Map();
+    const channel = model.createConfirmChannel();
+    this.publishChannel = channel;
+    const ch = await channel;
+    ch.on('error', (err: Error) => this.logger.error(`Publish channel error: ${messageOf(err)}`));
+    for (const record of this.consumers) await this.startConsumer(model, record);
+  }
+
+  async assertQueue(queue: string): Promise<void> {
+    let pending = this.declared.get(queue);
+    if (!pending) {
+      pending = this.channel().then(async (ch) => {
+        await declareTopology(ch, queue);
+      });
+      this.declared.set(queue, pending);
+      pending.catch(() => this.declared.delete(queue));
+    }
+    return pending;
+  }
+
+  async publish(queue: string, message: OutgoingMessage): Promise<void> {
+    await this.assertQueue(queue);
+    const ch = await this.channel();
+    await new Promise<void>((resolve, reject) => {
+      ch.publish('', queue, message.body, { ...message.properties, headers: message.headers }, (err: unknown) =>
+        err ? reject(new CeleryConnectionError(`Broker did not confirm the message for queue ${queue}: ${messageOf(err)}`)) : resolve(),
+      );
+    });
+  }
+
+  async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle> {
+    const record: ConsumerRecord = { queue, prefetch, onMessage, channel: null, tag: null };
+    this.consumers.add(record);
+    await this.startConsumer(this.requireModel(), record);
+    return {
+      cancel: async () => {
+        this.consumers.delete(record);
+        if (record.channel && record.tag) await record.channel.cancel(record.tag).catch(() => undefined);
+      },
+      setPrefetch: async (count: number) => {
+        record.prefetch = count;
+        await record.channel?.prefetch(count).catch(() => undefined);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    const model = this.model;
+    this.model = null;
+    if (model) await model.close().catch(() => undefined);
+  }
+
+  private async startConsumer(model: Pick<ChannelModel, 'createChannel'>, record: ConsumerRecord): Promise<void> {
+    const ch = await model.createChannel();
+    ch.on('error', (err: Error) => this.logger.error(`Consumer channel for queue ${record.queue} failed: ${messageOf(err)}`));
+    await declareTopology(ch, record.queue);
+    await ch.prefetch(record.prefetch);
+    const reply = await ch.consume(record.queue, (msg) => {
+      if (msg) record.onMessage(deliveryOf(ch, msg, this.logger));
+    }, { noAck: false });
+    record.channel = ch;
+    record.tag = reply.consumerTag;
+  }
+
+  private channel(): Promise<ConfirmChannel> {
+    if (!this.publishChannel) return Promise.reject(new CeleryConnectionError(`Broker ${this.describe()} is not connected`));
+    return this.publishChannel;
+  }
+
+  private requireModel(): RecoveringModel {
+    if (!this.model) throw new CeleryConnectionError(`Broker ${this.describe()} is not connected`);
+    return this.model;
+  }
+}
+
+/** Celery's topology for a queue: a direct exchange and a durable queue of the same name, bound by it. */
+async function declareTopology(ch: Channel, queue: string): Promise<void> {
+  await ch.assertExchange(queue, 'direct', { durable: true, autoDelete: false });
+  await ch.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false });
+  await ch.bindQueue(queue, queue, queue);
+}
+
+function deliveryOf(ch: Channel, msg: ConsumeMessage, logger: Logger): Delivery {
+  const p = msg.properties;
+  let settled = false;
+  const settle = (action: () => void, what: string) => {
+    if (settled) throw new Error('message already acknowledged or rejected');
+    settled = true;
+    try {
+      action();
+    } catch (err) {
+      // The channel is gone: RabbitMQ redelivers the message to the next consumer.
+      logger.warn(`Could not ${what} message ${p.correlationId ?? ''}: ${messageOf(err)}`);
+    }
+  };
+  return {
+    headers: p.headers,
+    contentType: p.contentType,
+    contentEncoding: p.contentEncoding,
+    correlationId: p.correlationId,
+    replyTo: p.replyTo,
+    priority: p.priority,
+    body: msg.content,
+    redelivered: msg.fields.redelivered,
+    ack: () => settle(() => ch.ack(msg), 'acknowledge'),
+    reject: (requeue: boolean) => settle(() => ch.reject(msg, requeue), 'reject'),
+  };
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

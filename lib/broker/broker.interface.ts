@@ -1,0 +1,40 @@
+import type { AmqpFieldValue } from '../protocol/amqp-field-table';
+import type { IncomingMessage, MessageProperties } from '../protocol/task-message';
+
+/** A task message ready to publish: typed headers, AMQP properties, body bytes. */
+export interface OutgoingMessage {
+  headers: { [key: string]: AmqpFieldValue };
+  properties: MessageProperties;
+  body: Buffer;
+}
+
+/** One delivered message. Exactly one of `ack` / `reject` must be called, once. */
+export interface Delivery extends IncomingMessage {
+  redelivered: boolean;
+  ack(): void;
+  reject(requeue: boolean): void;
+}
+
+export interface ConsumerHandle {
+  /** Stop receiving new messages; unacknowledged ones stay with this consumer until settled. */
+  cancel(): Promise<void>;
+  /** Change how many unacknowledged messages the broker may hand over (held ETA tasks raise it). */
+  setPrefetch(count: number): Promise<void>;
+}
+
+/**
+ * The transport the producer and the worker share. Implementations: `AmqpBroker` (RabbitMQ via
+ * amqplib) and `MemoryBroker` (in-process, for zero-infrastructure runs and users' unit tests).
+ * Injectable under this class as its token.
+ */
+export abstract class Broker {
+  abstract connect(): Promise<void>;
+  /** Declares Celery's topology for a queue: direct exchange, durable queue, binding (wire spec §1.1). */
+  abstract assertQueue(queue: string): Promise<void>;
+  /** Publishes to the default exchange with routing key = queue; resolves once the broker has confirmed it. */
+  abstract publish(queue: string, message: OutgoingMessage): Promise<void>;
+  abstract consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle>;
+  abstract close(): Promise<void>;
+  /** Where it connects, with any password masked, for logs and errors. */
+  abstract describe(): string;
+}

@@ -1,0 +1,50 @@
+import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import { AmqpBroker } from './broker/amqp.broker';
+import { Broker } from './broker/broker.interface';
+import { MemoryBroker } from './broker/memory.broker';
+import type { ResolvedCeleryConfig } from './config/resolved-config';
+import { CassandraResultStore } from './results/cassandra.result-store';
+import { DisabledResultStore } from './results/disabled.result-store';
+import { MemoryResultStore } from './results/memory.result-store';
+import { ResultStore } from './results/result-store.interface';
+
+/**
+ * The broker and result-store connections of one module, opened together at startup (so an
+ * unreachable broker or database fails the application with an error naming it) and closed last,
+ * after the worker has drained.
+ */
+@Injectable()
+export class CeleryConnections implements OnApplicationShutdown {
+  private readonly logger = new Logger('CeleryModule');
+
+  constructor(
+    readonly broker: Broker,
+    readonly store: ResultStore,
+  ) {}
+
+  static async open(config: ResolvedCeleryConfig): Promise<CeleryConnections> {
+    const broker: Broker =
+      config.brokerKind === 'memory'
+        ? new MemoryBroker()
+        : new AmqpBroker({ url: config.brokerUrl, retryOnStartup: config.brokerConnectionRetryOnStartup });
+    const store: ResultStore =
+      config.resultBackend === 'cassandra' && config.cassandra
+        ? new CassandraResultStore(config.cassandra)
+        : config.resultBackend === 'memory'
+          ? new MemoryResultStore()
+          : new DisabledResultStore();
+    await broker.connect();
+    try {
+      await store.connect({ forWrites: config.worker.enabled });
+    } catch (err) {
+      await broker.close().catch(() => undefined);
+      throw err;
+    }
+    return new CeleryConnections(broker, store);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await Promise.allSettled([this.broker.close(), this.store.close()]);
+    this.logger.log('Broker and result store connections closed');
+  }
+}

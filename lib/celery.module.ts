@@ -1,0 +1,45 @@
+import { Module } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
+import { Broker } from './broker/broker.interface';
+import { CeleryConnections } from './celery.connections';
+import { CELERY_CONFIG } from './celery.constants';
+import { CELERY_MODULE_OPTIONS, CeleryConfigurableModule } from './celery.module-definition';
+import { normalizeCeleryOptions } from './config/normalize-options';
+import type { ResolvedCeleryConfig } from './config/resolved-config';
+import { TaskMetadataAccessor } from './discovery/task-metadata.accessor';
+import { TaskExplorer } from './discovery/task.explorer';
+import { TaskRegistry } from './discovery/task.registry';
+import type { CeleryOptionsInput } from './interfaces/celery-options.interface';
+import { Producer } from './producer/producer.service';
+import { ResultStore } from './results/result-store.interface';
+import { CeleryWorker } from './worker/celery.worker';
+
+/**
+ * `CeleryModule.forRoot(options)` / `CeleryModule.forRootAsync({ imports, inject, useFactory })`.
+ * Provides `Producer`, `ResultStore`, `TaskRegistry` and `Broker`; discovers `@Task()` methods and,
+ * unless `worker.enabled` is false, consumes their queues. Global by default (`isGlobal: false` to scope it).
+ */
+@Module({
+  imports: [DiscoveryModule],
+  providers: [
+    {
+      provide: CELERY_CONFIG,
+      useFactory: (options: CeleryOptionsInput) => normalizeCeleryOptions(options),
+      inject: [CELERY_MODULE_OPTIONS],
+    },
+    {
+      provide: CeleryConnections,
+      useFactory: (config: ResolvedCeleryConfig) => CeleryConnections.open(config),
+      inject: [CELERY_CONFIG],
+    },
+    { provide: Broker, useFactory: (c: CeleryConnections) => c.broker, inject: [CeleryConnections] },
+    { provide: ResultStore, useFactory: (c: CeleryConnections) => c.store, inject: [CeleryConnections] },
+    TaskMetadataAccessor,
+    TaskRegistry,
+    TaskExplorer,
+    Producer,
+    CeleryWorker,
+  ],
+  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker],
+})
+export class CeleryModule extends CeleryConfigurableModule {}

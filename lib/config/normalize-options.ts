@@ -1,0 +1,259 @@
+import { CeleryConfigError } from '../errors/celery.errors';
+import type { CassandraOptions, CeleryModuleOptions, CeleryOptionsInput, WorkerOptions } from '../interfaces/celery-options.interface';
+import type { ResolvedCassandraConfig, ResolvedCeleryConfig } from './resolved-config';
+
+/**
+ * Validates `forRoot` options and fills in defaults. Accepts camelCase options and a Python
+ * celeryconfig's snake_case keys alike; any unknown key or bad value is a CeleryConfigError that
+ * names the key, so a typo fails at startup rather than silently falling back.
+ */
+export function normalizeCeleryOptions(input: CeleryOptionsInput | undefined | null): ResolvedCeleryConfig {
+  const options = fromPythonConfig(input ?? {});
+  return resolve(options);
+}
+
+const CAMEL_KEYS = new Set([
+  'brokerUrl', 'resultBackend', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
+  'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal',
+]);
+const CASSANDRA_KEYS = new Set([
+  'contactPoints', 'port', 'localDataCenter', 'keyspace', 'table', 'readConsistency', 'writeConsistency',
+  'entryTtl', 'credentials', 'secureConnectBundle', 'token', 'createKeyspace',
+]);
+const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs']);
+
+/** celeryconfig key → where it lands in the camelCase options. */
+const PYTHON_KEYS: Record<string, (value: unknown, out: Mutable) => void> = {
+  broker_url: (v, o) => (o.brokerUrl = v as string),
+  result_backend: (v, o) => (o.resultBackend = v as string),
+  cassandra_servers: (v, o) => (cassandra(o).contactPoints = v as string[]),
+  cassandra_port: (v, o) => (cassandra(o).port = v as number),
+  cassandra_keyspace: (v, o) => (cassandra(o).keyspace = v as string),
+  cassandra_table: (v, o) => (cassandra(o).table = v as string),
+  cassandra_read_consistency: (v, o) => (cassandra(o).readConsistency = v as string),
+  cassandra_write_consistency: (v, o) => (cassandra(o).writeConsistency = v as string),
+  cassandra_entry_ttl: (v, o) => (cassandra(o).entryTtl = v as number),
+  cassandra_auth_provider: (v, o) => (o.pythonAuthProvider = v),
+  cassandra_auth_kwargs: (v, o) => (o.pythonAuthKwargs = v),
+  cassandra_secure_bundle_path: (v, o) => (cassandra(o).secureConnectBundle = v as string),
+  task_serializer: (v, o) => (o.taskSerializer = v as string),
+  result_serializer: (v, o) => (o.resultSerializer = v as string),
+  accept_content: (v, o) => (o.acceptContent = v as string[]),
+  broker_connection_retry_on_startup: (v, o) => (o.brokerConnectionRetryOnStartup = v as boolean),
+  enable_utc: (v, o) => (o.enableUtc = v as boolean),
+  task_default_queue: (v, o) => (o.defaultQueue = v as string),
+  worker_concurrency: (v, o) => (worker(o).concurrency = v as number),
+  worker_prefetch_multiplier: (v, o) => (o.prefetchMultiplier = v),
+};
+
+type Mutable = CeleryModuleOptions & {
+  cassandra?: Partial<CassandraOptions>;
+  pythonAuthProvider?: unknown;
+  pythonAuthKwargs?: unknown;
+  prefetchMultiplier?: unknown;
+};
+
+function cassandra(o: Mutable): Partial<CassandraOptions> {
+  return (o.cassandra ??= {} as CassandraOptions);
+}
+function worker(o: Mutable): WorkerOptions {
+  return (o.worker ??= {});
+}
+
+function fromPythonConfig(input: object): Mutable {
+  if (typeof input !== 'object' || Array.isArray(input)) {
+    throw new CeleryConfigError('options', 'must be an object');
+  }
+  const out: Mutable = {};
+  const source = input as Record<string, unknown>;
+  for (const key of Object.keys(source)) {
+    const value = source[key];
+    if (value === undefined) continue;
+    if (CAMEL_KEYS.has(key)) {
+      if (key === 'cassandra' || key === 'worker') {
+        if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+          throw new CeleryConfigError(key, 'must be an object');
+        }
+        (out as Record<string, unknown>)[key] = { ...(out as Record<string, object>)[key], ...value };
+      } else (out as Record<string, unknown>)[key] = value;
+      continue;
+    }
+    const apply = PYTHON_KEYS[key];
+    if (!apply) throw new CeleryConfigError(key, `unknown option${suggest(key)}`);
+    apply(value, out);
+  }
+  applyPythonAuth(out);
+  return out;
+}
+
+function suggest(key: string): string {
+  const lower = key.toLowerCase().replace(/_/g, '');
+  const all = [...CAMEL_KEYS, ...Object.keys(PYTHON_KEYS)];
+  const hit = all.find((k) => k.toLowerCase().replace(/_/g, '') === lower);
+  return hit ? ` (did you mean "${hit}"?)` : '';
+}
+
+function applyPythonAuth(out: Mutable): void {
+  if (out.pythonAuthKwargs === undefined) return; // Celery uses the provider only together with kwargs.
+  const provider = out.pythonAuthProvider ?? 'PlainTextAuthProvider';
+  if (provider !== 'PlainTextAuthProvider') {
+    throw new CeleryConfigError('cassandra_auth_provider', `only PlainTextAuthProvider is supported, got ${JSON.stringify(provider)}`);
+  }
+  const kwargs = out.pythonAuthKwargs as { username?: unknown; password?: unknown };
+  if (typeof kwargs !== 'object' || kwargs === null || typeof kwargs.username !== 'string' || typeof kwargs.password !== 'string') {
+    throw new CeleryConfigError('cassandra_auth_kwargs', 'must be {username: string, password: string}');
+  }
+  cassandra(out).credentials = { username: kwargs.username, password: kwargs.password };
+}
+
+function resolve(o: Mutable): ResolvedCeleryConfig {
+  const brokerUrl = optString(o.brokerUrl, 'brokerUrl') ?? 'memory://';
+  const brokerKind = brokerKindOf(brokerUrl);
+  const resultBackend = backendKindOf(o.resultBackend, brokerKind);
+  for (const key of ['taskSerializer', 'resultSerializer'] as const) {
+    const value = optString(o[key], key);
+    if (value !== undefined && value !== 'json') {
+      throw new CeleryConfigError(key, `only "json" is supported, got ${JSON.stringify(value)}`);
+    }
+  }
+  const accept = resolveAccept(o.acceptContent);
+  if (o.enableUtc === false) throw new CeleryConfigError('enableUtc', 'only true (UTC) is supported');
+  optBool(o.enableUtc, 'enableUtc');
+  optBool(o.isGlobal, 'isGlobal');
+  const peerCompat = o.peerCompat ?? '5.3';
+  if (peerCompat !== '5.2' && peerCompat !== '5.3') throw new CeleryConfigError('peerCompat', 'must be "5.2" or "5.3"');
+  const defaultQueue = optString(o.defaultQueue, 'defaultQueue') ?? 'celery';
+  if (!defaultQueue) throw new CeleryConfigError('defaultQueue', 'must not be empty');
+  const w = o.worker ?? {};
+  for (const key of Object.keys(w)) if (!WORKER_KEYS.has(key)) throw new CeleryConfigError(`worker.${key}`, 'unknown option');
+  const concurrency = optInt(w.concurrency, 'worker.concurrency', 1) ?? 8;
+  const multiplier = optInt(o.prefetchMultiplier, 'worker_prefetch_multiplier', 1) ?? 4;
+  const prefetch = optInt(w.prefetch, 'worker.prefetch', 1) ?? concurrency * multiplier;
+  const queues = w.queues ?? [defaultQueue];
+  if (!Array.isArray(queues) || queues.length === 0 || queues.some((q) => typeof q !== 'string' || !q)) {
+    throw new CeleryConfigError('worker.queues', 'must be a non-empty list of queue names');
+  }
+  const cassandraConfig = o.cassandra ? resolveCassandra(o.cassandra) : null;
+  if (resultBackend === 'cassandra' && !cassandraConfig) {
+    throw new CeleryConfigError('cassandra', 'resultBackend is cassandra but no cassandra settings (keyspace, contactPoints or secureConnectBundle) are given');
+  }
+  return {
+    brokerUrl,
+    brokerKind,
+    brokerConnectionRetryOnStartup: optBool(o.brokerConnectionRetryOnStartup, 'brokerConnectionRetryOnStartup') ?? true,
+    resultBackend,
+    cassandra: resultBackend === 'cassandra' ? cassandraConfig : null,
+    defaultQueue,
+    worker: {
+      enabled: optBool(w.enabled, 'worker.enabled') ?? true,
+      queues: [...queues],
+      concurrency,
+      prefetch,
+      shutdownTimeoutMs: optInt(w.shutdownTimeoutMs, 'worker.shutdownTimeoutMs', 0) ?? 30000,
+    },
+    accept,
+    peerCompat,
+    resultPollIntervalMs: optInt(o.resultPollIntervalMs, 'resultPollIntervalMs', 1) ?? 100,
+  };
+}
+
+function brokerKindOf(url: string): 'amqp' | 'memory' {
+  const scheme = url.split('://')[0]?.toLowerCase();
+  if (scheme === 'memory') return 'memory';
+  if (scheme === 'amqp' || scheme === 'amqps' || scheme === 'pyamqp') return 'amqp';
+  throw new CeleryConfigError('brokerUrl', `unsupported broker scheme ${JSON.stringify(scheme + '://')} (use amqp://, amqps:// or memory://)`);
+}
+
+function backendKindOf(value: unknown, broker: 'amqp' | 'memory'): 'cassandra' | 'memory' | 'none' {
+  if (value === undefined || value === null) return broker === 'memory' ? 'memory' : 'none';
+  if (typeof value !== 'string') throw new CeleryConfigError('resultBackend', 'must be a string');
+  const v = value.toLowerCase();
+  if (v === 'cassandra' || v.startsWith('cassandra://')) return 'cassandra';
+  if (v === 'memory' || v === 'memory://' || v === 'cache+memory://') return 'memory';
+  if (v === 'none' || v === 'disabled' || v === '') return 'none';
+  throw new CeleryConfigError('resultBackend', `unsupported result backend ${JSON.stringify(value)} (use cassandra://, memory:// or none)`);
+}
+
+function resolveAccept(value: unknown): string[] {
+  if (value === undefined) return ['application/json'];
+  if (!Array.isArray(value) || value.length === 0) throw new CeleryConfigError('acceptContent', 'must be a non-empty list');
+  return value.map((item) => {
+    if (item === 'json' || item === 'application/json') return 'application/json';
+    throw new CeleryConfigError('acceptContent', `only json is supported, got ${JSON.stringify(item)}`);
+  });
+}
+
+const CONSISTENCIES = new Set([
+  'ANY', 'ONE', 'TWO', 'THREE', 'QUORUM', 'ALL', 'LOCAL_QUORUM', 'EACH_QUORUM', 'SERIAL', 'LOCAL_SERIAL', 'LOCAL_ONE',
+]);
+
+function resolveCassandra(c: Partial<CassandraOptions>): ResolvedCassandraConfig {
+  for (const key of Object.keys(c)) {
+    if (!CASSANDRA_KEYS.has(key)) throw new CeleryConfigError(`cassandra.${key}`, `unknown option${suggest(key)}`);
+  }
+  const keyspace = optString(c.keyspace, 'cassandra.keyspace');
+  if (!keyspace) throw new CeleryConfigError('cassandra.keyspace', 'is required (cassandra_keyspace)');
+  const bundle = optString(c.secureConnectBundle, 'cassandra.secureConnectBundle') ?? null;
+  const contactPoints = c.contactPoints ?? null;
+  if (contactPoints !== null && (!Array.isArray(contactPoints) || contactPoints.some((p) => typeof p !== 'string'))) {
+    throw new CeleryConfigError('cassandra.contactPoints', 'must be a list of host names');
+  }
+  if (bundle && contactPoints) {
+    throw new CeleryConfigError('cassandra.secureConnectBundle', 'give either a secure-connect bundle (Astra) or contactPoints, not both');
+  }
+  if (!bundle && (!contactPoints || contactPoints.length === 0)) {
+    throw new CeleryConfigError('cassandra.contactPoints', 'is required unless secureConnectBundle is given (cassandra_servers)');
+  }
+  const consistency = (value: unknown, key: string): string => {
+    const name = (optString(value, key) ?? 'LOCAL_QUORUM').toUpperCase();
+    if (!CONSISTENCIES.has(name)) throw new CeleryConfigError(key, `unknown consistency level ${JSON.stringify(value)}`);
+    return name;
+  };
+  const token = optString(c.token, 'cassandra.token');
+  let credentials = c.credentials ?? null;
+  if (credentials !== null) {
+    if (typeof credentials.username !== 'string' || typeof credentials.password !== 'string') {
+      throw new CeleryConfigError('cassandra.credentials', 'must be {username: string, password: string}');
+    }
+  }
+  if (token) {
+    if (credentials) throw new CeleryConfigError('cassandra.token', 'give either token or credentials, not both');
+    credentials = { username: 'token', password: token };
+  }
+  const table = optString(c.table, 'cassandra.table') ?? 'celery_taskmeta';
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(table)) throw new CeleryConfigError('cassandra.table', `not a valid table name: ${JSON.stringify(table)}`);
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(keyspace)) throw new CeleryConfigError('cassandra.keyspace', `not a valid keyspace name: ${JSON.stringify(keyspace)}`);
+  return {
+    contactPoints,
+    port: optInt(c.port, 'cassandra.port', 1) ?? 9042,
+    localDataCenter: optString(c.localDataCenter, 'cassandra.localDataCenter') ?? null,
+    keyspace,
+    table,
+    readConsistency: consistency(c.readConsistency, 'cassandra.readConsistency'),
+    writeConsistency: consistency(c.writeConsistency, 'cassandra.writeConsistency'),
+    entryTtl: optInt(c.entryTtl, 'cassandra.entryTtl', 1) ?? null,
+    credentials,
+    secureConnectBundle: bundle,
+    createKeyspace: optBool(c.createKeyspace, 'cassandra.createKeyspace') ?? false,
+  };
+}
+
+function optString(value: unknown, key: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw new CeleryConfigError(key, `must be a string, got ${typeof value}`);
+  return value;
+}
+
+function optBool(value: unknown, key: string): boolean | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'boolean') throw new CeleryConfigError(key, `must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function optInt(value: unknown, key: string, min: number): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new CeleryConfigError(key, `must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}

@@ -1,0 +1,35 @@
+import type { PeerCompat } from '../protocol/task-message';
+
+/** Options after validation and defaults; what the rest of the library reads. */
+export interface ResolvedCassandraConfig {
+  contactPoints: string[] | null;
+  port: number;
+  localDataCenter: string | null;
+  keyspace: string;
+  table: string;
+  readConsistency: string;
+  writeConsistency: string;
+  entryTtl: number | null;
+  credentials: { username: string; password: string } | null;
+  secureConnectBundle: string | null;
+  createKeyspace: boolean;
+}
+
+export interface ResolvedCeleryConfig {
+  brokerUrl: string;
+  brokerKind: 'amqp' | 'memory';
+  brokerConnectionRetryOnStartup: boolean;
+  resultBackend: 'cassandra' | 'memory' | 'none';
+  cassandra: ResolvedCassandraConfig | null;
+  defaultQueue: string;
+  worker: {
+    enabled: boolean;
+    queues: string[];
+    concurrency: number;
+    prefetch: number;
+    shutdownTimeoutMs: number;
+  };
+  accept: string[];
+  peerCompat: PeerCompat;
+  resultPollIntervalMs: number;
+}

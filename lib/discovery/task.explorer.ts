@@ -1,0 +1,51 @@
+import { Injectable, OnModuleInit } from '@nestjs/common';
+import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { TaskRegistrationError } from '../errors/celery.errors';
+import { parameterNames } from './parameter-names';
+import { TaskMetadataAccessor, taskNameOf } from './task-metadata.accessor';
+import { TaskRegistry } from './task.registry';
+
+/** Walks every provider at bootstrap and registers its `@Task()` methods. */
+@Injectable()
+export class TaskExplorer implements OnModuleInit {
+  constructor(
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+    private readonly accessor: TaskMetadataAccessor,
+    private readonly registry: TaskRegistry,
+  ) {}
+
+  onModuleInit(): void {
+    this.explore();
+  }
+
+  explore(): void {
+    for (const wrapper of this.discovery.getProviders()) {
+      const instance = wrapper.instance as Record<string, unknown> | undefined;
+      if (!instance || typeof instance !== 'object' || !wrapper.isDependencyTreeStatic()) continue;
+      const prototype = Object.getPrototypeOf(instance) as object | null;
+      if (!prototype) continue;
+      for (const methodName of this.scanner.getAllMethodNames(prototype)) {
+        this.registerMethod(instance, methodName);
+      }
+    }
+  }
+
+  private registerMethod(instance: Record<string, unknown>, methodName: string): void {
+    const method = instance[methodName];
+    if (typeof method !== 'function') return;
+    const metadata = this.accessor.getTaskMetadata(method);
+    if (!metadata) return;
+    const className = instance.constructor?.name ?? 'Anonymous';
+    const name = taskNameOf(className, metadata);
+    if (!name.trim()) throw new TaskRegistrationError(`${className}.${methodName}: task name must not be empty`);
+    this.registry.register({
+      name,
+      target: `${className}.${methodName}`,
+      queue: metadata.queue ?? null,
+      ignoreResult: metadata.ignoreResult ?? false,
+      params: metadata.params ? { names: [...metadata.params], restIndex: null } : parameterNames(method),
+      handler: (...args: unknown[]) => (method as (...a: unknown[]) => unknown).apply(instance, args),
+    });
+  }
+}

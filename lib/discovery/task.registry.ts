@@ -1,0 +1,49 @@
+import { Injectable } from '@nestjs/common';
+import { TaskRegistrationError } from '../errors/celery.errors';
+import type { ParameterList } from './parameter-names';
+
+/** A discovered task: its name, where it runs and how its arguments bind. */
+export interface RegisteredTask {
+  name: string;
+  /** `ClassName.methodName` of the provider method. */
+  target: string;
+  queue: string | null;
+  ignoreResult: boolean;
+  params: ParameterList;
+  /** Calls the method on its DI-managed instance. */
+  handler: (...args: unknown[]) => unknown;
+}
+
+/**
+ * The tasks this application knows, filled by the explorer at bootstrap. Injectable, so
+ * application code can list and look up tasks (like @nestjs/schedule's SchedulerRegistry).
+ */
+@Injectable()
+export class TaskRegistry {
+  private readonly tasks = new Map<string, RegisteredTask>();
+
+  register(task: RegisteredTask): void {
+    const existing = this.tasks.get(task.name);
+    if (existing) {
+      throw new TaskRegistrationError(`Task name "${task.name}" is used twice: by ${existing.target} and by ${task.target}`);
+    }
+    this.tasks.set(task.name, task);
+  }
+
+  get(name: string): RegisteredTask | undefined {
+    return this.tasks.get(name);
+  }
+
+  has(name: string): boolean {
+    return this.tasks.has(name);
+  }
+
+  /** Names of all registered tasks, sorted. */
+  names(): string[] {
+    return [...this.tasks.keys()].sort();
+  }
+
+  all(): RegisteredTask[] {
+    return [...this.tasks.values()];
+  }
+}

@@ -1,0 +1,67 @@
+/** Base class of every error this library throws, so callers can catch them as one family. */
+export class CeleryError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A configuration key is unknown, missing or has a bad value. The message names the key. */
+export class CeleryConfigError extends CeleryError {
+  constructor(
+    readonly key: string,
+    detail: string,
+  ) {
+    super(`Invalid nestjs-celery configuration: ${key}: ${detail}`);
+  }
+}
+
+/** A message on the queue is not a task this worker can read; it is rejected without requeue. */
+export class InvalidTaskMessageError extends CeleryError {
+  constructor(
+    readonly reason: string,
+    readonly taskId: string | null = null,
+  ) {
+    super(`Invalid task message${taskId ? ` ${taskId}` : ''}: ${reason}`);
+  }
+}
+
+/** Two `@Task()` methods claim the same name, or a task name is otherwise unusable. */
+export class TaskRegistrationError extends CeleryError {}
+
+/** `Producer.task(...)` or a worker was asked for a task name nobody registered. */
+export class TaskNotRegisteredError extends CeleryError {
+  constructor(readonly taskName: string) {
+    super(`Task not registered: ${taskName}`);
+  }
+}
+
+/**
+ * A task ended FAILURE (or REVOKED): carries Celery's exception fields as stored in the result
+ * backend, whichever language raised it.
+ */
+export class TaskFailedError extends CeleryError {
+  constructor(
+    readonly taskId: string,
+    readonly state: string,
+    readonly excType: string,
+    readonly excMessage: unknown[],
+    readonly excModule: string | null,
+    readonly traceback: string | null,
+  ) {
+    super(`Task ${taskId} ${state}: ${excType}(${excMessage.map((m) => String(m)).join(', ')})`);
+  }
+}
+
+/** `AsyncResult.get()` did not see a ready state within its timeout. */
+export class TaskTimeoutError extends CeleryError {
+  constructor(
+    readonly taskId: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`Task ${taskId} not ready after ${timeoutMs} ms`);
+  }
+}
+
+/** The broker or the result store cannot be reached or refused an operation. */
+export class CeleryConnectionError extends CeleryError {}

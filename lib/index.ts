@@ -1,0 +1,34 @@
+export { CeleryModule } from './celery.module';
+export { CELERY_MODULE_OPTIONS } from './celery.module-definition';
+export { CELERY_CONFIG } from './celery.constants';
+export type { CeleryModuleOptions, CassandraOptions, WorkerOptions, PythonCeleryConfig, CeleryOptionsInput } from './interfaces/celery-options.interface';
+export type { ResolvedCeleryConfig, ResolvedCassandraConfig } from './config/resolved-config';
+export { normalizeCeleryOptions } from './config/normalize-options';
+export { Task } from './decorators/task.decorator';
+export type { TaskOptions } from './decorators/task.decorator';
+export { TaskRegistry } from './discovery/task.registry';
+export type { RegisteredTask } from './discovery/task.registry';
+export { Producer, TaskSignature } from './producer/producer.service';
+export type { SendTaskOptions } from './producer/producer.service';
+export { AsyncResult } from './results/async-result';
+export type { GetOptions } from './results/async-result';
+export { ResultStore } from './results/result-store.interface';
+export { CassandraResultStore } from './results/cassandra.result-store';
+export { MemoryResultStore } from './results/memory.result-store';
+export { Broker } from './broker/broker.interface';
+export type { Delivery, OutgoingMessage, ConsumerHandle } from './broker/broker.interface';
+export { MemoryBroker } from './broker/memory.broker';
+export { AmqpBroker } from './broker/amqp.broker';
+export { CeleryWorker } from './worker/celery.worker';
+export type { TaskState } from './protocol/states';
+export type { TaskMeta, ResultRow } from './protocol/result-row';
+export {
+  CeleryError,
+  CeleryConfigError,
+  CeleryConnectionError,
+  InvalidTaskMessageError,
+  TaskFailedError,
+  TaskNotRegisteredError,
+  TaskRegistrationError,
+  TaskTimeoutError,
+} from './errors/celery.errors';

@@ -1,0 +1,101 @@
+import type { PeerCompat } from '../protocol/task-message';
+
+/** Cassandra / Astra DB result store settings (Celery's `cassandra_*` keys). */
+export interface CassandraOptions {
+  /** Hosts, `host` or `host:port`. Exactly one of `contactPoints` and `secureConnectBundle`. */
+  contactPoints?: string[];
+  /** Native transport port; default 9042. */
+  port?: number;
+  /** The Node driver needs the local data center; when left out it is read from the node, as Python does. */
+  localDataCenter?: string;
+  /** Must exist: it is never created (Astra forbids it) unless `createKeyspace` is set for development. */
+  keyspace: string;
+  /** Result table; created as Celery does when missing. Default `celery_taskmeta`. */
+  table?: string;
+  /** Consistency level name (`LOCAL_QUORUM`, `ONE`, ...). Default `LOCAL_QUORUM`. */
+  readConsistency?: string;
+  writeConsistency?: string;
+  /** Seconds a row lives (`USING TTL`); an integer. Default: rows never expire. */
+  entryTtl?: number;
+  /** Username and password; for Astra a client id and secret, or `token` and an `AstraCS:` token. */
+  credentials?: { username: string; password: string };
+  /** Path of an Astra DB secure-connect bundle zip. */
+  secureConnectBundle?: string;
+  /** Astra application token (`AstraCS:...`): shorthand for credentials `token` / token. */
+  token?: string;
+  /** Development only: create the keyspace (SimpleStrategy, RF 1) when it is missing. */
+  createKeyspace?: boolean;
+}
+
+/** Worker settings. */
+export interface WorkerOptions {
+  /** Consume and run tasks in this process. Default true. */
+  enabled?: boolean;
+  /** Queues to consume. Default `[defaultQueue]`. */
+  queues?: string[];
+  /** Tasks run at once. Default 8. */
+  concurrency?: number;
+  /** Unacknowledged messages the broker may hand over (basic.qos). Default concurrency × 4. */
+  prefetch?: number;
+  /** On shutdown, how long in-flight tasks may take to finish before their messages go back unacknowledged. Default 30000 ms. */
+  shutdownTimeoutMs?: number;
+}
+
+/**
+ * `CeleryModule.forRoot()` options, camelCase. A Python `celeryconfig` with its snake_case keys
+ * (`broker_url`, `result_backend`, `cassandra_servers`, ...) is accepted too, see {@link PythonCeleryConfig}.
+ */
+export interface CeleryModuleOptions {
+  /** `amqp://`, `amqps://` (also kombu's `pyamqp://`), or `memory://` (default) for an in-process broker. */
+  brokerUrl?: string;
+  /**
+   * `cassandra` (`cassandra://`), `memory` (`memory://`), or `none` (`disabled`).
+   * Default: `memory` with the memory broker, otherwise `none`.
+   */
+  resultBackend?: string;
+  cassandra?: CassandraOptions;
+  /** Queue for tasks sent without one. Default `celery`. */
+  defaultQueue?: string;
+  worker?: WorkerOptions;
+  /** Only `json` is supported, as with Celery's Cassandra backend. */
+  taskSerializer?: string;
+  resultSerializer?: string;
+  /** Content types the worker accepts; only `json` / `application/json`. */
+  acceptContent?: string[];
+  /** Retry the first broker connection instead of failing at startup. Default true. */
+  brokerConnectionRetryOnStartup?: boolean;
+  /** Celery's `enable_utc`; only `true` is supported (all times travel as UTC). */
+  enableUtc?: boolean;
+  /** Celery version of the peers: `5.2` leaves out the 5.3+ stamping headers. Default `5.3`. */
+  peerCompat?: PeerCompat;
+  /** How often `AsyncResult.get()` polls a store that cannot notify. Default 100 ms, backing off to 500 ms. */
+  resultPollIntervalMs?: number;
+  /** Make the module global. Default true. */
+  isGlobal?: boolean;
+}
+
+/** A Python celeryconfig, as written (snake_case keys). */
+export interface PythonCeleryConfig {
+  broker_url?: string;
+  result_backend?: string;
+  cassandra_servers?: string[];
+  cassandra_port?: number;
+  cassandra_keyspace?: string;
+  cassandra_table?: string;
+  cassandra_read_consistency?: string;
+  cassandra_write_consistency?: string;
+  cassandra_entry_ttl?: number;
+  cassandra_auth_provider?: string;
+  cassandra_auth_kwargs?: { username?: string; password?: string };
+  cassandra_secure_bundle_path?: string;
+  task_serializer?: string;
+  result_serializer?: string;
+  accept_content?: string[];
+  broker_connection_retry_on_startup?: boolean;
+  enable_utc?: boolean;
+  task_default_queue?: string;
+  worker_concurrency?: number;
+  worker_prefetch_multiplier?: number;
+}
+
+export type CeleryOptionsInput = CeleryModuleOptions | PythonCeleryConfig | (CeleryModuleOptions & PythonCeleryConfig);

@@ -1,0 +1,126 @@
+import { Inject, Injectable, Type } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Broker } from '../broker/broker.interface';
+import { CELERY_CONFIG } from '../celery.constants';
+import type { ResolvedCeleryConfig } from '../config/resolved-config';
+import { TaskMetadataAccessor, taskNameOf } from '../discovery/task-metadata.accessor';
+import { TaskRegistry } from '../discovery/task.registry';
+import { TaskNotRegisteredError } from '../errors/celery.errors';
+import { encodeTaskMessage } from '../protocol/task-message';
+import { AsyncResult } from '../results/async-result';
+import { ResultStore } from '../results/result-store.interface';
+
+/** Options of one task call, as Celery's `apply_async`. */
+export interface SendTaskOptions {
+  /** Positional arguments. */
+  args?: unknown[];
+  /** Keyword arguments (bound by parameter name on a NestJS worker, by keyword on a Python one). */
+  kwargs?: Record<string, unknown>;
+  /** Run no earlier than this many seconds from now. */
+  countdown?: number;
+  /** Run no earlier than this time. */
+  eta?: Date;
+  /** Seconds from now, or a time, after which the task is not run (REVOKED `expired`). */
+  expires?: number | Date;
+  /** Queue to send to; default the task's `@Task({ queue })`, else the module's `defaultQueue`. */
+  queue?: string;
+  /** Task id; default a random UUID. */
+  taskId?: string;
+  /** AMQP message priority (0–255; the queue needs `x-max-priority` for it to matter). */
+  priority?: number;
+  /** Ask the worker to store no result. */
+  ignoreResult?: boolean;
+  /** Hard and soft time limits in seconds (Celery's `time_limit` / `soft_time_limit`). */
+  timeLimit?: number;
+  softTimeLimit?: number;
+  /** Extra message headers; they reach the task's request. */
+  headers?: Record<string, unknown>;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyMethod = (...args: any[]) => any;
+type MethodKeys<C> = { [K in keyof C]: C[K] extends AnyMethod ? K : never }[keyof C] & string;
+
+/**
+ * A typed reference to a `@Task()` method: `delay(...)` takes exactly the method's parameters and
+ * the result resolves to its return type. Get one with `producer.task(TasksService, 'sortWords')`.
+ */
+export class TaskSignature<F extends AnyMethod> {
+  constructor(
+    readonly name: string,
+    private readonly producer: Producer,
+    private readonly defaults: Pick<SendTaskOptions, 'queue' | 'ignoreResult'>,
+  ) {}
+
+  /** Sends the task with positional arguments, like Celery's `delay()`. */
+  delay(...args: Parameters<F>): Promise<AsyncResult<Awaited<ReturnType<F>>>> {
+    return this.applyAsync(args);
+  }
+
+  /** Sends the task with positional arguments and options (kwargs, countdown, eta, expires, ...). */
+  applyAsync(args: Parameters<F> | Partial<Parameters<F>> | [], options: Omit<SendTaskOptions, 'args'> = {}): Promise<AsyncResult<Awaited<ReturnType<F>>>> {
+    return this.producer.sendTask<Awaited<ReturnType<F>>>(this.name, { ...this.defaults, ...options, args: args as unknown[] });
+  }
+}
+
+/**
+ * Sends Celery tasks (protocol v2, JSON) to RabbitMQ and returns `AsyncResult` handles. Works for
+ * tasks of any language: by name (`sendTask('tasks.sortWords', ...)`) or, for `@Task()` methods,
+ * through a typed reference (`task(TasksService, 'sortWords').delay(...)`).
+ */
+@Injectable()
+export class Producer {
+  private readonly origin = `gen${process.pid}@${hostname()}`;
+  private readonly replyTo = randomUUID();
+
+  constructor(
+    @Inject(CELERY_CONFIG) private readonly config: ResolvedCeleryConfig,
+    private readonly broker: Broker,
+    private readonly results: ResultStore,
+    private readonly registry: TaskRegistry,
+    private readonly accessor: TaskMetadataAccessor,
+  ) {}
+
+  /**
+   * Publishes a task by name and resolves once the broker has confirmed the message.
+   * `T` is the expected result type.
+   */
+  async sendTask<T = unknown>(name: string, options: SendTaskOptions = {}): Promise<AsyncResult<T>> {
+    const id = options.taskId ?? randomUUID();
+    const queue = options.queue ?? this.registry.get(name)?.queue ?? this.config.defaultQueue;
+    const message = encodeTaskMessage(
+      {
+        task: name,
+        id,
+        args: options.args ?? [],
+        kwargs: options.kwargs ?? {},
+        countdown: options.countdown,
+        eta: options.eta,
+        expires: options.expires,
+        priority: options.priority,
+        ignoreResult: options.ignoreResult,
+        timeLimit: options.timeLimit,
+        softTimeLimit: options.softTimeLimit,
+        replyTo: this.replyTo,
+        headers: options.headers,
+      },
+      { nowMicros: Date.now() * 1000, origin: this.origin, peer: this.config.peerCompat },
+    );
+    await this.broker.publish(queue, { headers: message.amqpHeaders, properties: message.properties, body: message.body });
+    return this.asyncResult<T>(id);
+  }
+
+  /** A typed reference to a `@Task()` method of `type`; argument types are checked at compile time. */
+  task<C, K extends MethodKeys<C>>(type: Type<C>, method: K): TaskSignature<Extract<C[K], AnyMethod>> {
+    const metadata = this.accessor.getTaskMetadataOf(type, method);
+    if (!metadata) throw new TaskNotRegisteredError(`${type.name}.${method} (the method has no @Task() decorator)`);
+    const name = taskNameOf(type.name, metadata);
+    return new TaskSignature(name, this, { queue: metadata.queue, ignoreResult: metadata.ignoreResult });
+  }
+
+  /** A handle on any task id (for example one sent by a Python client). */
+  asyncResult<T = unknown>(taskId: string): AsyncResult<T> {
+    return new AsyncResult<T>(taskId, this.results, this.config.resultPollIntervalMs);
+  }
+}

@@ -1,0 +1,83 @@
+import { pythonJsonDumps } from './python-json';
+import { EXCEPTION_STATES, TaskState } from './states';
+import { isExceptionInfo } from './exceptions';
+
+/**
+ * One row of Celery's Cassandra result table (wire spec §4): the blobs are JSON text, never empty
+ * (`null`, `[]`), and `result` holds only the value or the exception dict, not a meta dict.
+ */
+export interface ResultRow {
+  taskId: string;
+  status: TaskState;
+  result: Buffer;
+  dateDone: Date;
+  traceback: Buffer;
+  children: Buffer;
+}
+
+/** What a reader learns about a task: Celery's meta, with PENDING for "no row". */
+export interface TaskMeta {
+  taskId: string;
+  status: TaskState;
+  result: unknown;
+  traceback: string | null;
+  children: unknown;
+  dateDone: Date | null;
+}
+
+export interface ResultToStore {
+  taskId: string;
+  status: TaskState;
+  result: unknown;
+  traceback?: string | null;
+  /** `[]` for a task run by a worker; `null` when no request exists (Celery's revoke command). */
+  children?: unknown;
+}
+
+export function encodeResultRow(value: ResultToStore, dateDone: Date): ResultRow {
+  return {
+    taskId: value.taskId,
+    status: value.status,
+    result: Buffer.from(pythonJsonDumps(value.result ?? null), 'utf8'),
+    dateDone,
+    traceback: Buffer.from(pythonJsonDumps(value.traceback ?? null), 'utf8'),
+    children: Buffer.from(pythonJsonDumps(value.children === undefined ? [] : value.children), 'utf8'),
+  };
+}
+
+/** Reads a stored row; tolerates CQL NULL blobs as Celery's reader does. Throws on undecodable blobs. */
+export function decodeResultRow(row: {
+  taskId: string;
+  status: string;
+  result: Buffer | null;
+  dateDone: Date | null;
+  traceback: Buffer | null;
+  children: Buffer | null;
+}): TaskMeta {
+  const traceback = decodeBlob(row.traceback, 'traceback', row.taskId);
+  const result = decodeBlob(row.result, 'result', row.taskId);
+  if (EXCEPTION_STATES.has(row.status) && result !== null && !isExceptionInfo(result)) {
+    throw new TypeError(`task ${row.taskId}: ${row.status} row whose result is not an exception dict`);
+  }
+  return {
+    taskId: row.taskId,
+    status: row.status as TaskState,
+    result,
+    traceback: typeof traceback === 'string' ? traceback : null,
+    children: decodeBlob(row.children, 'children', row.taskId),
+    dateDone: row.dateDone,
+  };
+}
+
+export function pendingMeta(taskId: string): TaskMeta {
+  return { taskId, status: 'PENDING', result: null, traceback: null, children: null, dateDone: null };
+}
+
+function decodeBlob(blob: Buffer | null, column: string, taskId: string): unknown {
+  if (blob === null || blob === undefined) return null;
+  try {
+    return JSON.parse(blob.toString('utf8'));
+  } catch (err) {
+    throw new TypeError(`task ${taskId}: column ${column} is not JSON text (${(err as Error).message})`);
+  }
+}

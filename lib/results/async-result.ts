@@ -1,0 +1,85 @@
+import { TaskFailedError, TaskTimeoutError } from '../errors/celery.errors';
+import { isExceptionInfo } from '../protocol/exceptions';
+import type { TaskMeta } from '../protocol/result-row';
+import { PROPAGATE_STATES, READY_STATES, TaskState } from '../protocol/states';
+import type { ResultStore } from './result-store.interface';
+
+export interface GetOptions {
+  /** Milliseconds to wait before rejecting with TaskTimeoutError. Default: wait as long as it takes. */
+  timeout?: number;
+  /** Reject with TaskFailedError on FAILURE / REVOKED (default true); false resolves the exception dict. */
+  propagate?: boolean;
+  /** First poll interval in ms for stores that cannot notify; it backs off to 500 ms (Celery polls every 500 ms). */
+  interval?: number;
+}
+
+const MAX_POLL_MS = 500;
+
+/**
+ * A handle on a sent task, like Celery's `AsyncResult`: its id, its state, and `get()` for its value.
+ * `T` is the task's return type when the task was sent through a typed reference.
+ */
+export class AsyncResult<T = unknown> {
+  constructor(
+    readonly id: string,
+    private readonly store: ResultStore,
+    private readonly defaultInterval = 100,
+  ) {}
+
+  /** The stored meta of the task: status, result, traceback, children, date done. */
+  info(): Promise<TaskMeta> {
+    return this.store.getTaskMeta(this.id);
+  }
+
+  async state(): Promise<TaskState> {
+    return (await this.info()).status;
+  }
+
+  async ready(): Promise<boolean> {
+    return READY_STATES.has(await this.state());
+  }
+
+  async successful(): Promise<boolean> {
+    return (await this.state()) === 'SUCCESS';
+  }
+
+  async failed(): Promise<boolean> {
+    return (await this.state()) === 'FAILURE';
+  }
+
+  /** Waits for a ready state and resolves the value; rejects on FAILURE / REVOKED and on timeout. */
+  async get(options: GetOptions = {}): Promise<T> {
+    const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout;
+    let interval = options.interval ?? this.defaultInterval;
+    let wake: (() => void) | null = null;
+    const unsubscribe = this.store.subscribe?.(this.id, () => wake?.());
+    try {
+      for (;;) {
+        const meta = await this.info();
+        if (READY_STATES.has(meta.status)) return this.settle(meta, options.propagate ?? true);
+        const remaining = deadline - Date.now();
+        if (remaining <= 0) throw new TaskTimeoutError(this.id, options.timeout as number);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(interval, remaining));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        wake = null;
+        interval = Math.min(MAX_POLL_MS, interval * 1.5);
+      }
+    } finally {
+      unsubscribe?.();
+    }
+  }
+
+  private settle(meta: TaskMeta, propagate: boolean): T {
+    if (propagate && PROPAGATE_STATES.has(meta.status)) {
+      const exc = isExceptionInfo(meta.result) ? meta.result : { exc_type: 'Exception', exc_message: [String(meta.result)], exc_module: null };
+      const message = Array.isArray(exc.exc_message) ? exc.exc_message : [exc.exc_message];
+      throw new TaskFailedError(this.id, meta.status, exc.exc_type, message, exc.exc_module ?? null, meta.traceback);
+    }
+    return meta.result as T;
+  }
+}

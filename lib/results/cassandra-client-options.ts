@@ -1,0 +1,35 @@
+import type { ResolvedCassandraConfig } from '../config/resolved-config';
+
+/**
+ * The cassandra-driver `ClientOptions` for our settings (pure, unit-tested). Astra mode maps the
+ * secure-connect bundle onto `cloud.secureConnectBundle` with no contact points or TLS options,
+ * which the driver forbids together; servers mode needs the local data center.
+ */
+export interface DriverClientOptions {
+  cloud?: { secureConnectBundle: string };
+  contactPoints?: string[];
+  localDataCenter?: string;
+  protocolOptions?: { port: number };
+  credentials?: { username: string; password: string };
+  socketOptions?: { connectTimeout: number; readTimeout: number };
+}
+
+export function cassandraClientOptions(config: ResolvedCassandraConfig, localDataCenter: string | null): DriverClientOptions {
+  const options: DriverClientOptions = {
+    socketOptions: { connectTimeout: 5000, readTimeout: 12000 },
+  };
+  if (config.credentials) options.credentials = { ...config.credentials };
+  if (config.secureConnectBundle) {
+    options.cloud = { secureConnectBundle: config.secureConnectBundle };
+    return options;
+  }
+  options.contactPoints = [...(config.contactPoints ?? [])];
+  options.protocolOptions = { port: config.port };
+  if (localDataCenter) options.localDataCenter = localDataCenter;
+  return options;
+}
+
+/** `LOCAL_QUORUM` → the driver's `localQuorum` key of `types.consistencies`. */
+export function driverConsistencyKey(name: string): string {
+  return name.toLowerCase().replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
+}

@@ -1,0 +1,185 @@
+import { Logger } from '@nestjs/common';
+import { Client, policies, types } from 'cassandra-driver';
+import type { ResolvedCassandraConfig } from '../config/resolved-config';
+import { CeleryConnectionError } from '../errors/celery.errors';
+import { decodeResultRow, encodeResultRow, pendingMeta, ResultRow, ResultToStore, TaskMeta } from '../protocol/result-row';
+import { cassandraClientOptions, DriverClientOptions, driverConsistencyKey } from './cassandra-client-options';
+import { ResultStore } from './result-store.interface';
+
+/** Celery's Cassandra result table, column for column (celery/backends/cassandra.py). */
+export function createTableCql(keyspace: string, table: string): string {
+  return (
+    `CREATE TABLE IF NOT EXISTS ${keyspace}.${table} (\n` +
+    '    task_id text,\n    status text,\n    result blob,\n    date_done timestamp,\n' +
+    '    traceback blob,\n    children blob,\n    PRIMARY KEY ((task_id), date_done)\n' +
+    ') WITH CLUSTERING ORDER BY (date_done DESC)'
+  );
+}
+
+const UNAUTHORIZED = 0x2100;
+
+/**
+ * Reads and writes Celery's own Cassandra result table, so Python's `AsyncResult.get()` reads
+ * what our worker stores and the other way round. Insert-only rows, JSON-text blobs, prepared
+ * statements, LOCAL_QUORUM by default, optional TTL. Creates the table when a worker needs it and
+ * never the keyspace (Astra forbids it) unless `createKeyspace` is set for development.
+ */
+export class CassandraResultStore extends ResultStore {
+  private readonly logger = new Logger('CeleryResultStore');
+  private client: Client | null = null;
+  private readonly insertCql: string;
+  private readonly selectCql: string;
+  private readonly readConsistency: number;
+  private readonly writeConsistency: number;
+
+  constructor(private readonly config: ResolvedCassandraConfig) {
+    super();
+    const target = `${config.keyspace}.${config.table}`;
+    const ttl = config.entryTtl ? ` USING TTL ${config.entryTtl}` : '';
+    this.insertCql = `INSERT INTO ${target} (task_id, status, result, date_done, traceback, children) VALUES (?, ?, ?, ?, ?, ?)${ttl}`;
+    this.selectCql = `SELECT status, result, date_done, traceback, children FROM ${target} WHERE task_id=? LIMIT 1`;
+    this.readConsistency = consistencyOf(config.readConsistency);
+    this.writeConsistency = consistencyOf(config.writeConsistency);
+  }
+
+  /** Where it connects, for logs and errors (never credentials). */
+  describe(): string {
+    if (this.config.secureConnectBundle) return `Astra DB bundle ${this.config.secureConnectBundle}`;
+    return `Cassandra ${(this.config.contactPoints ?? []).join(',')} port ${this.config.port}`;
+  }
+
+  async connect({ forWrites }: { forWrites: boolean }): Promise<void> {
+    if (this.client) return;
+    const dataCenter = this.config.secureConnectBundle ? null : (this.config.localDataCenter ?? (await this.detectDataCenter()));
+    const client = await this.open(cassandraClientOptions(this.config, dataCenter));
+    try {
+      await this.checkKeyspace(client);
+      if (forWrites) await this.ensureTable(client);
+    } catch (err) {
+      await client.shutdown().catch(() => undefined);
+      throw err;
+    }
+    this.client = client;
+  }
+
+  async store(result: ResultToStore): Promise<void> {
+    const row = encodeResultRow(result, new Date());
+    await this.requireClient().execute(
+      this.insertCql,
+      [row.taskId, row.status, row.result, row.dateDone, row.traceback, row.children],
+      { prepare: true, consistency: this.writeConsistency },
+    );
+  }
+
+  async getTaskMeta(taskId: string): Promise<TaskMeta> {
+    const rs = await this.requireClient().execute(this.selectCql, [taskId], { prepare: true, consistency: this.readConsistency });
+    const row = rs.first();
+    if (!row) return pendingMeta(taskId);
+    return decodeResultRow({
+      taskId,
+      status: row.status as string,
+      result: row.result as Buffer | null,
+      dateDone: row.date_done as Date | null,
+      traceback: row.traceback as Buffer | null,
+      children: row.children as Buffer | null,
+    });
+  }
+
+  /** Raw rows of the table (all states), newest first per task, like the walkthrough's CQL step. */
+  async rows(limit = 100): Promise<ResultRow[]> {
+    const rs = await this.requireClient().execute(
+      `SELECT task_id, status, result, date_done, traceback, children FROM ${this.config.keyspace}.${this.config.table} LIMIT ${Math.trunc(limit)}`,
+      [],
+      { consistency: this.readConsistency },
+    );
+    return rs.rows.map((r) => ({
+      taskId: r.task_id as string,
+      status: r.status,
+      result: r.result,
+      dateDone: r.date_done,
+      traceback: r.traceback,
+      children: r.children,
+    }));
+  }
+
+  async close(): Promise<void> {
+    const client = this.client;
+    this.client = null;
+    if (client) await client.shutdown();
+  }
+
+  private async open(options: DriverClientOptions): Promise<Client> {
+    const client = new Client(options as ConstructorParameters<typeof Client>[0]);
+    try {
+      await client.connect();
+      return client;
+    } catch (err) {
+      await client.shutdown().catch(() => undefined);
+      throw new CeleryConnectionError(`Cannot connect to ${this.describe()}: ${messageOf(err)}`);
+    }
+  }
+
+  /** Python's driver finds the local data center itself; the Node driver needs it, so ask the node. */
+  private async detectDataCenter(): Promise<string> {
+    const probe = await this.open({
+      ...cassandraClientOptions(this.config, null),
+      policies: { loadBalancing: new policies.loadBalancing.RoundRobinPolicy() },
+    } as DriverClientOptions);
+    try {
+      const host = probe.hosts.values()[0];
+      if (!host?.datacenter) throw new CeleryConnectionError(`${this.describe()} did not report its data center; set cassandra.localDataCenter`);
+      this.logger.log(`Using Cassandra local data center "${host.datacenter}" (set cassandra.localDataCenter to choose another)`);
+      return host.datacenter;
+    } finally {
+      await probe.shutdown().catch(() => undefined);
+    }
+  }
+
+  private async checkKeyspace(client: Client): Promise<void> {
+    const name = this.config.keyspace.toLowerCase();
+    if (client.metadata.keyspaces[name]) return;
+    if (!this.config.createKeyspace) {
+      throw new CeleryConnectionError(
+        `Cassandra keyspace "${this.config.keyspace}" does not exist on ${this.describe()}. Create it first ` +
+          '(like Celery, nestjs-celery never creates it; on Astra DB create it in the Astra console), ' +
+          'or set cassandra.createKeyspace for local development.',
+      );
+    }
+    await client.execute(
+      `CREATE KEYSPACE IF NOT EXISTS ${this.config.keyspace} WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}`,
+    );
+    await client.metadata.refreshKeyspace(name);
+  }
+
+  private async ensureTable(client: Client): Promise<void> {
+    const table = await client.metadata.getTable(this.config.keyspace.toLowerCase(), this.config.table.toLowerCase());
+    if (table) return;
+    try {
+      await client.execute(createTableCql(this.config.keyspace, this.config.table));
+      this.logger.log(`Created result table ${this.config.keyspace}.${this.config.table}`);
+    } catch (err) {
+      if ((err as { code?: number }).code === UNAUTHORIZED) {
+        throw new CeleryConnectionError(
+          `Result table ${this.config.keyspace}.${this.config.table} does not exist and this role may not create it ` +
+            `(needs CREATE permission on keyspace ${this.config.keyspace}): ${messageOf(err)}`,
+        );
+      }
+      throw new CeleryConnectionError(`Cannot create result table ${this.config.keyspace}.${this.config.table}: ${messageOf(err)}`);
+    }
+  }
+
+  private requireClient(): Client {
+    if (!this.client) throw new CeleryConnectionError(`${this.describe()} is not connected`);
+    return this.client;
+  }
+}
+
+function consistencyOf(name: string): number {
+  const value = (types.consistencies as unknown as Record<string, number>)[driverConsistencyKey(name)];
+  if (value === undefined) throw new CeleryConnectionError(`unknown consistency level ${name}`);
+  return value;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

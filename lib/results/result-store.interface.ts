@@ -1,0 +1,22 @@
+import type { ResultToStore, TaskMeta } from '../protocol/result-row';
+
+/**
+ * Where task states are written and read: Celery's result backend. Injectable under this class.
+ * Implementations: `CassandraResultStore` (Celery's own table), `MemoryResultStore`, `DisabledResultStore`.
+ */
+export abstract class ResultStore {
+  /** Connects; a worker's store also makes sure the table exists (`forWrites`). */
+  abstract connect(options: { forWrites: boolean }): Promise<void>;
+  /** Appends a state row for a task (never updates: Celery's table is insert-only). */
+  abstract store(result: ResultToStore): Promise<void>;
+  /** The newest state of a task; PENDING when there is no row. */
+  abstract getTaskMeta(taskId: string): Promise<TaskMeta>;
+  abstract close(): Promise<void>;
+  /** Whether results can be read back at all (false for the disabled store). */
+  readonly enabled: boolean = true;
+  /**
+   * Optional push: calls `listener` when a state for `taskId` is stored by this process, so
+   * `AsyncResult.get()` need not poll. Returns an unsubscribe function.
+   */
+  subscribe?(taskId: string, listener: () => void): () => void;
+}

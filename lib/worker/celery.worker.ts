@@ -1,0 +1,154 @@
+import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { Broker, ConsumerHandle, Delivery } from '../broker/broker.interface';
+import { CELERY_CONFIG } from '../celery.constants';
+import type { ResolvedCeleryConfig } from '../config/resolved-config';
+import { TaskRegistry } from '../discovery/task.registry';
+import type { ResultToStore } from '../protocol/result-row';
+import { ResultStore } from '../results/result-store.interface';
+import { RequestContext, TaskRequest } from './task-request';
+
+const STORE_ATTEMPTS = 8;
+
+/**
+ * Consumes the configured queues (one consumer per queue, dispatching by the `task` header),
+ * with manual acknowledgements and a bounded prefetch. Starts after every `@Task()` is
+ * registered; on shutdown stops consuming, lets in-flight tasks finish and store, then returns.
+ */
+@Injectable()
+export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly logger = new Logger('CeleryWorker');
+  private readonly consumers: ConsumerHandle[] = [];
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly holds = new Set<{ timer: NodeJS.Timeout; resolve: (run: boolean) => void }>();
+  private readonly waitingForSlot: (() => void)[] = [];
+  private running = 0;
+  private held = 0;
+  private stopping = false;
+  private readonly ctx: RequestContext;
+
+  constructor(
+    @Inject(CELERY_CONFIG) private readonly config: ResolvedCeleryConfig,
+    private readonly broker: Broker,
+    private readonly store: ResultStore,
+    private readonly registry: TaskRegistry,
+  ) {
+    this.ctx = {
+      registry,
+      store,
+      logger: this.logger,
+      accept: config.accept,
+      holdUntil: (eta) => this.holdUntil(eta),
+      withSlot: (fn) => this.withSlot(fn),
+      storeDurably: (result) => this.storeDurably(result),
+    };
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    if (this.config.worker.enabled) await this.start();
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.stop();
+  }
+
+  /** Starts consuming; called at bootstrap when `worker.enabled` (default). */
+  async start(): Promise<void> {
+    const { queues, prefetch, concurrency } = this.config.worker;
+    if (this.registry.names().length === 0) this.logger.warn('No @Task() methods found: every message will be rejected as unregistered');
+    for (const queue of queues) {
+      this.consumers.push(await this.broker.consume(queue, prefetch, (delivery) => this.onDelivery(delivery)));
+    }
+    this.logger.log(
+      `Worker consuming ${queues.join(', ')} on ${this.broker.describe()} (prefetch ${prefetch}, concurrency ${concurrency}); ` +
+        `tasks: ${this.registry.names().join(', ') || 'none'}`,
+    );
+  }
+
+  /** Stops consuming and waits (up to `worker.shutdownTimeoutMs`) for in-flight tasks to finish and be stored. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await Promise.all(this.consumers.splice(0).map((c) => c.cancel()));
+    for (const hold of this.holds) {
+      clearTimeout(hold.timer);
+      hold.resolve(false);
+    }
+    this.holds.clear();
+    if (this.inFlight.size === 0) return;
+    this.logger.log(`Waiting for ${this.inFlight.size} task(s) in flight`);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), this.config.worker.shutdownTimeoutMs)));
+    const outcome = await Promise.race([Promise.allSettled([...this.inFlight]).then(() => 'done' as const), timeout]);
+    clearTimeout(timer);
+    if (outcome === 'timeout') {
+      this.logger.warn(`${this.inFlight.size} task(s) still running after ${this.config.worker.shutdownTimeoutMs} ms; their messages return to the queue unacknowledged`);
+    }
+  }
+
+  private onDelivery(delivery: Delivery): void {
+    if (this.stopping) {
+      delivery.reject(true);
+      return;
+    }
+    const done = new TaskRequest(delivery, this.ctx)
+      .handle()
+      .catch((err: unknown) => {
+        this.logger.error(`Unexpected worker error: ${err instanceof Error ? err.stack : String(err)}`);
+      })
+      .finally(() => this.inFlight.delete(done));
+    this.inFlight.add(done);
+  }
+
+  /** ETA tasks wait unacknowledged; each one held raises the prefetch by one so others keep flowing (as Celery). */
+  private holdUntil(etaMicros: number): Promise<boolean> {
+    if (this.stopping) return Promise.resolve(false);
+    this.adjustHeld(+1);
+    return new Promise<boolean>((resolve) => {
+      const entry = {
+        timer: setTimeout(() => finish(true), Math.max(0, etaMicros / 1000 - Date.now())),
+        resolve: (run: boolean) => finish(run),
+      };
+      const finish = (run: boolean) => {
+        if (!this.holds.delete(entry)) return;
+        this.adjustHeld(-1);
+        resolve(run);
+      };
+      this.holds.add(entry);
+    });
+  }
+
+  private adjustHeld(delta: number): void {
+    this.held += delta;
+    const prefetch = this.config.worker.prefetch + this.held;
+    for (const consumer of this.consumers) void consumer.setPrefetch(prefetch);
+  }
+
+  private async withSlot<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= this.config.worker.concurrency) {
+      await new Promise<void>((resolve) => this.waitingForSlot.push(resolve));
+    }
+    this.running++;
+    try {
+      return await fn();
+    } finally {
+      this.running--;
+      this.waitingForSlot.shift()?.();
+    }
+  }
+
+  private async storeDurably(result: ResultToStore): Promise<boolean> {
+    let delay = 100;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.store.store(result);
+        return true;
+      } catch (err) {
+        const last = attempt >= STORE_ATTEMPTS || this.stopping;
+        this.logger.warn(`Storing the result of ${result.taskId} failed (attempt ${attempt}): ${(err as Error).message}${last ? '' : `; retrying in ${delay} ms`}`);
+        if (last) return false;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        delay = Math.min(5000, delay * 2);
+      }
+    }
+  }
+}

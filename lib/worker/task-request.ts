@@ -1,0 +1,104 @@
+import type { Logger } from '@nestjs/common';
+import type { Delivery } from '../broker/broker.interface';
+import { bindArguments } from '../discovery/parameter-names';
+import type { RegisteredTask, TaskRegistry } from '../discovery/task.registry';
+import { InvalidTaskMessageError } from '../errors/celery.errors';
+import { celeryException, toExceptionInfo, tracebackOf } from '../protocol/exceptions';
+import { pythonJsonDumps } from '../protocol/python-json';
+import type { ResultToStore } from '../protocol/result-row';
+import { decodeTaskMessage, DecodedTask } from '../protocol/task-message';
+import type { ResultStore } from '../results/result-store.interface';
+
+/** What a request needs from the worker that owns it. */
+export interface RequestContext {
+  registry: TaskRegistry;
+  store: ResultStore;
+  logger: Logger;
+  accept: readonly string[];
+  /** Waits until `etaMicros`; resolves false when the worker is stopping (the message goes back). */
+  holdUntil(etaMicros: number): Promise<boolean>;
+  /** Runs `fn` within the worker's concurrency limit. */
+  withSlot<T>(fn: () => Promise<T>): Promise<T>;
+  /** Stores a result, retrying with back-off; resolves false if it could not (the message goes back). */
+  storeDurably(result: ResultToStore): Promise<boolean>;
+}
+
+/**
+ * One message's life in the worker (like celery/worker/request.py): decode → look up the task →
+ * wait for its ETA → check expiry → run → store the result → acknowledge. The message is
+ * acknowledged only after its result is stored; if it cannot be stored it goes back to the queue.
+ */
+export class TaskRequest {
+  constructor(
+    private readonly delivery: Delivery,
+    private readonly ctx: RequestContext,
+  ) {}
+
+  async handle(): Promise<void> {
+    let task: DecodedTask;
+    try {
+      task = decodeTaskMessage(this.delivery, { accept: this.ctx.accept });
+    } catch (err) {
+      const reason = err instanceof InvalidTaskMessageError ? err.message : `Invalid task message: ${String(err)}`;
+      this.ctx.logger.error(`${reason}; rejected without requeue`);
+      this.delivery.reject(false);
+      return;
+    }
+    const entry = this.ctx.registry.get(task.task);
+    if (!entry) return this.rejectUnregistered(task);
+    if (task.eta !== null && task.eta > nowMicros()) {
+      if (!(await this.ctx.holdUntil(task.eta))) {
+        this.delivery.reject(true);
+        return;
+      }
+    }
+    const ignoreResult = task.ignoreResult ?? entry.ignoreResult;
+    if (task.expires !== null && task.expires <= nowMicros()) {
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}] expired; not run`);
+      return this.finish(task, { taskId: task.id, status: 'REVOKED', result: celeryException('TaskRevokedError', 'expired'), traceback: null, children: null }, false);
+    }
+    const outcome = await this.ctx.withSlot(() => this.run(task, entry));
+    return this.finish(task, outcome, ignoreResult && outcome.status === 'SUCCESS');
+  }
+
+  private async run(task: DecodedTask, entry: RegisteredTask): Promise<ResultToStore> {
+    const started = Date.now();
+    try {
+      const callArgs = bindArguments(task.task, entry.params, task.args, task.kwargs);
+      const value = await entry.handler(...callArgs);
+      pythonJsonDumps(value); // a value JSON cannot hold is a task failure, not a storage failure
+      this.ctx.logger.log(`Task ${task.task}[${task.id}] succeeded in ${Date.now() - started} ms`);
+      return { taskId: task.id, status: 'SUCCESS', result: value ?? null, traceback: null, children: [] };
+    } catch (err) {
+      const info = toExceptionInfo(err);
+      this.ctx.logger.error(`Task ${task.task}[${task.id}] raised ${info.exc_type}: ${info.exc_message.join(', ')}`);
+      return { taskId: task.id, status: 'FAILURE', result: info, traceback: tracebackOf(err), children: [] };
+    }
+  }
+
+  private async finish(task: DecodedTask, result: ResultToStore, skipStore: boolean): Promise<void> {
+    if (!skipStore && !(await this.ctx.storeDurably(result))) {
+      this.ctx.logger.warn(`Result of ${task.task}[${task.id}] not stored; message returned to the queue`);
+      this.delivery.reject(true);
+      return;
+    }
+    this.delivery.ack();
+  }
+
+  /** As Celery: a FAILURE `NotRegistered` row, and the message rejected without requeue. */
+  private async rejectUnregistered(task: DecodedTask): Promise<void> {
+    this.ctx.logger.error(
+      `Received unregistered task "${task.task}" (id ${task.id}); rejected without requeue. Registered tasks: ${this.ctx.registry.names().join(', ') || 'none'}`,
+    );
+    try {
+      await this.ctx.store.store({ taskId: task.id, status: 'FAILURE', result: celeryException('NotRegistered', task.task), traceback: null, children: [] });
+    } catch (err) {
+      this.ctx.logger.error(`Could not store NotRegistered for ${task.id}: ${(err as Error).message}`);
+    }
+    this.delivery.reject(false);
+  }
+}
+
+function nowMicros(): number {
+  return Date.now() * 1000;
+}

@@ -1,0 +1,39 @@
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { AppModule } from './app.module';
+import { formatRow, SortClient } from './sort.client';
+
+/**
+ * `node main.js all|worker|client|rows`:
+ * - all: worker and client in one process (works with no infrastructure at all);
+ * - worker: runs tasks until SIGINT / SIGTERM;
+ * - client: sends the walkthrough's two tasks and prints the results;
+ * - rows: prints the rows of the result table.
+ */
+async function main(mode: string): Promise<void> {
+  if (!['all', 'worker', 'client', 'rows'].includes(mode)) throw new Error(`unknown mode ${mode} (all, worker, client, rows)`);
+  const runsWorker = mode === 'all' || mode === 'worker';
+  if (mode === 'client' && !process.env.CELERY_BROKER_URL) {
+    Logger.warn('CELERY_BROKER_URL is not set: the memory:// broker has no worker in this process. Use `npm run sample`, or point both sample:worker and sample:client at RabbitMQ.', 'Sample');
+  }
+  const app = await NestFactory.createApplicationContext(AppModule.register(runsWorker), { logger: ['log', 'warn', 'error'] });
+  app.enableShutdownHooks();
+  if (mode === 'worker') return; // runs until a signal closes the application
+  const client = app.get(SortClient);
+  const print = (line: string) => process.stdout.write(line + '\n');
+  try {
+    if (mode !== 'rows') await client.run(print);
+    if (mode !== 'client') {
+      print('task_id | status | result | date_done | traceback | children');
+      for (const row of await client.rows()) print(formatRow(row));
+    }
+  } finally {
+    await app.close();
+  }
+}
+
+main(process.argv[2] ?? 'all').catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

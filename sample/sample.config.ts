@@ -1,0 +1,36 @@
+import type { CeleryModuleOptions } from '../lib';
+
+/**
+ * The sample's configuration, from the environment. With nothing set it runs on the embedded
+ * in-memory broker and result store; set CELERY_BROKER_URL and CASSANDRA_CONTACT_POINTS to run on
+ * RabbitMQ and Cassandra.
+ *
+ * | variable                 | default          |
+ * |--------------------------|------------------|
+ * | CELERY_BROKER_URL        | memory://        |
+ * | CASSANDRA_CONTACT_POINTS | (unset: results in memory) |
+ * | CASSANDRA_PORT           | 9042             |
+ * | CASSANDRA_LOCAL_DC       | detected from the node |
+ * | CASSANDRA_KEYSPACE       | celery_test      |
+ * | CASSANDRA_TABLE          | celery_taskmeta  |
+ */
+export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean): CeleryModuleOptions {
+  const brokerUrl = env.CELERY_BROKER_URL || 'memory://';
+  const contactPoints = env.CASSANDRA_CONTACT_POINTS?.split(',').map((p) => p.trim()).filter(Boolean);
+  const options: CeleryModuleOptions = { brokerUrl, worker: { enabled: workerEnabled } };
+  if (contactPoints?.length) {
+    options.resultBackend = 'cassandra';
+    options.cassandra = {
+      contactPoints,
+      port: env.CASSANDRA_PORT ? Number(env.CASSANDRA_PORT) : undefined,
+      localDataCenter: env.CASSANDRA_LOCAL_DC || undefined,
+      keyspace: env.CASSANDRA_KEYSPACE || 'celery_test',
+      table: env.CASSANDRA_TABLE || 'celery_taskmeta',
+    };
+  } else if (brokerUrl.startsWith('memory')) {
+    options.resultBackend = 'memory';
+  } else {
+    throw new Error('CELERY_BROKER_URL points at a real broker: set CASSANDRA_CONTACT_POINTS too, so the client can read results');
+  }
+  return options;
+}
