@@ -1,6 +1,7 @@
 /** Two projects: fast unit tests, and integration tests against real RabbitMQ and Cassandra. */
 const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json' }];
 module.exports = {
+  reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
   projects: [
     {
       displayName: 'unit',

@@ -40,6 +40,8 @@ export class AmqpBroker extends Broker {
   private publishChannel: Promise<ConfirmChannel> | null = null;
   private declared = new Map<string, Promise<void>>();
   private readonly consumers = new Set<ConsumerRecord>();
+  /** Open consumer channels, including those of cancelled consumers still settling their messages. */
+  private readonly consumerChannels = new Set<Channel>();
   private closing = false;
 
   constructor(private readonly options: AmqpBrokerOptions) {
@@ -115,11 +117,20 @@ export class AmqpBroker extends Broker {
     this.closing = true;
     const model = this.model;
     this.model = null;
+    // Close the channels first: amqplib can drop acknowledgements still buffered on a channel when
+    // the connection closes under it, and RabbitMQ would then redeliver tasks that were done.
+    const channels: Channel[] = [...this.consumerChannels];
+    this.consumers.clear();
+    const publish = await this.publishChannel?.catch(() => null);
+    if (publish) channels.push(publish);
+    await Promise.allSettled(channels.map((ch) => ch.close()));
     if (model) await model.close().catch(() => undefined);
   }
 
   private async startConsumer(model: Pick<ChannelModel, 'createChannel'>, record: ConsumerRecord): Promise<void> {
     const ch = await model.createChannel();
+    this.consumerChannels.add(ch);
+    ch.on('close', () => this.consumerChannels.delete(ch));
     ch.on('error', (err: Error) => this.logger.error(`Consumer channel for queue ${record.queue} failed: ${messageOf(err)}`));
     await declareTopology(ch, record.queue);
     await ch.prefetch(record.prefetch);

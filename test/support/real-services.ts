@@ -1,0 +1,75 @@
+import * as amqplib from 'amqplib';
+import { Client } from 'cassandra-driver';
+import { randomBytes } from 'node:crypto';
+import type { CeleryModuleOptions } from '../../lib';
+
+/**
+ * Where the real RabbitMQ and Cassandra of `npm run services:up` listen. Integration tests talk
+ * to these over real connections only; nothing here falls back to the in-memory parts.
+ */
+export const AMQP_URL = process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+export const CASSANDRA_HOST = process.env.TEST_CASSANDRA_HOST ?? '127.0.0.1';
+export const CASSANDRA_PORT = Number(process.env.TEST_CASSANDRA_PORT ?? 9042);
+export const KEYSPACE = process.env.CASSANDRA_KEYSPACE ?? 'celery_test';
+
+/** A name unique to this run, safe as a queue and as a CQL table name. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${randomBytes(4).toString('hex')}`;
+}
+
+export function realOptions(queue: string, table: string, extra: Partial<CeleryModuleOptions> = {}): CeleryModuleOptions {
+  return {
+    brokerUrl: AMQP_URL,
+    resultBackend: 'cassandra',
+    defaultQueue: queue,
+    cassandra: { contactPoints: [CASSANDRA_HOST], port: CASSANDRA_PORT, localDataCenter: 'datacenter1', keyspace: KEYSPACE, table },
+    resultPollIntervalMs: 20,
+    ...extra,
+  };
+}
+
+/** A raw cassandra-driver client, to look at rows the way Python's backend would. */
+export async function rawCassandra(): Promise<Client> {
+  const client = new Client({ contactPoints: [`${CASSANDRA_HOST}:${CASSANDRA_PORT}`], localDataCenter: 'datacenter1', keyspace: KEYSPACE });
+  await client.connect();
+  return client;
+}
+
+/** Direct AMQP access for tests: queue depth, raw publishes, clean-up. */
+export class RawAmqp {
+  private constructor(
+    private readonly connection: amqplib.ChannelModel,
+    readonly channel: amqplib.Channel,
+  ) {}
+
+  static async open(): Promise<RawAmqp> {
+    const connection = await amqplib.connect(AMQP_URL);
+    const channel = await connection.createChannel();
+    return new RawAmqp(connection, channel);
+  }
+
+  async depth(queue: string): Promise<number> {
+    return (await this.channel.checkQueue(queue)).messageCount;
+  }
+
+  async deleteQueues(...queues: string[]): Promise<void> {
+    for (const q of queues) {
+      await this.channel.deleteQueue(q);
+      await this.channel.deleteExchange(q);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.connection.close();
+  }
+}
+
+/** Polls `check` until it returns true or `ms` pass. */
+export async function eventually(check: () => Promise<boolean>, ms = 10000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,347 @@
+import { normalizeCeleryOptions } from '../../../lib/config/normalize-options';
+import { CeleryConfigError } from '../../../lib/errors/celery.errors';
+import type { CeleryOptionsInput } from '../../../lib/interfaces/celery-options.interface';
+
+/** Normalizes and returns the CeleryConfigError it must throw. */
+function configError(input: unknown): CeleryConfigError {
+  try {
+    normalizeCeleryOptions(input as CeleryOptionsInput);
+  } catch (err) {
+    expect(err).toBeInstanceOf(CeleryConfigError);
+    return err as CeleryConfigError;
+  }
+  throw new Error('normalizeCeleryOptions accepted the options');
+}
+
+const SERVERS = { contactPoints: ['10.0.0.1', '10.0.0.2'], keyspace: 'celery_ks', localDataCenter: 'dc1' };
+
+describe('normalizeCeleryOptions: defaults', () => {
+  it('gives an in-process setup (memory broker and memory results) when called with nothing', () => {
+    const expected = {
+      brokerUrl: 'memory://',
+      brokerKind: 'memory',
+      brokerConnectionRetryOnStartup: true,
+      resultBackend: 'memory',
+      cassandra: null,
+      defaultQueue: 'celery',
+      worker: { enabled: true, queues: ['celery'], concurrency: 8, prefetch: 32, shutdownTimeoutMs: 30000 },
+      accept: ['application/json'],
+      peerCompat: '5.3',
+      resultPollIntervalMs: 100,
+    };
+    expect(normalizeCeleryOptions(undefined)).toEqual(expected);
+    expect(normalizeCeleryOptions(null)).toEqual(expected);
+    expect(normalizeCeleryOptions({})).toEqual(expected);
+  });
+
+  it('defaults to no result backend with an AMQP broker', () => {
+    const config = normalizeCeleryOptions({ brokerUrl: 'amqp://guest:guest@localhost:5672//' });
+    expect(config.brokerKind).toBe('amqp');
+    expect(config.resultBackend).toBe('none');
+  });
+
+  it.each(['amqp://h', 'amqps://h', 'pyamqp://h', 'AMQP://h'])('accepts the broker scheme of %s as amqp', (url) => {
+    expect(normalizeCeleryOptions({ brokerUrl: url }).brokerKind).toBe('amqp');
+  });
+
+  it('defaults prefetch to concurrency × 4 and the consumed queue to the default queue', () => {
+    const config = normalizeCeleryOptions({ defaultQueue: 'sorting', worker: { concurrency: 3 } });
+    expect(config.worker).toMatchObject({ concurrency: 3, prefetch: 12, queues: ['sorting'] });
+  });
+
+  it('fills in the Cassandra defaults: port 9042, table celery_taskmeta, LOCAL_QUORUM, no TTL, no credentials', () => {
+    const config = normalizeCeleryOptions({ resultBackend: 'cassandra://', cassandra: SERVERS });
+    expect(config.cassandra).toEqual({
+      contactPoints: ['10.0.0.1', '10.0.0.2'],
+      port: 9042,
+      localDataCenter: 'dc1',
+      keyspace: 'celery_ks',
+      table: 'celery_taskmeta',
+      readConsistency: 'LOCAL_QUORUM',
+      writeConsistency: 'LOCAL_QUORUM',
+      entryTtl: null,
+      credentials: null,
+      secureConnectBundle: null,
+      createKeyspace: false,
+    });
+  });
+
+  it.each(['cassandra', 'cassandra://', 'CASSANDRA://anything'])('recognises the result backend %p as cassandra', (backend) => {
+    expect(normalizeCeleryOptions({ resultBackend: backend, cassandra: SERVERS }).resultBackend).toBe('cassandra');
+  });
+
+  it('drops the cassandra settings when the result backend is not cassandra', () => {
+    expect(normalizeCeleryOptions({ resultBackend: 'memory', cassandra: SERVERS }).cassandra).toBeNull();
+  });
+
+  it('upper-cases consistency level names', () => {
+    const config = normalizeCeleryOptions({ resultBackend: 'cassandra', cassandra: { ...SERVERS, readConsistency: 'one', writeConsistency: 'each_quorum' } });
+    expect(config.cassandra).toMatchObject({ readConsistency: 'ONE', writeConsistency: 'EACH_QUORUM' });
+  });
+});
+
+describe('normalizeCeleryOptions: a Python celeryconfig', () => {
+  const python = {
+    broker_url: 'amqp://guest:guest@rabbit:5672//',
+    result_backend: 'cassandra://',
+    cassandra_servers: ['cass1', 'cass2'],
+    cassandra_port: 9142,
+    cassandra_keyspace: 'celery_ks',
+    cassandra_table: 'tasks',
+    cassandra_read_consistency: 'ONE',
+    cassandra_write_consistency: 'QUORUM',
+    cassandra_entry_ttl: 86400,
+    cassandra_auth_provider: 'PlainTextAuthProvider',
+    cassandra_auth_kwargs: { username: 'cassandra', password: 'cassandra-pw' },
+    task_serializer: 'json',
+    result_serializer: 'json',
+    accept_content: ['json'],
+    broker_connection_retry_on_startup: false,
+    enable_utc: true,
+    task_default_queue: 'sorting',
+    worker_concurrency: 2,
+    worker_prefetch_multiplier: 3,
+  };
+  const camel: CeleryOptionsInput = {
+    brokerUrl: 'amqp://guest:guest@rabbit:5672//',
+    resultBackend: 'cassandra://',
+    cassandra: {
+      contactPoints: ['cass1', 'cass2'],
+      port: 9142,
+      keyspace: 'celery_ks',
+      table: 'tasks',
+      readConsistency: 'ONE',
+      writeConsistency: 'QUORUM',
+      entryTtl: 86400,
+      credentials: { username: 'cassandra', password: 'cassandra-pw' },
+    },
+    taskSerializer: 'json',
+    resultSerializer: 'json',
+    acceptContent: ['application/json'],
+    brokerConnectionRetryOnStartup: false,
+    enableUtc: true,
+    defaultQueue: 'sorting',
+    worker: { concurrency: 2, prefetch: 6 },
+  };
+
+  it('maps every snake_case key onto the same result as the camelCase options', () => {
+    expect(normalizeCeleryOptions(python)).toEqual(normalizeCeleryOptions(camel));
+  });
+
+  it('computes the prefetch from worker_prefetch_multiplier × worker_concurrency', () => {
+    expect(normalizeCeleryOptions(python).worker.prefetch).toBe(6);
+  });
+
+  it('lets snake_case and camelCase keys be mixed, the cassandra ones landing in one object', () => {
+    const config = normalizeCeleryOptions({ cassandra_keyspace: 'ks', cassandra: { contactPoints: ['h'] }, resultBackend: 'cassandra' } as CeleryOptionsInput);
+    expect(config.cassandra).toMatchObject({ keyspace: 'ks', contactPoints: ['h'] });
+  });
+
+  it('maps cassandra_secure_bundle_path onto Astra mode', () => {
+    const config = normalizeCeleryOptions({ result_backend: 'cassandra://', cassandra_keyspace: 'ks', cassandra_secure_bundle_path: '/secrets/scb.zip' });
+    expect(config.cassandra).toMatchObject({ secureConnectBundle: '/secrets/scb.zip', contactPoints: null });
+  });
+
+  it('turns PlainTextAuthProvider + cassandra_auth_kwargs into credentials', () => {
+    const config = normalizeCeleryOptions({
+      result_backend: 'cassandra://',
+      cassandra_servers: ['h'],
+      cassandra_keyspace: 'ks',
+      cassandra_auth_provider: 'PlainTextAuthProvider',
+      cassandra_auth_kwargs: { username: 'clientId', password: 'secret' },
+    });
+    expect(config.cassandra?.credentials).toEqual({ username: 'clientId', password: 'secret' });
+  });
+
+  it('ignores cassandra_auth_provider without cassandra_auth_kwargs, as Celery does', () => {
+    const config = normalizeCeleryOptions({
+      result_backend: 'cassandra://',
+      cassandra_servers: ['h'],
+      cassandra_keyspace: 'ks',
+      cassandra_auth_provider: 'PlainTextAuthProvider',
+    });
+    expect(config.cassandra?.credentials).toBeNull();
+  });
+
+  it('rejects an auth provider other than PlainTextAuthProvider, naming cassandra_auth_provider', () => {
+    const err = configError({
+      result_backend: 'cassandra://',
+      cassandra_servers: ['h'],
+      cassandra_keyspace: 'ks',
+      cassandra_auth_provider: 'SaslAuthProvider',
+      cassandra_auth_kwargs: { username: 'u', password: 'p' },
+    });
+    expect(err.key).toBe('cassandra_auth_provider');
+  });
+
+  it('rejects cassandra_auth_kwargs without a string username and password', () => {
+    expect(configError({ cassandra_auth_kwargs: { username: 'u' } }).key).toBe('cassandra_auth_kwargs');
+    expect(configError({ cassandra_auth_kwargs: 'u:p' }).key).toBe('cassandra_auth_kwargs');
+  });
+});
+
+describe('normalizeCeleryOptions: unknown keys', () => {
+  it('rejects a misspelt celeryconfig key, naming it', () => {
+    const err = configError({ cassandra_tabel: 'tasks' });
+    expect(err.key).toBe('cassandra_tabel');
+    expect(err.message).toContain('cassandra_tabel');
+    expect(err.message).toMatch(/unknown option/);
+  });
+
+  it('rejects brokerURL, naming it and suggesting brokerUrl', () => {
+    const err = configError({ brokerURL: 'amqp://h' });
+    expect(err.key).toBe('brokerURL');
+    expect(err.message).toContain('brokerURL');
+    expect(err.message).toContain('did you mean "brokerUrl"');
+  });
+
+  it('rejects an unknown key inside cassandra, naming it with its path', () => {
+    const err = configError({ resultBackend: 'cassandra', cassandra: { ...SERVERS, tabel: 'x' } });
+    expect(err.key).toBe('cassandra.tabel');
+  });
+
+  it('rejects a differently-cased cassandra key (Keyspace), naming it with its path', () => {
+    expect(configError({ resultBackend: 'cassandra', cassandra: { ...SERVERS, Keyspace: 'x' } }).message).toContain('cassandra.Keyspace');
+  });
+
+  it('rejects an unknown key inside worker, naming it with its path', () => {
+    expect(configError({ worker: { concurency: 2 } }).key).toBe('worker.concurency');
+  });
+
+  it('rejects uppercase Celery 3 names that are not supported (CASSANDRA_SERVERS)', () => {
+    expect(configError({ CASSANDRA_SERVERS: ['h'] }).key).toBe('CASSANDRA_SERVERS');
+  });
+});
+
+describe('normalizeCeleryOptions: wrong types name the key', () => {
+  it.each([
+    [{ brokerUrl: 42 }, 'brokerUrl'],
+    [{ resultBackend: ['cassandra'] }, 'resultBackend'],
+    [{ defaultQueue: 5 }, 'defaultQueue'],
+    [{ brokerConnectionRetryOnStartup: 'yes' }, 'brokerConnectionRetryOnStartup'],
+    [{ isGlobal: 1 }, 'isGlobal'],
+    [{ resultPollIntervalMs: 0 }, 'resultPollIntervalMs'],
+    [{ resultPollIntervalMs: 1.5 }, 'resultPollIntervalMs'],
+    [{ peerCompat: '5.4' }, 'peerCompat'],
+    [{ acceptContent: 'json' }, 'acceptContent'],
+    [{ acceptContent: [] }, 'acceptContent'],
+    [{ cassandra: 'host' }, 'cassandra'],
+    [{ worker: [] }, 'worker'],
+    [{ worker: { concurrency: 0 } }, 'worker.concurrency'],
+    [{ worker: { prefetch: '10' } }, 'worker.prefetch'],
+    [{ worker: { enabled: 'no' } }, 'worker.enabled'],
+    [{ worker: { queues: [] } }, 'worker.queues'],
+    [{ worker: { queues: ['ok', ''] } }, 'worker.queues'],
+    [{ worker: { shutdownTimeoutMs: -1 } }, 'worker.shutdownTimeoutMs'],
+    [{ worker_prefetch_multiplier: 0 }, 'worker_prefetch_multiplier'],
+    [{ resultBackend: 'cassandra', cassandra: { ...SERVERS, port: '9042' } }, 'cassandra.port'],
+    [{ resultBackend: 'cassandra', cassandra: { ...SERVERS, entryTtl: 86400.5 } }, 'cassandra.entryTtl'],
+    [{ resultBackend: 'cassandra', cassandra: { ...SERVERS, contactPoints: 'h1,h2' } }, 'cassandra.contactPoints'],
+    [{ resultBackend: 'cassandra', cassandra: { ...SERVERS, keyspace: 7 } }, 'cassandra.keyspace'],
+    [{ resultBackend: 'cassandra', cassandra: { ...SERVERS, readConsistency: 'MOSTLY' } }, 'cassandra.readConsistency'],
+    [{ resultBackend: 'cassandra', cassandra: { ...SERVERS, credentials: { username: 'u' } } }, 'cassandra.credentials'],
+    [{ resultBackend: 'cassandra', cassandra: { ...SERVERS, table: 'bad-name' } }, 'cassandra.table'],
+    [{ resultBackend: 'cassandra', cassandra: { ...SERVERS, createKeyspace: 'true' } }, 'cassandra.createKeyspace'],
+  ])('rejects %j, naming %s', (input, key) => {
+    const err = configError(input);
+    expect(err.key).toBe(key);
+    expect(err.message).toContain(`${key}:`);
+  });
+
+  it('names the celeryconfig key the user wrote when its value has the wrong type (cassandra_port)', () => {
+    const err = configError({ result_backend: 'cassandra://', cassandra_servers: ['h'], cassandra_keyspace: 'ks', cassandra_port: '9042' });
+    expect(err.message).toContain('cassandra_port');
+  });
+
+  it('rejects a non-object options value', () => {
+    expect(configError([]).key).toBe('options');
+  });
+});
+
+describe('normalizeCeleryOptions: cassandra consistency rules', () => {
+  it('rejects a secure-connect bundle together with contact points', () => {
+    const err = configError({ resultBackend: 'cassandra', cassandra: { ...SERVERS, secureConnectBundle: '/scb.zip' } });
+    expect(err.key).toBe('cassandra.secureConnectBundle');
+    expect(err.message).toMatch(/not both/);
+  });
+
+  it('rejects cassandra_servers together with cassandra_secure_bundle_path', () => {
+    const err = configError({ result_backend: 'cassandra://', cassandra_keyspace: 'ks', cassandra_servers: ['h'], cassandra_secure_bundle_path: '/scb.zip' });
+    expect(err.key).toBe('cassandra.secureConnectBundle');
+  });
+
+  it('rejects a missing keyspace', () => {
+    const err = configError({ resultBackend: 'cassandra', cassandra: { contactPoints: ['h'] } });
+    expect(err.key).toBe('cassandra.keyspace');
+    expect(err.message).toContain('cassandra_keyspace');
+  });
+
+  it('rejects neither contact points nor bundle', () => {
+    expect(configError({ resultBackend: 'cassandra', cassandra: { keyspace: 'ks' } }).key).toBe('cassandra.contactPoints');
+    expect(configError({ resultBackend: 'cassandra', cassandra: { keyspace: 'ks', contactPoints: [] } }).key).toBe('cassandra.contactPoints');
+  });
+
+  it('rejects a cassandra result backend without any cassandra settings', () => {
+    expect(configError({ resultBackend: 'cassandra://' }).key).toBe('cassandra');
+  });
+
+  it('turns an Astra token into credentials with username "token"', () => {
+    const config = normalizeCeleryOptions({
+      resultBackend: 'cassandra',
+      cassandra: { keyspace: 'ks', secureConnectBundle: '/scb.zip', token: 'AstraCS:abc:123' },
+    });
+    expect(config.cassandra?.credentials).toEqual({ username: 'token', password: 'AstraCS:abc:123' });
+  });
+
+  it('rejects a token together with credentials', () => {
+    const err = configError({
+      resultBackend: 'cassandra',
+      cassandra: { keyspace: 'ks', secureConnectBundle: '/scb.zip', token: 'AstraCS:x', credentials: { username: 'u', password: 'p' } },
+    });
+    expect(err.key).toBe('cassandra.token');
+  });
+});
+
+describe('normalizeCeleryOptions: unsupported features', () => {
+  it.each([
+    [{ taskSerializer: 'pickle' }, 'taskSerializer'],
+    [{ resultSerializer: 'msgpack' }, 'resultSerializer'],
+    [{ task_serializer: 'yaml' }, 'taskSerializer'],
+    [{ acceptContent: ['json', 'pickle'] }, 'acceptContent'],
+    [{ accept_content: ['application/x-python-serialize'] }, 'acceptContent'],
+    [{ resultBackend: 'redis://localhost:6379/0' }, 'resultBackend'],
+    [{ result_backend: 'rpc://' }, 'resultBackend'],
+    [{ brokerUrl: 'redis://localhost:6379/0' }, 'brokerUrl'],
+    [{ enableUtc: false }, 'enableUtc'],
+  ])('rejects %j, naming %s', (input, key) => {
+    expect(configError(input).key).toBe(key);
+  });
+
+  it('normalizes accept_content json to application/json', () => {
+    expect(normalizeCeleryOptions({ accept_content: ['json', 'application/json'] }).accept).toEqual(['application/json', 'application/json']);
+  });
+
+  it.each(['none', 'disabled', ''])('accepts %p as no result backend', (backend) => {
+    expect(normalizeCeleryOptions({ resultBackend: backend }).resultBackend).toBe('none');
+  });
+});
+
+describe('normalizeCeleryOptions: secrets never appear in error messages', () => {
+  const SECRET = 's3cr3t-Pa55';
+
+  it.each([
+    ['a broker URL with an unsupported scheme', { brokerUrl: `redis://user:${SECRET}@localhost:6379/0` }],
+    ['a broker URL without a scheme', { brokerUrl: `guest:${SECRET}@localhost:5672` }],
+    ['a result backend URL with a password', { resultBackend: `redis://:${SECRET}@localhost:6379/0` }],
+    ['a celeryconfig result_backend URL with a password', { result_backend: `db+postgresql://celery:${SECRET}@db/celery` }],
+    ['credentials without a username', { resultBackend: 'cassandra', cassandra: { ...SERVERS, credentials: { password: SECRET } } }],
+    ['credentials together with a token', { resultBackend: 'cassandra', cassandra: { keyspace: 'ks', secureConnectBundle: '/b.zip', token: SECRET, credentials: { username: 'u', password: SECRET } } }],
+    ['auth kwargs with a non-PlainText provider', { cassandra_auth_provider: 'Other', cassandra_auth_kwargs: { username: 'u', password: SECRET } }],
+    ['auth kwargs without a username', { cassandra_auth_kwargs: { password: SECRET } }],
+    ['a bad keyspace next to credentials', { resultBackend: 'cassandra', cassandra: { ...SERVERS, keyspace: 'bad-ks', credentials: { username: 'u', password: SECRET } } }],
+    ['a misspelt key next to a broker URL with a password', { brokerUrl: `amqp://u:${SECRET}@h//`, brokerURL: `amqp://u:${SECRET}@h//` }],
+  ])('does not reveal the password for %s', (_what, input) => {
+    // compared case-insensitively: a lower-cased password is still a leaked password
+    expect(configError(input).message.toLowerCase()).not.toContain(SECRET.toLowerCase());
+  });
+});

@@ -1,0 +1,200 @@
+import { Injectable, Module } from '@nestjs/common';
+import { Test, TestingModule } from '@nestjs/testing';
+import {
+  CELERY_CONFIG,
+  CeleryConfigError,
+  ResolvedCeleryConfig,
+  CeleryModule,
+  MemoryBroker,
+  Broker,
+  Producer,
+  ResultStore,
+  Task,
+  TaskFailedError,
+  TaskRegistrationError,
+  TaskRegistry,
+  TaskTimeoutError,
+} from '../../../lib';
+import { encodeTaskMessage } from '../../../lib/protocol/task-message';
+import { FixtureTasks } from '../../support/fixture-tasks';
+
+/**
+ * The module on its embedded in-memory broker and result store: the same code paths the real
+ * services use (the integration suite runs them against RabbitMQ and Cassandra).
+ */
+describe('CeleryModule on memory://', () => {
+  let moduleRef: TestingModule;
+  let producer: Producer;
+
+  beforeEach(async () => {
+    moduleRef = await Test.createTestingModule({
+      imports: [CeleryModule.forRoot({})],
+      providers: [FixtureTasks],
+    }).compile();
+    await moduleRef.init();
+    producer = moduleRef.get(Producer);
+  });
+
+  afterEach(async () => {
+    await moduleRef.close();
+  });
+
+  it('discovers @Task methods and lists them in the registry, with the documented default name', () => {
+    expect(moduleRef.get(TaskRegistry).names()).toEqual(['FixtureTasks.add', 'tasks.customFailure', 'tasks.echo', 'tasks.failWords', 'tasks.sortWords']);
+  });
+
+  it('runs the sortWords walkthrough through a typed reference, positional and keyword', async () => {
+    const sortWords = producer.task(FixtureTasks, 'sortWords');
+    const first = await sortWords.delay('storage yay my DB is powerful results Astra', false);
+    const second = await sortWords.applyAsync(['In the land of another wizards day'], { kwargs: { capitalize: true } });
+    await expect(first.get({ timeout: 5000 })).resolves.toBe('Astra DB is my powerful results storage yay');
+    await expect(second.get({ timeout: 5000 })).resolves.toBe('ANOTHER DAY IN LAND OF THE WIZARDS');
+    expect(await first.ready()).toBe(true);
+    expect(await first.state()).toBe('SUCCESS');
+  });
+
+  it('runs the method on the DI-managed instance', async () => {
+    await (await producer.sendTask('tasks.sortWords', { args: ['b a'] })).get({ timeout: 5000 });
+    expect(moduleRef.get(FixtureTasks).calls).toEqual(['b a']);
+  });
+
+  it('sends by name with kwargs only', async () => {
+    const result = await producer.sendTask<number>('FixtureTasks.add', { kwargs: { a: 2, b: 40 } });
+    await expect(result.get({ timeout: 5000 })).resolves.toBe(42);
+  });
+
+  it('stores FAILURE with Celery exception fields and get() rejects with them', async () => {
+    const result = await producer.sendTask('tasks.failWords', { args: ['x y'] });
+    const error = (await result.get({ timeout: 5000 }).catch((e: unknown) => e)) as TaskFailedError;
+    expect(error).toBeInstanceOf(TaskFailedError);
+    expect(error.state).toBe('FAILURE');
+    expect(error.excType).toBe('ValueError');
+    expect(error.excModule).toBe('builtins');
+    expect(error.excMessage).toEqual(["cannot sort: 'x y'"]);
+    expect(error.traceback).toContain('RangeError');
+    expect(await result.failed()).toBe(true);
+  });
+
+  it('maps a custom JS error to a dynamic Python exception class name', async () => {
+    const result = await producer.sendTask('tasks.customFailure');
+    await expect(result.get({ timeout: 5000 })).rejects.toMatchObject({ excType: 'SortFailedError', excModule: 'nestjs_celery.errors' });
+  });
+
+  it('fails a call with an unexpected keyword argument as Python would (TypeError)', async () => {
+    const result = await producer.sendTask('tasks.sortWords', { args: ['a'], kwargs: { reverse: true } });
+    await expect(result.get({ timeout: 5000 })).rejects.toMatchObject({ excType: 'TypeError', excMessage: ["tasks.sortWords() got an unexpected keyword argument 'reverse'"] });
+  });
+
+  it('marks an unknown task FAILURE NotRegistered, rejects it, and keeps serving', async () => {
+    const unknown = await producer.sendTask('tasks.noSuchTask');
+    await expect(unknown.get({ timeout: 5000 })).rejects.toMatchObject({ excType: 'NotRegistered', excModule: 'celery.exceptions', excMessage: ['tasks.noSuchTask'] });
+    const ok = await producer.sendTask('tasks.echo', { args: ['still here'] });
+    await expect(ok.get({ timeout: 5000 })).resolves.toBe('still here');
+  });
+
+  it('rejects a malformed message without requeue and keeps serving', async () => {
+    const broker = moduleRef.get(Broker) as MemoryBroker;
+    const bad = encodeTaskMessage({ task: 'tasks.echo', id: 'bad-1', args: ['x'] }, { nowMicros: Date.now() * 1000, origin: 'test' });
+    await broker.publish('celery', { headers: bad.amqpHeaders, properties: bad.properties, body: Buffer.from('[[1], {}') });
+    const ok = await producer.sendTask('tasks.echo', { args: ['after bad'] });
+    await expect(ok.get({ timeout: 5000 })).resolves.toBe('after bad');
+    expect(broker.depth('celery')).toBe(0);
+    expect(await producer.asyncResult('bad-1').state()).toBe('PENDING');
+  });
+
+  it('does not run a countdown task early', async () => {
+    const started = Date.now();
+    const result = await producer.sendTask('tasks.echo', { args: ['later'], countdown: 0.4 });
+    expect(await result.state()).toBe('PENDING');
+    await expect(result.get({ timeout: 5000 })).resolves.toBe('later');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(390);
+  });
+
+  it('stores REVOKED expired for a task that expired before it ran', async () => {
+    const result = await producer.sendTask('tasks.echo', { args: ['too late'], eta: new Date(Date.now() + 300), expires: new Date(Date.now() + 100) });
+    await expect(result.get({ timeout: 5000 })).rejects.toMatchObject({ state: 'REVOKED', excType: 'TaskRevokedError', excMessage: ['expired'] });
+  });
+
+  it('rejects get() with TaskTimeoutError when no result comes', async () => {
+    const result = producer.asyncResult('never-sent');
+    await expect(result.get({ timeout: 150 })).rejects.toBeInstanceOf(TaskTimeoutError);
+    expect(await result.state()).toBe('PENDING');
+  });
+
+  it('stores no result for ignoreResult tasks', async () => {
+    const result = await producer.sendTask('tasks.echo', { args: ['quiet'], ignoreResult: true });
+    const control = await producer.sendTask('tasks.echo', { args: ['loud'] });
+    await control.get({ timeout: 5000 });
+    expect(await result.state()).toBe('PENDING');
+  });
+
+  it('exposes the ResultStore for reading any task id', async () => {
+    const result = await producer.sendTask('tasks.echo', { args: [{ nested: [1, 'two', null] }] });
+    await result.get({ timeout: 5000 });
+    const meta = await moduleRef.get(ResultStore).getTaskMeta(result.id);
+    expect(meta).toMatchObject({ status: 'SUCCESS', result: { nested: [1, 'two', null] }, traceback: null, children: [] });
+  });
+});
+
+describe('CeleryModule configuration', () => {
+  it('forRootAsync builds the options from an injected provider', async () => {
+    @Injectable()
+    class SettingsService {
+      readonly broker = 'memory://';
+    }
+    @Module({ providers: [SettingsService], exports: [SettingsService] })
+    class SettingsModule {}
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        CeleryModule.forRootAsync({
+          imports: [SettingsModule],
+          inject: [SettingsService],
+          useFactory: (settings: SettingsService) => ({ brokerUrl: settings.broker, defaultQueue: 'from-factory' }),
+        }),
+      ],
+      providers: [FixtureTasks],
+    }).compile();
+    await moduleRef.init();
+    expect(moduleRef.get<ResolvedCeleryConfig>(CELERY_CONFIG).defaultQueue).toBe('from-factory');
+    // The worker consumes the default queue the factory chose, so the task runs.
+    const result = await moduleRef.get(Producer).sendTask('tasks.echo', { args: ['async'] });
+    await expect(result.get({ timeout: 5000 })).resolves.toBe('async');
+    await moduleRef.close();
+  });
+
+  it('fails at startup on an unknown option, naming the key', async () => {
+    await expect(
+      Test.createTestingModule({ imports: [CeleryModule.forRoot({ brokerURL: 'memory://' } as never)] }).compile(),
+    ).rejects.toThrow(CeleryConfigError);
+    await expect(
+      Test.createTestingModule({ imports: [CeleryModule.forRoot({ cassandra_tabel: 'x' } as never)] }).compile(),
+    ).rejects.toThrow(/cassandra_tabel/);
+  });
+
+  it('fails at startup when two tasks share a name', async () => {
+    @Injectable()
+    class Duplicate {
+      @Task('tasks.sortWords')
+      other(): string {
+        return '';
+      }
+    }
+    const moduleRef = await Test.createTestingModule({ imports: [CeleryModule.forRoot({})], providers: [FixtureTasks, Duplicate] }).compile();
+    const error = await moduleRef.init().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TaskRegistrationError);
+    expect((error as Error).message).toMatch(/"tasks\.sortWords" is used twice: by (FixtureTasks\.sortWords and by Duplicate\.other|Duplicate\.other and by FixtureTasks\.sortWords)/);
+    // close() re-awaits the failed initialisation.
+    await moduleRef.close().catch(() => undefined);
+  });
+
+  it('accepts a Python celeryconfig as written', async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [CeleryModule.forRoot({ broker_url: 'memory://', result_backend: 'memory://', task_serializer: 'json', result_serializer: 'json', accept_content: ['json'], enable_utc: true })],
+      providers: [FixtureTasks],
+    }).compile();
+    await moduleRef.init();
+    const result = await moduleRef.get(Producer).sendTask('tasks.sortWords', { args: ['b a'] });
+    await expect(result.get({ timeout: 5000 })).resolves.toBe('a b');
+    await moduleRef.close();
+  });
+});
