@@ -9,7 +9,13 @@ import type { ResolvedCassandraConfig, ResolvedCeleryConfig } from './resolved-c
  */
 export function normalizeCeleryOptions(input: CeleryOptionsInput | undefined | null): ResolvedCeleryConfig {
   const options = fromPythonConfig(input ?? {});
-  return resolve(options);
+  try {
+    return resolve(options);
+  } catch (err) {
+    // Name the key as the user wrote it: `cassandra_port`, not the option it maps to.
+    const written = err instanceof CeleryConfigError && !err.writtenAs ? options.writtenAs?.get(err.key) : undefined;
+    throw written ? new CeleryConfigError((err as CeleryConfigError).key, (err as CeleryConfigError).detail, written) : err;
+  }
 }
 
 const CAMEL_KEYS = new Set([
@@ -22,28 +28,28 @@ const CASSANDRA_KEYS = new Set([
 ]);
 const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs']);
 
-/** celeryconfig key → where it lands in the camelCase options. */
-const PYTHON_KEYS: Record<string, (value: unknown, out: Mutable) => void> = {
-  broker_url: (v, o) => (o.brokerUrl = v as string),
-  result_backend: (v, o) => (o.resultBackend = v as string),
-  cassandra_servers: (v, o) => (cassandra(o).contactPoints = v as string[]),
-  cassandra_port: (v, o) => (cassandra(o).port = v as number),
-  cassandra_keyspace: (v, o) => (cassandra(o).keyspace = v as string),
-  cassandra_table: (v, o) => (cassandra(o).table = v as string),
-  cassandra_read_consistency: (v, o) => (cassandra(o).readConsistency = v as string),
-  cassandra_write_consistency: (v, o) => (cassandra(o).writeConsistency = v as string),
-  cassandra_entry_ttl: (v, o) => (cassandra(o).entryTtl = v as number),
-  cassandra_auth_provider: (v, o) => (o.pythonAuthProvider = v),
-  cassandra_auth_kwargs: (v, o) => (o.pythonAuthKwargs = v),
-  cassandra_secure_bundle_path: (v, o) => (cassandra(o).secureConnectBundle = v as string),
-  task_serializer: (v, o) => (o.taskSerializer = v as string),
-  result_serializer: (v, o) => (o.resultSerializer = v as string),
-  accept_content: (v, o) => (o.acceptContent = v as string[]),
-  broker_connection_retry_on_startup: (v, o) => (o.brokerConnectionRetryOnStartup = v as boolean),
-  enable_utc: (v, o) => (o.enableUtc = v as boolean),
-  task_default_queue: (v, o) => (o.defaultQueue = v as string),
-  worker_concurrency: (v, o) => (worker(o).concurrency = v as number),
-  worker_prefetch_multiplier: (v, o) => (o.prefetchMultiplier = v),
+/** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
+const PYTHON_KEYS: Record<string, string> = {
+  broker_url: 'brokerUrl',
+  result_backend: 'resultBackend',
+  cassandra_servers: 'cassandra.contactPoints',
+  cassandra_port: 'cassandra.port',
+  cassandra_keyspace: 'cassandra.keyspace',
+  cassandra_table: 'cassandra.table',
+  cassandra_read_consistency: 'cassandra.readConsistency',
+  cassandra_write_consistency: 'cassandra.writeConsistency',
+  cassandra_entry_ttl: 'cassandra.entryTtl',
+  cassandra_auth_provider: 'pythonAuthProvider',
+  cassandra_auth_kwargs: 'pythonAuthKwargs',
+  cassandra_secure_bundle_path: 'cassandra.secureConnectBundle',
+  task_serializer: 'taskSerializer',
+  result_serializer: 'resultSerializer',
+  accept_content: 'acceptContent',
+  broker_connection_retry_on_startup: 'brokerConnectionRetryOnStartup',
+  enable_utc: 'enableUtc',
+  task_default_queue: 'defaultQueue',
+  worker_concurrency: 'worker.concurrency',
+  worker_prefetch_multiplier: 'prefetchMultiplier',
 };
 
 type Mutable = CeleryModuleOptions & {
@@ -51,13 +57,23 @@ type Mutable = CeleryModuleOptions & {
   pythonAuthProvider?: unknown;
   pythonAuthKwargs?: unknown;
   prefetchMultiplier?: unknown;
+  /** option path → the celeryconfig key that set it */
+  writtenAs?: Map<string, string>;
 };
 
 function cassandra(o: Mutable): Partial<CassandraOptions> {
   return (o.cassandra ??= {} as CassandraOptions);
 }
-function worker(o: Mutable): WorkerOptions {
-  return (o.worker ??= {});
+
+function setPath(o: Mutable, path: string, value: unknown): void {
+  const [head, tail] = path.split('.');
+  const target = o as Record<string, unknown>;
+  if (!tail) {
+    target[head] = value;
+    return;
+  }
+  const nested = (target[head] ??= {}) as Record<string, unknown>;
+  nested[tail] = value;
 }
 
 function fromPythonConfig(input: object): Mutable {
@@ -78,9 +94,10 @@ function fromPythonConfig(input: object): Mutable {
       } else (out as Record<string, unknown>)[key] = value;
       continue;
     }
-    const apply = PYTHON_KEYS[key];
-    if (!apply) throw new CeleryConfigError(key, `unknown option${suggest(key)}`);
-    apply(value, out);
+    const path = PYTHON_KEYS[key];
+    if (!path) throw new CeleryConfigError(key, `unknown option${suggest(key)}`);
+    setPath(out, path, value);
+    if (path !== 'prefetchMultiplier') (out.writtenAs ??= new Map()).set(path, key);
   }
   applyPythonAuth(out);
   return out;
@@ -157,11 +174,17 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
   };
 }
 
+/** The scheme of a URL for an error message; never more of the URL, which may hold a password. */
+function schemeOf(url: string): string {
+  const m = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url);
+  return m ? JSON.stringify(m[1].toLowerCase() + '://') : 'a URL without a scheme';
+}
+
 function brokerKindOf(url: string): 'amqp' | 'memory' {
-  const scheme = url.split('://')[0]?.toLowerCase();
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1].toLowerCase();
   if (scheme === 'memory') return 'memory';
   if (scheme === 'amqp' || scheme === 'amqps' || scheme === 'pyamqp') return 'amqp';
-  throw new CeleryConfigError('brokerUrl', `unsupported broker scheme ${JSON.stringify(scheme + '://')} (use amqp://, amqps:// or memory://)`);
+  throw new CeleryConfigError('brokerUrl', `unsupported broker: ${schemeOf(url)} (use amqp://, amqps:// or memory://)`);
 }
 
 function backendKindOf(value: unknown, broker: 'amqp' | 'memory'): 'cassandra' | 'memory' | 'none' {
@@ -171,7 +194,7 @@ function backendKindOf(value: unknown, broker: 'amqp' | 'memory'): 'cassandra' |
   if (v === 'cassandra' || v.startsWith('cassandra://')) return 'cassandra';
   if (v === 'memory' || v === 'memory://' || v === 'cache+memory://') return 'memory';
   if (v === 'none' || v === 'disabled' || v === '') return 'none';
-  throw new CeleryConfigError('resultBackend', `unsupported result backend ${JSON.stringify(value)} (use cassandra://, memory:// or none)`);
+  throw new CeleryConfigError('resultBackend', `unsupported result backend: ${schemeOf(value)} (use cassandra://, memory:// or none)`);
 }
 
 function resolveAccept(value: unknown): string[] {

@@ -10,12 +10,11 @@ export interface ParameterList {
 
 export function parameterNames(fn: Function): ParameterList {
   const source = Function.prototype.toString.call(fn);
+  // `x => ...` (a single unparenthesised parameter; its body may hold parentheses)
+  const arrow = /^\s*(?:async\s+)?([A-Za-z_$][\w$]*)\s*=>/.exec(source);
+  if (arrow) return { names: [arrow[1]], restIndex: null };
   const open = source.indexOf('(');
-  if (open < 0) {
-    // `x => ...` (a single unparenthesised parameter)
-    const arrow = /^\s*(?:async\s+)?([A-Za-z_$][\w$]*)\s*=>/.exec(source);
-    return { names: arrow ? [arrow[1]] : [], restIndex: null };
-  }
+  if (open < 0) return { names: [], restIndex: null };
   const params = splitTopLevel(source, open);
   const names: (string | null)[] = [];
   let restIndex: number | null = null;
@@ -46,6 +45,12 @@ function splitTopLevel(source: string, open: number): string[] {
       current += ch;
       if (ch === '\\') current += source[++i] ?? '';
       else if (ch === quote) quote = null;
+      continue;
+    }
+    if (ch === '/' && (source[i + 1] === '*' || source[i + 1] === '/')) {
+      // Comments are kept in the compiled source; skip them whole (they may hold commas or quotes).
+      const end = source[i + 1] === '*' ? source.indexOf('*/', i + 2) : source.indexOf('\n', i + 2);
+      i = end < 0 ? source.length : source[i + 1] === '*' ? end + 1 : end - 1;
       continue;
     }
     if (ch === '"' || ch === "'" || ch === '`') quote = ch;

@@ -8,11 +8,16 @@ export class CeleryError extends Error {
 
 /** A configuration key is unknown, missing or has a bad value. The message names the key. */
 export class CeleryConfigError extends CeleryError {
+  /**
+   * @param key the option, in camelCase (`cassandra.port`)
+   * @param writtenAs the celeryconfig key the user wrote for it (`cassandra_port`), when that is how it came
+   */
   constructor(
     readonly key: string,
-    detail: string,
+    readonly detail: string,
+    readonly writtenAs?: string,
   ) {
-    super(`Invalid nestjs-celery configuration: ${key}: ${detail}`);
+    super(`Invalid nestjs-celery configuration: ${writtenAs ? `${writtenAs} (${key})` : key}: ${detail}`);
   }
 }
 

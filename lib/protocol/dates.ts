@@ -57,7 +57,10 @@ export function parseCeleryDate(text: string): number {
   if (zone && zone !== 'Z' && zone !== 'z') {
     const sign = zone[0] === '-' ? -1 : 1;
     const digits = zone.slice(1).replace(':', '');
-    offsetMinutes = sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || '0'));
+    const hours = Number(digits.slice(0, 2));
+    const minutes = Number(digits.slice(2, 4) || '0');
+    if (hours > 23 || minutes > 59) throw new RangeError(`UTC offset out of range: ${JSON.stringify(text)}`);
+    offsetMinutes = sign * (hours * 60 + minutes);
   }
   return millis * 1000 + micros - offsetMinutes * 60_000_000;
 }

@@ -98,3 +98,52 @@ export function pythonFloatRepr(value: number, mode: 'json' | 'repr'): string {
   }
   return negative ? '-' + body : body;
 }
+
+const NON_FINITE: Record<string, number> = { NaN: NaN, Infinity: Infinity, '-Infinity': -Infinity };
+const SENTINEL = '\u0000nestjs-celery:';
+
+/**
+ * `JSON.parse` that also reads the bare `NaN`, `Infinity` and `-Infinity` tokens Python's json
+ * module writes for non-finite floats. Plain JSON takes the fast path; only text that fails to
+ * parse and holds such a token is rescanned.
+ */
+export function parsePythonJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    if (!/NaN|Infinity/.test(text)) throw err;
+  }
+  let out = '';
+  let i = 0;
+  let replaced = false;
+  while (i < text.length) {
+    const ch = text[i];
+    if (ch === '"') {
+      const end = endOfString(text, i);
+      out += text.slice(i, end);
+      i = end;
+      continue;
+    }
+    const token = /^(-Infinity|Infinity|NaN)/.exec(text.slice(i, i + 9));
+    if (token) {
+      out += JSON.stringify(SENTINEL + token[1]);
+      i += token[1].length;
+      replaced = true;
+      continue;
+    }
+    out += ch;
+    i++;
+  }
+  if (!replaced) return JSON.parse(text);
+  return JSON.parse(out, (_key, value: unknown) =>
+    typeof value === 'string' && value.startsWith(SENTINEL) ? NON_FINITE[value.slice(SENTINEL.length)] : value,
+  );
+}
+
+function endOfString(text: string, start: number): number {
+  for (let i = start + 1; i < text.length; i++) {
+    if (text[i] === '\\') i++;
+    else if (text[i] === '"') return i + 1;
+  }
+  return text.length;
+}

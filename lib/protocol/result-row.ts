@@ -1,4 +1,4 @@
-import { pythonJsonDumps } from './python-json';
+import { parsePythonJson, pythonJsonDumps } from './python-json';
 import { EXCEPTION_STATES, TaskState } from './states';
 import { isExceptionInfo } from './exceptions';
 
@@ -76,7 +76,7 @@ export function pendingMeta(taskId: string): TaskMeta {
 function decodeBlob(blob: Buffer | null, column: string, taskId: string): unknown {
   if (blob === null || blob === undefined) return null;
   try {
-    return JSON.parse(blob.toString('utf8'));
+    return parsePythonJson(blob.toString('utf8'));
   } catch (err) {
     throw new TypeError(`task ${taskId}: column ${column} is not JSON text (${(err as Error).message})`);
   }

@@ -2,7 +2,7 @@ import { inflateSync } from 'node:zlib';
 import { InvalidTaskMessageError } from '../errors/celery.errors';
 import { toAmqpFieldTable, AmqpFieldValue } from './amqp-field-table';
 import { formatCeleryDate, parseCeleryDate } from './dates';
-import { pythonJsonDumps } from './python-json';
+import { parsePythonJson, pythonJsonDumps } from './python-json';
 import { pythonRepr } from './python-repr';
 
 /**
@@ -215,7 +215,7 @@ export function decodeTaskMessage(msg: IncomingMessage, options: DecodeOptions =
   }
   let body: unknown;
   try {
-    body = JSON.parse(text);
+    body = parsePythonJson(text);
   } catch (err) {
     return fail(`body is not valid JSON (${(err as Error).message})`);
   }

@@ -46,10 +46,16 @@ describe('pythonJsonDumps: separators and structure', () => {
     expect(pythonJsonDumps({ toJSON: () => ({ x: [1] }) })).toBe('{"x": [1]}');
   });
 
-  it('throws a RangeError instead of overflowing the stack on a circular structure', () => {
+  it('throws its own "nested too deeply" RangeError instead of overflowing the stack on a circular structure', () => {
     const loop: unknown[] = [];
     loop.push(loop);
-    expect(() => pythonJsonDumps(loop)).toThrow(RangeError);
+    expect(() => pythonJsonDumps(loop)).toThrow(new RangeError('value is nested too deeply to encode as JSON'));
+  });
+
+  it('encodes nesting well within the limit', () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 500; i++) deep = [deep];
+    expect(pythonJsonDumps(deep)).toBe('['.repeat(500) + '1' + ']'.repeat(500));
   });
 
   it('reproduces the captured Celery 5.6.3 task bodies byte for byte', () => {
