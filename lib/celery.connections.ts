@@ -29,7 +29,7 @@ export class CeleryConnections implements OnApplicationShutdown {
         : new AmqpBroker({ url: config.brokerUrl, retryOnStartup: config.brokerConnectionRetryOnStartup });
     const store: ResultStore =
       config.resultBackend === 'cassandra' && config.cassandra
-        ? new CassandraResultStore(config.cassandra)
+        ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' })
         : config.resultBackend === 'memory'
           ? new MemoryResultStore()
           : new DisabledResultStore();

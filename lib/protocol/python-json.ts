@@ -1,15 +1,61 @@
+import { formatCeleryDate, parseCeleryDate } from './dates';
+import { PyDate, PyDecimal, PyTime, PyUUID } from './kombu-types';
+
 /**
  * JSON text exactly as Python's `json.dumps` writes it with default arguments (what kombu sends):
  * `", "` and `": "` separators, `ensure_ascii` escapes, Python float repr. Byte-identical bodies
  * make golden tests against captured Celery messages possible; every JSON parser reads both forms.
  */
-export function pythonJsonDumps(value: unknown): string {
-  return dump(value, 0);
+export function pythonJsonDumps(value: unknown, options: JsonOptions = DEFAULT_JSON_OPTIONS): string {
+  return dump(value, 0, options.envelopes);
 }
+
+export interface JsonOptions {
+  /**
+   * Write Date, Buffer, PyDate, PyTime, PyDecimal and PyUUID as kombu ≥ 5.3 envelopes
+   * (`{"__type__": "datetime", "__value__": ...}`). Off for Celery 5.2 peers, which get plain strings
+   * as kombu 5.2 wrote them.
+   */
+  envelopes: boolean;
+}
+
+export const DEFAULT_JSON_OPTIONS: JsonOptions = { envelopes: true };
 
 const MAX_DEPTH = 1000;
 
-function dump(value: unknown, depth: number): string {
+function envelope(type: string, value: unknown): Record<string, unknown> {
+  return { __type__: type, __value__: value };
+}
+
+/** The JSON form of the values kombu has envelopes for; undefined for everything else. */
+function special(value: object, envelopes: boolean): unknown {
+  if (value instanceof Date) {
+    const text = formatCeleryDate(value.getTime() * 1000);
+    return envelopes ? envelope('datetime', text) : text.replace(/\+00:00$/, 'Z');
+  }
+  if (value instanceof Uint8Array) {
+    const buffer = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    const text = utf8Strict(buffer);
+    if (!envelopes) return text ?? buffer.toString('base64');
+    return text !== null ? envelope('bytes', text) : envelope('base64', buffer.toString('base64'));
+  }
+  if (value instanceof PyDate) return envelopes ? envelope('date', value.value) : `${value.value}T00:00:00`;
+  if (value instanceof PyTime) return envelopes ? envelope('time', value.value) : value.value;
+  if (value instanceof PyDecimal) return envelopes ? envelope('decimal', value.value) : value.value;
+  if (value instanceof PyUUID) return envelopes ? envelope('uuid', { hex: value.hex }) : value.value;
+  return undefined;
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+function utf8Strict(buffer: Buffer): string | null {
+  try {
+    return strictUtf8.decode(buffer);
+  } catch {
+    return null;
+  }
+}
+
+function dump(value: unknown, depth: number, envelopes: boolean): string {
   if (depth > MAX_DEPTH) throw new RangeError('value is nested too deeply to encode as JSON');
   switch (typeof value) {
     case 'string':
@@ -26,16 +72,18 @@ function dump(value: unknown, depth: number): string {
       return 'null';
     case 'object': {
       if (value === null) return 'null';
+      const converted = special(value, envelopes);
+      if (converted !== undefined) return dump(converted, depth + 1, envelopes);
       const withJson = value as { toJSON?: () => unknown };
-      if (typeof withJson.toJSON === 'function') return dump(withJson.toJSON(), depth + 1);
+      if (typeof withJson.toJSON === 'function') return dump(withJson.toJSON(), depth + 1, envelopes);
       if (Array.isArray(value)) {
-        return '[' + value.map((item) => dump(item, depth + 1)).join(', ') + ']';
+        return '[' + value.map((item) => dump(item, depth + 1, envelopes)).join(', ') + ']';
       }
       const parts: string[] = [];
       for (const key of Object.keys(value)) {
         const item = (value as Record<string, unknown>)[key];
         if (item === undefined || typeof item === 'function' || typeof item === 'symbol') continue;
-        parts.push(quoteAscii(key) + ': ' + dump(item, depth + 1));
+        parts.push(quoteAscii(key) + ': ' + dump(item, depth + 1, envelopes));
       }
       return '{' + parts.join(', ') + '}';
     }
@@ -102,16 +150,21 @@ export function pythonFloatRepr(value: number, mode: 'json' | 'repr'): string {
 const NON_FINITE: Record<string, number> = { NaN: NaN, Infinity: Infinity, '-Infinity': -Infinity };
 const SENTINEL = '\u0000nestjs-celery:';
 
+/** An envelope whose `__type__` kombu does not know either: the message cannot be read. */
+export class UnknownJsonTypeError extends TypeError {}
+
 /**
- * `JSON.parse` that also reads the bare `NaN`, `Infinity` and `-Infinity` tokens Python's json
- * module writes for non-finite floats. Plain JSON takes the fast path; only text that fails to
- * parse and holds such a token is rescanned.
+ * `JSON.parse` for what kombu writes: the bare `NaN`, `Infinity` and `-Infinity` tokens of
+ * Python's json module, and kombu ≥ 5.3's `{"__type__", "__value__"}` envelopes, decoded into JS
+ * values (datetime → Date, bytes / base64 → Buffer, date / time / decimal / uuid → PyDate, PyTime,
+ * PyDecimal, PyUUID). An unknown `__type__` throws UnknownJsonTypeError. Plain JSON takes the fast path.
  */
 export function parsePythonJson(text: string): unknown {
+  const reviver = text.includes('"__type__"') ? reviveEnvelope : undefined;
   try {
-    return JSON.parse(text);
+    return JSON.parse(text, reviver);
   } catch (err) {
-    if (!/NaN|Infinity/.test(text)) throw err;
+    if (err instanceof UnknownJsonTypeError || !/NaN|Infinity/.test(text)) throw err;
   }
   let out = '';
   let i = 0;
@@ -134,10 +187,52 @@ export function parsePythonJson(text: string): unknown {
     out += ch;
     i++;
   }
-  if (!replaced) return JSON.parse(text);
-  return JSON.parse(out, (_key, value: unknown) =>
-    typeof value === 'string' && value.startsWith(SENTINEL) ? NON_FINITE[value.slice(SENTINEL.length)] : value,
-  );
+  if (!replaced) return JSON.parse(text, reviver);
+  return JSON.parse(out, (key, value: unknown) => {
+    if (typeof value === 'string' && value.startsWith(SENTINEL)) return NON_FINITE[value.slice(SENTINEL.length)];
+    return reviver ? reviver(key, value) : value;
+  });
+}
+
+function reviveEnvelope(_key: string, value: unknown): unknown {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return value;
+  const keys = Object.keys(value);
+  if (keys.length !== 2 || !('__type__' in value) || !('__value__' in value)) return value;
+  const { __type__: type, __value__: v } = value as { __type__: unknown; __value__: unknown };
+  const text = typeof v === 'string' ? v : null;
+  const bad = (): never => {
+    throw new UnknownJsonTypeError(`JSON envelope {"__type__": ${JSON.stringify(type)}} has an invalid __value__`);
+  };
+  switch (type) {
+    case 'datetime':
+      if (text === null) return bad();
+      try {
+        return new Date(Math.floor(parseCeleryDate(text) / 1000));
+      } catch {
+        return bad();
+      }
+    case 'date':
+      return text !== null && /^\d{4}-\d{2}-\d{2}$/.test(text) ? new PyDate(text) : bad();
+    case 'time':
+      return text !== null ? new PyTime(text) : bad();
+    case 'decimal':
+      return text !== null ? new PyDecimal(text) : bad();
+    case 'uuid': {
+      const hex = typeof v === 'object' && v !== null ? (v as { hex?: unknown }).hex : undefined;
+      if (typeof hex !== 'string') return bad();
+      try {
+        return PyUUID.fromHex(hex);
+      } catch {
+        return bad();
+      }
+    }
+    case 'bytes':
+      return text !== null ? Buffer.from(text, 'utf8') : bad();
+    case 'base64':
+      return text !== null ? Buffer.from(text, 'base64') : bad();
+    default:
+      throw new UnknownJsonTypeError(`unknown JSON envelope type ${JSON.stringify(type)} (kombu knows datetime, date, time, uuid, decimal, bytes, base64)`);
+  }
 }
 
 function endOfString(text: string, start: number): number {

@@ -1,4 +1,4 @@
-import { parsePythonJson, pythonJsonDumps } from './python-json';
+import { DEFAULT_JSON_OPTIONS, JsonOptions, parsePythonJson, pythonJsonDumps } from './python-json';
 import { EXCEPTION_STATES, TaskState } from './states';
 import { isExceptionInfo } from './exceptions';
 
@@ -34,14 +34,14 @@ export interface ResultToStore {
   children?: unknown;
 }
 
-export function encodeResultRow(value: ResultToStore, dateDone: Date): ResultRow {
+export function encodeResultRow(value: ResultToStore, dateDone: Date, json: JsonOptions = DEFAULT_JSON_OPTIONS): ResultRow {
   return {
     taskId: value.taskId,
     status: value.status,
-    result: Buffer.from(pythonJsonDumps(value.result ?? null), 'utf8'),
+    result: Buffer.from(pythonJsonDumps(value.result ?? null, json), 'utf8'),
     dateDone,
-    traceback: Buffer.from(pythonJsonDumps(value.traceback ?? null), 'utf8'),
-    children: Buffer.from(pythonJsonDumps(value.children === undefined ? [] : value.children), 'utf8'),
+    traceback: Buffer.from(pythonJsonDumps(value.traceback ?? null, json), 'utf8'),
+    children: Buffer.from(pythonJsonDumps(value.children === undefined ? [] : value.children, json), 'utf8'),
   };
 }
 

@@ -2,8 +2,8 @@ import { inflateSync } from 'node:zlib';
 import { InvalidTaskMessageError } from '../errors/celery.errors';
 import { toAmqpFieldTable, AmqpFieldValue } from './amqp-field-table';
 import { formatCeleryDate, parseCeleryDate } from './dates';
-import { parsePythonJson, pythonJsonDumps } from './python-json';
-import { pythonRepr } from './python-repr';
+import { parsePythonJson, pythonJsonDumps, UnknownJsonTypeError } from './python-json';
+import { saferepr } from './saferepr';
 
 /**
  * Celery task protocol v2 (wire spec §1), pure: no I/O. `encodeTaskMessage` builds exactly what
@@ -44,6 +44,9 @@ export interface TaskMessageSpec {
   parentId?: string | null;
   ignoreResult?: boolean;
   replyTo?: string;
+  /** Display forms of the arguments; default Celery's saferepr of args / kwargs (apply_async's argsrepr / kwargsrepr). */
+  argsrepr?: string;
+  kwargsrepr?: string;
   /** Extra application headers, merged after Celery's own (they end up in the task's request). */
   headers?: Record<string, unknown>;
   embed?: Partial<TaskEmbed>;
@@ -98,8 +101,8 @@ export function encodeTaskMessage(spec: TaskMessageSpec, ctx: EncodeContext): En
     timelimit: [spec.timeLimit ?? null, spec.softTimeLimit ?? null],
     root_id: spec.rootId || spec.id,
     parent_id: spec.parentId ?? null,
-    argsrepr: pythonRepr(args),
-    kwargsrepr: pythonRepr(kwargs),
+    argsrepr: spec.argsrepr ?? saferepr(args),
+    kwargsrepr: spec.kwargsrepr ?? saferepr(kwargs),
     origin: ctx.origin,
     ignore_result: spec.ignoreResult ?? false,
   };
@@ -132,7 +135,7 @@ export function encodeTaskMessage(spec: TaskMessageSpec, ctx: EncodeContext): En
     chain: spec.embed?.chain ?? null,
     chord: spec.embed?.chord ?? null,
   };
-  const body = Buffer.from(pythonJsonDumps([args, kwargs, embed]), 'utf8');
+  const body = Buffer.from(pythonJsonDumps([args, kwargs, embed], { envelopes: ctx.peer !== '5.2' }), 'utf8');
   return { headers, amqpHeaders: toAmqpFieldTable(headers), properties, body };
 }
 
@@ -217,6 +220,7 @@ export function decodeTaskMessage(msg: IncomingMessage, options: DecodeOptions =
   try {
     body = parsePythonJson(text);
   } catch (err) {
+    if (err instanceof UnknownJsonTypeError) return fail(`body: ${err.message}`);
     return fail(`body is not valid JSON (${(err as Error).message})`);
   }
   if (headers.task !== undefined) return decodeV2(headers, body, msg, fail);

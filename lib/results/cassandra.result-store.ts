@@ -5,6 +5,7 @@ import { CeleryConnectionError } from '../errors/celery.errors';
 import { decodeResultRow, encodeResultRow, pendingMeta, ResultRow, ResultToStore, TaskMeta } from '../protocol/result-row';
 import { cassandraClientOptions, DriverClientOptions, driverConsistencyKey } from './cassandra-client-options';
 import { ResultStore } from './result-store.interface';
+import { DEFAULT_JSON_OPTIONS, JsonOptions } from '../protocol/python-json';
 
 /** Celery's Cassandra result table, column for column (celery/backends/cassandra.py). */
 export function createTableCql(keyspace: string, table: string): string {
@@ -32,7 +33,10 @@ export class CassandraResultStore extends ResultStore {
   private readonly readConsistency: number;
   private readonly writeConsistency: number;
 
-  constructor(private readonly config: ResolvedCassandraConfig) {
+  constructor(
+    private readonly config: ResolvedCassandraConfig,
+    private readonly json: JsonOptions = DEFAULT_JSON_OPTIONS,
+  ) {
     super();
     const target = `${config.keyspace}.${config.table}`;
     const ttl = config.entryTtl ? ` USING TTL ${config.entryTtl}` : '';
@@ -63,7 +67,7 @@ export class CassandraResultStore extends ResultStore {
   }
 
   async store(result: ResultToStore): Promise<void> {
-    const row = encodeResultRow(result, new Date());
+    const row = encodeResultRow(result, new Date(), this.json);
     await this.requireClient().execute(
       this.insertCql,
       [row.taskId, row.status, row.result, row.dateDone, row.traceback, row.children],

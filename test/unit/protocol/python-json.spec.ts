@@ -39,10 +39,7 @@ describe('pythonJsonDumps: separators and structure', () => {
     expect(pythonJsonDumps([undefined, 1])).toBe('[null, 1]');
   });
 
-  it('uses toJSON() when an object has one (a Date becomes its ISO string)', () => {
-    expect(pythonJsonDumps({ when: new Date(Date.UTC(2025, 0, 15, 12, 0, 0, 123)) })).toBe(
-      '{"when": "2025-01-15T12:00:00.123Z"}',
-    );
+  it('uses toJSON() when an object has one', () => {
     expect(pythonJsonDumps({ toJSON: () => ({ x: [1] }) })).toBe('{"x": [1]}');
   });
 

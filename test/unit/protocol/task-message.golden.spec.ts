@@ -29,20 +29,29 @@ const sets: [string, PeerCompat][] = [
 
 describe.each(sets)('golden vectors %s', (file, peer) => {
   const capture = loadVector<CaptureFile>(file);
-  const plain = capture.messages.filter((m) => !m.headers.group && m.headers.task === 'tasks.sortWords' && !m.label.startsWith('chord'));
-
+  /**
+   * The call that produced each capture, as a TS caller makes it. Ids, clock, origin and reply_to
+   * are injected; args, kwargs and embed come from the captured body. Signatures store args as
+   * tuples, so Celery's argsrepr of canvas messages prints `(...)`: a caller passes that display form
+   * explicitly, as apply_async's `argsrepr` option allows.
+   */
   function encodeLike(m: CapturedMessage) {
     const body = JSON.parse(m.body) as [unknown[], Record<string, unknown>, Record<string, unknown>];
-    const countdown = m.label.startsWith('countdown60') ? 60 : undefined;
-    const expires = m.label.includes('expires3600') ? 3600 : undefined;
+    const tupleRepr = (m.headers.argsrepr as string).startsWith('(');
     return encodeTaskMessage(
       {
         task: m.headers.task as string,
         id: m.headers.id as string,
         args: body[0],
         kwargs: body[1],
-        countdown,
-        expires,
+        countdown: m.label.startsWith('countdown60') ? 60 : m.headers.task === 'celery.chord_unlock' ? 1 : undefined,
+        expires: m.label.includes('expires3600') ? 3600 : undefined,
+        group: m.headers.group as string | null,
+        groupIndex: m.headers.group_index as number | null,
+        priority: m.properties.priority === null ? null : (m.properties.priority as number),
+        ignoreResult: m.headers.ignore_result as boolean,
+        argsrepr: tupleRepr ? (m.headers.argsrepr as string) : undefined,
+        kwargsrepr: tupleRepr ? (m.headers.kwargsrepr as string) : undefined,
         replyTo: CAPTURE_REPLY_TO,
         embed: body[2] as never,
       },
@@ -50,15 +59,26 @@ describe.each(sets)('golden vectors %s', (file, peer) => {
     );
   }
 
-  it.each(plain.map((m) => [m.label, m] as const))('encodes %s with the captured headers, body and property bytes', (_label, m) => {
-    const encoded = encodeLike(m);
-    const expectedHeaders = { ...m.headers };
-    // Signatures store args as tuples, so Celery's argsrepr of a chain step prints "(...)"; ours prints the list.
-    if (m.label === 'chain') expectedHeaders.argsrepr = (m.headers.argsrepr as string).replace(/^\((.*)\)$/, '[$1]');
-    expect(encoded.headers).toEqual(expectedHeaders);
-    expect(Object.keys(encoded.headers)).toEqual(Object.keys(m.headers));
-    expect(encoded.body.toString('utf8')).toBe(m.body);
-    if (m.label !== 'chain') expect(propertyBytes(encoded)).toBe(m.props_bytes_hex);
+  it.each(capture.messages.map((m, i) => [`${i} ${m.label}`, m] as const))(
+    'encodes captured message %s with the same headers, body and property bytes',
+    (_label, m) => {
+      const encoded = encodeLike(m);
+      expect(encoded.headers).toEqual(m.headers);
+      expect(Object.keys(encoded.headers)).toEqual(Object.keys(m.headers));
+      expect(encoded.body.toString('utf8')).toBe(m.body);
+      expect(propertyBytes(encoded)).toBe(m.props_bytes_hex);
+      expect(m.exchange).toBe('');
+      expect(m.routing_key).toBe('celery');
+    },
+  );
+
+  it('computes the argsrepr of plain messages itself', () => {
+    for (const m of capture.messages.filter((x) => !(x.headers.argsrepr as string).startsWith('('))) {
+      const body = JSON.parse(m.body);
+      const encoded = encodeTaskMessage({ task: 't', id: 'i', args: body[0], kwargs: body[1] }, { nowMicros: 0, origin: 'o', peer });
+      expect(encoded.headers.argsrepr).toBe(m.headers.argsrepr);
+      expect(encoded.headers.kwargsrepr).toBe(m.headers.kwargsrepr);
+    }
   });
 
   it.each(capture.messages.map((m, i) => [`${i} ${m.label}`, m] as const))('decodes captured message %s', (_label, m) => {
@@ -81,5 +101,25 @@ describe.each(sets)('golden vectors %s', (file, peer) => {
     expect(decoded.priority).toBe(m.properties.priority ?? 0);
     if (m.headers.eta) expect(decoded.eta).toBeGreaterThan(CAPTURE_NOW_MICROS);
     else expect(decoded.eta).toBeNull();
+  });
+
+  it('decodes the messages a worker published (chain step, retry)', () => {
+    const worker = loadVector<Record<string, { published?: CapturedMessage[] }>>(file.replace('capture', 'worker'));
+    const published = Object.values(worker).flatMap((v) => (typeof v === 'object' && v && Array.isArray(v.published) ? v.published : []));
+    expect(published.length).toBeGreaterThan(0);
+    for (const m of published) {
+      const decoded = decodeTaskMessage({
+        headers: m.headers,
+        contentType: m.properties.content_type as string,
+        correlationId: m.properties.correlation_id as string,
+        priority: (m.properties.priority as number | null) ?? undefined,
+        body: Buffer.from(m.body, 'utf8'),
+      });
+      expect(decoded.id).toBe(m.headers.id);
+      expect(decoded.parentId).toBe(m.headers.parent_id);
+      expect(decoded.retries).toBe(m.headers.retries);
+      if (m.label === 'retry') expect(decoded.eta).not.toBeNull();
+      if (m.label === 'chain_step') expect(decoded.embed.chain).toEqual([]);
+    }
   });
 });
