@@ -36,6 +36,8 @@ export interface SendTaskOptions {
   softTimeLimit?: number;
   /** Extra message headers; they reach the task's request. */
   headers?: Record<string, unknown>;
+  /** The retry count the message carries (Celery's `retries`); default 0. */
+  retries?: number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -102,6 +104,7 @@ export class Producer {
         ignoreResult: options.ignoreResult,
         timeLimit: options.timeLimit,
         softTimeLimit: options.softTimeLimit,
+        retries: options.retries,
         replyTo: this.replyTo,
         headers: options.headers,
       },

@@ -1,0 +1,21 @@
+"""The walkthrough's celeryconfig (Cassandra result backend), with addresses from the environment.
+
+The NestJS side of the interop suite passes the same keys to CeleryModule.forRoot() as they are.
+"""
+import os
+
+broker_url = os.environ.get('CELERY_BROKER_URL', 'amqp://guest:guest@127.0.0.1:5672//')
+result_backend = 'cassandra://'
+cassandra_servers = [os.environ.get('CASSANDRA_HOST', '127.0.0.1')]
+cassandra_port = int(os.environ.get('CASSANDRA_PORT', '9042'))
+cassandra_keyspace = os.environ.get('CASSANDRA_KEYSPACE', 'celery_test')
+cassandra_table = os.environ.get('CASSANDRA_TABLE', 'celery_taskmeta')
+cassandra_entry_ttl = 86400
+task_serializer = 'json'
+result_serializer = 'json'
+accept_content = ['json']
+enable_utc = True
+broker_connection_retry_on_startup = True
+task_default_queue = os.environ.get('PY_QUEUE', 'celery')
+task_track_started = True
+worker_hijack_root_logger = False

@@ -1,0 +1,73 @@
+"""Python Celery tasks of the interop suite: the walkthrough's sortWords and helpers that report
+what the worker received."""
+import datetime
+import decimal
+import time
+import uuid
+
+from celery import Celery
+
+app = Celery('tasks')
+app.config_from_object('celeryconfig')
+
+
+@app.task(name='tasks.sortWords')
+def sortWords(text, capitalize):
+    sortedWords = sorted(text.split(' '), key=str.lower)
+    if capitalize:
+        return ' '.join([w.upper() for w in sortedWords])
+    return ' '.join(sortedWords)
+
+
+@app.task(name='tasks.failWords')
+def failWords(text):
+    raise ValueError(f'cannot sort: {text!r}')
+
+
+@app.task(name='tasks.echo')
+def echo(value=None):
+    return value
+
+
+@app.task(name='tasks.now')
+def now():
+    return time.time()
+
+
+@app.task(name='tasks.sleep')
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name='tasks.describe')
+def describe(*args, **kwargs):
+    """What Python sees: the type and repr of every argument."""
+    def d(v):
+        return {'type': type(v).__name__, 'repr': repr(v)}
+    return {'args': [d(a) for a in args], 'kwargs': {k: d(v) for k, v in kwargs.items()}}
+
+
+@app.task(name='tasks.request', bind=True)
+def request(self):
+    """The headers as the Python worker read them."""
+    r = self.request
+    return {'retries': r.retries, 'timelimit': list(r.timelimit or []), 'root_id': r.root_id,
+            'parent_id': r.parent_id, 'group': r.group, 'origin': r.origin, 'eta': r.eta, 'expires': r.expires,
+            'ignore_result': r.ignore_result}
+
+
+@app.task(name='tasks.retryOnce', bind=True, max_retries=1)
+def retryOnce(self):
+    raise self.retry(countdown=60, exc=RuntimeError('DB busy'))
+
+
+SPECIAL = {
+    'datetime': datetime.datetime(2025, 1, 15, 12, 0, 0, 123000, tzinfo=datetime.timezone.utc),
+    'date': datetime.date(2025, 1, 15),
+    'time': datetime.time(12, 0, 0),
+    'uuid': uuid.UUID('12345678-1234-5678-1234-567812345678'),
+    'decimal': decimal.Decimal('1.10'),
+    'bytes': b'abc',
+    'base64': b'\xff\x00',
+}

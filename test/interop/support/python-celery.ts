@@ -1,0 +1,105 @@
+import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { pythonJsonDumps } from '../../../lib/protocol/python-json';
+import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE } from '../../support/real-services';
+
+const run = promisify(execFile);
+
+/** Real Python Celery from PyPI, in a virtualenv the tests create (`.interop-venv`, kept between runs). */
+export const VENV = join(__dirname, '..', '..', '..', '.interop-venv');
+export const PYTHON_DIR = join(__dirname, '..', 'python');
+const PYTHON = join(VENV, 'bin', 'python');
+const REQUIREMENT = 'celery[cassandra]>=5.7,<6';
+
+/** Creates the virtualenv and installs the newest Celery 5.x with its Cassandra driver, once. */
+export function ensurePythonCelery(): string {
+  const probe = () =>
+    execFileSync(PYTHON, ['-c', 'import celery, cassandra; print(celery.__version__)'], { encoding: 'utf8' }).trim();
+  if (existsSync(PYTHON)) {
+    try {
+      const version = probe();
+      if (/^5\.(\d+)/.test(version) && Number(/^5\.(\d+)/.exec(version)?.[1]) >= 7) return version;
+    } catch {
+      // incomplete venv: install below
+    }
+  }
+  execFileSync('python3', ['-m', 'venv', VENV], { stdio: 'inherit' });
+  execFileSync(PYTHON, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', REQUIREMENT], { stdio: 'inherit' });
+  return probe();
+}
+
+export interface PythonEnv {
+  /** Queue the Python worker consumes. */
+  pyQueue: string;
+  table: string;
+}
+
+function envFor(env: PythonEnv): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    CELERY_BROKER_URL: AMQP_URL,
+    CASSANDRA_HOST,
+    CASSANDRA_PORT: String(CASSANDRA_PORT),
+    CASSANDRA_KEYSPACE: KEYSPACE,
+    CASSANDRA_TABLE: env.table,
+    PY_QUEUE: env.pyQueue,
+    PYTHONDONTWRITEBYTECODE: '1',
+  };
+}
+
+/** Runs one command of test/interop/python/client.py and returns its JSON answer. */
+export async function pythonClient<T = Record<string, unknown>>(env: PythonEnv, command: Record<string, unknown>): Promise<T> {
+  // Python-style JSON, so numbers keep the int / float reading our encoder gives them.
+  const { stdout } = await run(PYTHON, ['client.py', pythonJsonDumps(command)], { cwd: PYTHON_DIR, env: envFor(env), timeout: 90000 });
+  const last = stdout.trim().split('\n').pop() as string;
+  return JSON.parse(last) as T;
+}
+
+/** A real `celery worker` process (threads pool) on the Python queue. */
+export class PythonWorker {
+  private output = '';
+  private constructor(private readonly child: ChildProcess) {}
+
+  static async start(env: PythonEnv): Promise<PythonWorker> {
+    const child = spawn(
+      join(VENV, 'bin', 'celery'),
+      ['-A', 'tasks', 'worker', '-Q', env.pyQueue, '--pool', 'threads', '-c', '4', '-n', `py-interop-${env.pyQueue}@localhost`,
+        '--without-gossip', '--without-mingle', '--without-heartbeat', '-l', 'INFO'],
+      { cwd: PYTHON_DIR, env: envFor(env), stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const worker = new PythonWorker(child);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`Python worker not ready in 60 s:\n${worker.output}`)), 60000);
+      const onData = (chunk: Buffer) => {
+        worker.output += chunk.toString();
+        if (/celery@|ready\./.test(worker.output) && worker.output.includes('ready.')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      child.stdout?.on('data', onData);
+      child.stderr?.on('data', onData);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`Python worker exited with ${code}:\n${worker.output}`));
+      });
+    });
+    return worker;
+  }
+
+  /** Everything the worker logged so far. */
+  log(): string {
+    return this.output;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
