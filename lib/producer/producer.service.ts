@@ -38,6 +38,8 @@ export interface SendTaskOptions {
   headers?: Record<string, unknown>;
   /** The retry count the message carries (Celery's `retries`); default 0. */
   retries?: number;
+  /** Compress the body: `zlib` (what kombu calls gzip) or `brotli`. */
+  compression?: 'zlib' | 'gzip' | 'brotli';
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -105,6 +107,7 @@ export class Producer {
         timeLimit: options.timeLimit,
         softTimeLimit: options.softTimeLimit,
         retries: options.retries,
+        compression: options.compression,
         replyTo: this.replyTo,
         headers: options.headers,
       },

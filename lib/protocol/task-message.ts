@@ -1,5 +1,5 @@
-import { inflateSync } from 'node:zlib';
 import { InvalidTaskMessageError } from '../errors/celery.errors';
+import { compressBody, compressionMime, decompressBody } from './compression';
 import { toAmqpFieldTable, AmqpFieldValue } from './amqp-field-table';
 import { formatCeleryDate, parseCeleryDate } from './dates';
 import { parsePythonJson, pythonJsonDumps, UnknownJsonTypeError } from './python-json';
@@ -50,6 +50,8 @@ export interface TaskMessageSpec {
   /** Extra application headers, merged after Celery's own (they end up in the task's request). */
   headers?: Record<string, unknown>;
   embed?: Partial<TaskEmbed>;
+  /** Compress the body: `zlib` (kombu's "gzip") or `brotli`; adds the `compression` header. */
+  compression?: string;
 }
 
 export interface EncodeContext {
@@ -135,7 +137,12 @@ export function encodeTaskMessage(spec: TaskMessageSpec, ctx: EncodeContext): En
     chain: spec.embed?.chain ?? null,
     chord: spec.embed?.chord ?? null,
   };
-  const body = Buffer.from(pythonJsonDumps([args, kwargs, embed], { envelopes: ctx.peer !== '5.2' }), 'utf8');
+  let body = Buffer.from(pythonJsonDumps([args, kwargs, embed], { envelopes: ctx.peer !== '5.2' }), 'utf8');
+  if (spec.compression) {
+    const mime = compressionMime(spec.compression);
+    body = compressBody(body, mime);
+    headers.compression = mime;
+  }
   return { headers, amqpHeaders: toAmqpFieldTable(headers), properties, body };
 }
 
@@ -231,14 +238,37 @@ type Fail = (reason: string, id?: string | null) => never;
 
 function decompress(body: Buffer, compression: unknown, fail: Fail): Buffer {
   if (compression === undefined || compression === null) return body;
-  if (compression === 'application/x-gzip' || compression === 'application/x-zlib') {
-    try {
-      return inflateSync(body);
-    } catch (err) {
-      return fail(`body does not decompress as ${compression} (${(err as Error).message})`);
+  try {
+    const out = decompressBody(body, compression);
+    if (out instanceof Promise) {
+      out.catch(() => undefined);
+      return fail(`compression ${JSON.stringify(compression)} must be read with decodeTaskMessageAsync`);
     }
+    return out;
+  } catch (err) {
+    return fail((err as Error).message);
   }
-  return fail(`unsupported compression ${JSON.stringify(compression)}`);
+}
+
+/**
+ * `decodeTaskMessage` for every compression, including those read asynchronously (lzma / xz).
+ * The worker uses this one.
+ */
+export async function decodeTaskMessageAsync(msg: IncomingMessage, options: DecodeOptions = { accept: DEFAULT_ACCEPT }): Promise<DecodedTask> {
+  const compression = msg.headers?.compression;
+  if (compression === undefined || compression === null) return decodeTaskMessage(msg, options);
+  const headerId = typeof msg.headers?.id === 'string' ? msg.headers.id : (msg.correlationId ?? null);
+  const contentType = msg.contentType ?? '';
+  if (!options.accept.includes(contentType)) return decodeTaskMessage(msg, options); // names the content type
+  let body: Buffer;
+  try {
+    body = await decompressBody(msg.body, compression);
+  } catch (err) {
+    throw new InvalidTaskMessageError((err as Error).message, headerId);
+  }
+  const headers = { ...msg.headers };
+  delete headers.compression;
+  return decodeTaskMessage({ ...msg, headers, body }, options);
 }
 
 function decodeV2(headers: Record<string, unknown>, body: unknown, msg: IncomingMessage, fail: Fail): DecodedTask {

@@ -6,7 +6,7 @@ import { InvalidTaskMessageError } from '../errors/celery.errors';
 import { celeryException, toExceptionInfo, tracebackOf } from '../protocol/exceptions';
 import { pythonJsonDumps } from '../protocol/python-json';
 import type { ResultToStore } from '../protocol/result-row';
-import { decodeTaskMessage, DecodedTask } from '../protocol/task-message';
+import { decodeTaskMessageAsync, DecodedTask } from '../protocol/task-message';
 import type { ResultStore } from '../results/result-store.interface';
 
 /** What a request needs from the worker that owns it. */
@@ -37,7 +37,7 @@ export class TaskRequest {
   async handle(): Promise<void> {
     let task: DecodedTask;
     try {
-      task = decodeTaskMessage(this.delivery, { accept: this.ctx.accept });
+      task = await decodeTaskMessageAsync(this.delivery, { accept: this.ctx.accept });
     } catch (err) {
       const reason = err instanceof InvalidTaskMessageError ? err.message : `Invalid task message: ${String(err)}`;
       this.ctx.logger.error(`${reason}; rejected without requeue`);

@@ -225,6 +225,38 @@ describe('interop with Python Celery', () => {
     });
   });
 
+  describe('message formats', () => {
+    it('Python → NestJS: a protocol v1 message (task_protocol=1) is run', async () => {
+      const out = await py({ op: 'call', protocol: 1, task: 'tasks.sortWords', queue: jsQueue, args: ['b c a'], kwargs: { capitalize: true } });
+      expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 'A B C' } });
+    });
+
+    it('Python → NestJS: a pickle message is rejected without requeue and the worker keeps serving', async () => {
+      const { id } = await py<{ id: string }>({ op: 'send', task: 'tasks.echo', queue: jsQueue, args: ['pickled'], options: { serializer: 'pickle' } });
+      const after = await py({ op: 'call', task: 'tasks.echo', queue: jsQueue, args: ['after pickle'] });
+      expect(after).toMatchObject({ status: 'SUCCESS', result: { json: 'after pickle' } });
+      const amqp = await RawAmqp.open();
+      try {
+        await eventually(async () => (await amqp.depth(jsQueue)) === 0);
+      } finally {
+        await amqp.close();
+      }
+      expect(await producer.asyncResult(id).state()).toBe('PENDING');
+    });
+  });
+
+  describe('compressed messages', () => {
+    it.each(['zlib', 'bzip2', 'lzma', 'brotli', 'zstd'])('Python → NestJS: a body compressed with %s is read', async (compression) => {
+      const out = await py({ op: 'call', task: 'tasks.sortWords', queue: jsQueue, args: ['b c a', false], options: { compression } });
+      expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 'a b c' } });
+    });
+
+    it.each(['zlib', 'brotli'] as const)('NestJS → Python: a body compressed with %s is read', async (compression) => {
+      const r = await toPython('tasks.sortWords', { args: ['b c a', false], compression });
+      await expect(r.get({ timeout: 30000 })).resolves.toBe('a b c');
+    });
+  });
+
   describe('rows Python writes, read by NestJS', () => {
     it('RETRY, with the exception dict and the retry traceback', async () => {
       const { id } = await py<{ id: string }>({ op: 'send', task: 'tasks.retryOnce', queue: env.pyQueue });

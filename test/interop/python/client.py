@@ -52,6 +52,8 @@ def special(value):
 def main():
     cmd = json.loads(sys.argv[1])
     op = cmd['op']
+    if 'protocol' in cmd:
+        app.conf.task_protocol = cmd['protocol']
     if op in ('call', 'send'):
         result = app.send_task(cmd['task'], args=special(cmd.get('args', [])), kwargs=special(cmd.get('kwargs', {})),
                                queue=cmd['queue'], **cmd.get('options', {}))

@@ -11,12 +11,13 @@ const run = promisify(execFile);
 export const VENV = join(__dirname, '..', '..', '..', '.interop-venv');
 export const PYTHON_DIR = join(__dirname, '..', 'python');
 const PYTHON = join(VENV, 'bin', 'python');
-const REQUIREMENT = 'celery[cassandra]>=5.7,<6';
+/** Celery with its Cassandra driver, and the optional compressors kombu registers when they import. */
+const REQUIREMENTS = ['celery[cassandra]>=5.7,<6', 'brotli', 'backports.zstd'];
 
 /** Creates the virtualenv and installs the newest Celery 5.x with its Cassandra driver, once. */
 export function ensurePythonCelery(): string {
   const probe = () =>
-    execFileSync(PYTHON, ['-c', 'import celery, cassandra; print(celery.__version__)'], { encoding: 'utf8' }).trim();
+    execFileSync(PYTHON, ['-c', 'import celery, cassandra, brotli; from backports import zstd; print(celery.__version__)'], { encoding: 'utf8' }).trim();
   if (existsSync(PYTHON)) {
     try {
       const version = probe();
@@ -26,7 +27,7 @@ export function ensurePythonCelery(): string {
     }
   }
   execFileSync('python3', ['-m', 'venv', VENV], { stdio: 'inherit' });
-  execFileSync(PYTHON, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', REQUIREMENT], { stdio: 'inherit' });
+  execFileSync(PYTHON, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', ...REQUIREMENTS], { stdio: 'inherit' });
   return probe();
 }
 
