@@ -32,3 +32,4 @@ export {
   TaskRegistrationError,
   TaskTimeoutError,
 } from './errors/celery.errors';
+export { PyDate, PyDecimal, PyTime, PyUUID } from './protocol/kombu-types';
