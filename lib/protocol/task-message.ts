@@ -137,7 +137,7 @@ export function encodeTaskMessage(spec: TaskMessageSpec, ctx: EncodeContext): En
     chain: spec.embed?.chain ?? null,
     chord: spec.embed?.chord ?? null,
   };
-  let body = Buffer.from(pythonJsonDumps([args, kwargs, embed], { envelopes: ctx.peer !== '5.2' }), 'utf8');
+  let body: Buffer = Buffer.from(pythonJsonDumps([args, kwargs, embed], { envelopes: ctx.peer !== '5.2' }), 'utf8');
   if (spec.compression) {
     const mime = compressionMime(spec.compression);
     body = compressBody(body, mime);
