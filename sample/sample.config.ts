@@ -13,12 +13,24 @@ import type { CeleryModuleOptions } from '../lib';
  * | CASSANDRA_LOCAL_DC       | detected from the node |
  * | CASSANDRA_KEYSPACE       | celery_test      |
  * | CASSANDRA_TABLE          | celery_taskmeta  |
+ * | CASSANDRA_USERNAME / CASSANDRA_PASSWORD | no login |
+ * | ASTRA_DB_SECURE_BUNDLE_PATH | unset; with ASTRA_DB_APPLICATION_TOKEN: results in Astra DB through the bundle |
+ * | ASTRA_DB_APPLICATION_TOKEN  | the `AstraCS:...` token |
  */
 export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean): CeleryModuleOptions {
   const brokerUrl = env.CELERY_BROKER_URL || 'memory://';
   const contactPoints = env.CASSANDRA_CONTACT_POINTS?.split(',').map((p) => p.trim()).filter(Boolean);
   const options: CeleryModuleOptions = { brokerUrl, worker: { enabled: workerEnabled } };
-  if (contactPoints?.length) {
+  if (env.ASTRA_DB_SECURE_BUNDLE_PATH) {
+    if (!env.ASTRA_DB_APPLICATION_TOKEN) throw new Error('ASTRA_DB_SECURE_BUNDLE_PATH is set: set ASTRA_DB_APPLICATION_TOKEN (AstraCS:...) too');
+    options.resultBackend = 'cassandra';
+    options.cassandra = {
+      secureConnectBundle: env.ASTRA_DB_SECURE_BUNDLE_PATH,
+      token: env.ASTRA_DB_APPLICATION_TOKEN,
+      keyspace: env.CASSANDRA_KEYSPACE || 'celery_test',
+      table: env.CASSANDRA_TABLE || 'celery_taskmeta',
+    };
+  } else if (contactPoints?.length) {
     options.resultBackend = 'cassandra';
     options.cassandra = {
       contactPoints,
@@ -26,6 +38,7 @@ export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean): C
       localDataCenter: env.CASSANDRA_LOCAL_DC || undefined,
       keyspace: env.CASSANDRA_KEYSPACE || 'celery_test',
       table: env.CASSANDRA_TABLE || 'celery_taskmeta',
+      credentials: env.CASSANDRA_USERNAME ? { username: env.CASSANDRA_USERNAME, password: env.CASSANDRA_PASSWORD ?? '' } : undefined,
     };
   } else if (brokerUrl.startsWith('memory')) {
     options.resultBackend = 'memory';

@@ -15,8 +15,8 @@
 #   CASSANDRA_HEAP       Cassandra JVM heap (-Xms and -Xmx); default 512m
 #   SERVICES_TIMEOUT     seconds to wait for each service to accept connections; default 180
 #   CASSANDRA_USERNAME, CASSANDRA_PASSWORD
-#                        credentials of the readiness probe; set them (cassandra/cassandra) when
-#                        tools/cassandra/cassandra.yaml.in switches to PasswordAuthenticator
+#                        credentials of the readiness probe and keyspace creation; default cassandra/cassandra
+#                        (the node runs PasswordAuthenticator, see tools/cassandra/cassandra.yaml.in)
 #   RABBITMQ_NODENAME    default rabbit@localhost: the machine's hostname may not resolve in a container
 #
 # Needs root to install packages and to run Debian's RabbitMQ. Needs `npm install` first (the Cassandra probe uses
@@ -29,6 +29,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 CASSANDRA_KEYSPACE="${CASSANDRA_KEYSPACE:-celery_test}"
+export CASSANDRA_USERNAME="${CASSANDRA_USERNAME:-cassandra}" CASSANDRA_PASSWORD="${CASSANDRA_PASSWORD:-cassandra}"
 CASSANDRA_HEAP="${CASSANDRA_HEAP:-512m}"
 SERVICES_TIMEOUT="${SERVICES_TIMEOUT:-180}"
 

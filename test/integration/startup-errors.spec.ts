@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { CeleryConnectionError, CeleryModule } from '../../lib';
 import { FixtureTasks } from '../support/fixture-tasks';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, realOptions, uniqueName } from '../support/real-services';
+import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, SUPERUSER, realOptions, uniqueName } from '../support/real-services';
 
 /** An unreachable broker or database, or a missing keyspace, fails startup with an error naming it. */
 describe('startup against unreachable or misconfigured services', () => {
@@ -59,6 +59,8 @@ describe('startup against unreachable or misconfigured services', () => {
       cassandra_port: CASSANDRA_PORT,
       cassandra_keyspace: KEYSPACE,
       cassandra_table: 'celery_taskmeta',
+      cassandra_auth_provider: 'PlainTextAuthProvider',
+      cassandra_auth_kwargs: { ...SUPERUSER },
       worker: { enabled: false },
     });
     spy.mockRestore();

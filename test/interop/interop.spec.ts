@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { CeleryModule, Producer, PythonCeleryConfig, ResultStore, Task, TaskFailedError } from '../../lib';
 import { PyDate, PyDecimal, PyTime, PyUUID } from '../../lib/protocol/kombu-types';
 import { FixtureTasks } from '../support/fixture-tasks';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, eventually, rawCassandra, uniqueName } from '../support/real-services';
+import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, SUPERUSER, eventually, rawCassandra, uniqueName } from '../support/real-services';
 import { ensurePythonCelery, PythonEnv, PythonWorker, pythonClient } from './support/python-celery';
 
 @Injectable()
@@ -48,6 +48,8 @@ describe('interop with Python Celery', () => {
     cassandra_keyspace: KEYSPACE,
     cassandra_table: env.table,
     cassandra_entry_ttl: 86400,
+    cassandra_auth_provider: 'PlainTextAuthProvider',
+    cassandra_auth_kwargs: { ...SUPERUSER },
     task_serializer: 'json',
     result_serializer: 'json',
     accept_content: ['json'],

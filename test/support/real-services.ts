@@ -1,5 +1,5 @@
 import * as amqplib from 'amqplib';
-import { Client } from 'cassandra-driver';
+import { auth, Client } from 'cassandra-driver';
 import { randomBytes } from 'node:crypto';
 import type { CeleryModuleOptions } from '../../lib';
 
@@ -11,6 +11,8 @@ export const AMQP_URL = process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0
 export const CASSANDRA_HOST = process.env.TEST_CASSANDRA_HOST ?? '127.0.0.1';
 export const CASSANDRA_PORT = Number(process.env.TEST_CASSANDRA_PORT ?? 9042);
 export const KEYSPACE = process.env.CASSANDRA_KEYSPACE ?? 'celery_test';
+/** The test node runs PasswordAuthenticator; this is its default superuser. */
+export const SUPERUSER = { username: process.env.CASSANDRA_USERNAME ?? 'cassandra', password: process.env.CASSANDRA_PASSWORD ?? 'cassandra' };
 
 /** A name unique to this run, safe as a queue and as a CQL table name. */
 export function uniqueName(prefix: string): string {
@@ -22,7 +24,7 @@ export function realOptions(queue: string, table: string, extra: Partial<CeleryM
     brokerUrl: AMQP_URL,
     resultBackend: 'cassandra',
     defaultQueue: queue,
-    cassandra: { contactPoints: [CASSANDRA_HOST], port: CASSANDRA_PORT, localDataCenter: 'datacenter1', keyspace: KEYSPACE, table },
+    cassandra: { contactPoints: [CASSANDRA_HOST], port: CASSANDRA_PORT, localDataCenter: 'datacenter1', keyspace: KEYSPACE, table, credentials: { ...SUPERUSER } },
     resultPollIntervalMs: 20,
     ...extra,
   };
@@ -30,7 +32,12 @@ export function realOptions(queue: string, table: string, extra: Partial<CeleryM
 
 /** A raw cassandra-driver client, to look at rows the way Python's backend would. */
 export async function rawCassandra(): Promise<Client> {
-  const client = new Client({ contactPoints: [`${CASSANDRA_HOST}:${CASSANDRA_PORT}`], localDataCenter: 'datacenter1', keyspace: KEYSPACE });
+  const client = new Client({
+    contactPoints: [`${CASSANDRA_HOST}:${CASSANDRA_PORT}`],
+    localDataCenter: 'datacenter1',
+    keyspace: KEYSPACE,
+    authProvider: new auth.PlainTextAuthProvider(SUPERUSER.username, SUPERUSER.password),
+  });
   await client.connect();
   return client;
 }

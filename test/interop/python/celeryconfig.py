@@ -11,6 +11,13 @@ cassandra_port = int(os.environ.get('CASSANDRA_PORT', '9042'))
 cassandra_keyspace = os.environ.get('CASSANDRA_KEYSPACE', 'celery_test')
 cassandra_table = os.environ.get('CASSANDRA_TABLE', 'celery_taskmeta')
 cassandra_entry_ttl = 86400
+cassandra_auth_provider = 'PlainTextAuthProvider'
+cassandra_auth_kwargs = {'username': os.environ.get('CASSANDRA_USERNAME', 'cassandra'),
+                         'password': os.environ.get('CASSANDRA_PASSWORD', 'cassandra')}
+if os.environ.get('CASSANDRA_SECURE_BUNDLE'):
+    # Astra DB: the bundle replaces the servers (exactly one of the two).
+    cassandra_secure_bundle_path = os.environ['CASSANDRA_SECURE_BUNDLE']
+    cassandra_servers = None
 task_serializer = 'json'
 result_serializer = 'json'
 accept_content = ['json']

@@ -35,6 +35,9 @@ export interface PythonEnv {
   /** Queue the Python worker consumes. */
   pyQueue: string;
   table: string;
+  /** Astra DB: the secure-connect bundle (instead of cassandra_servers) and the login. */
+  secureBundle?: string;
+  credentials?: { username: string; password: string };
 }
 
 function envFor(env: PythonEnv): NodeJS.ProcessEnv {
@@ -47,6 +50,8 @@ function envFor(env: PythonEnv): NodeJS.ProcessEnv {
     CASSANDRA_TABLE: env.table,
     PY_QUEUE: env.pyQueue,
     PYTHONDONTWRITEBYTECODE: '1',
+    ...(env.secureBundle ? { CASSANDRA_SECURE_BUNDLE: env.secureBundle } : {}),
+    ...(env.credentials ? { CASSANDRA_USERNAME: env.credentials.username, CASSANDRA_PASSWORD: env.credentials.password } : {}),
   };
 }
 
