@@ -7,6 +7,7 @@ import { CassandraResultStore } from './results/cassandra.result-store';
 import { DisabledResultStore } from './results/disabled.result-store';
 import { MemoryResultStore } from './results/memory.result-store';
 import { ResultStore } from './results/result-store.interface';
+import { ResultNotifier } from './results/result-notifier';
 
 /**
  * The broker and result-store connections of one module, opened together at startup (so an
@@ -20,6 +21,8 @@ export class CeleryConnections implements OnApplicationShutdown {
   constructor(
     readonly broker: Broker,
     readonly store: ResultStore,
+    /** Result pushes to this process (AMQP with a result store); null otherwise. */
+    readonly notifier: ResultNotifier | null = null,
   ) {}
 
   static async open(config: ResolvedCeleryConfig): Promise<CeleryConnections> {
@@ -36,11 +39,13 @@ export class CeleryConnections implements OnApplicationShutdown {
     await broker.connect();
     try {
       await store.connect({ forWrites: config.worker.enabled });
+      // The memory store already wakes waiters itself; over AMQP results are pushed to a reply queue.
+      const notifier = config.brokerKind === 'amqp' && store.enabled ? await ResultNotifier.start(broker) : null;
+      return new CeleryConnections(broker, store, notifier);
     } catch (err) {
-      await broker.close().catch(() => undefined);
+      await Promise.allSettled([broker.close(), store.close()]);
       throw err;
     }
-    return new CeleryConnections(broker, store);
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -12,6 +12,7 @@ import { TaskRegistry } from './discovery/task.registry';
 import type { CeleryOptionsInput } from './interfaces/celery-options.interface';
 import { Producer } from './producer/producer.service';
 import { ResultStore } from './results/result-store.interface';
+import { ResultNotifier } from './results/result-notifier';
 import { CeleryWorker } from './worker/celery.worker';
 
 /**
@@ -34,6 +35,7 @@ import { CeleryWorker } from './worker/celery.worker';
     },
     { provide: Broker, useFactory: (c: CeleryConnections) => c.broker, inject: [CeleryConnections] },
     { provide: ResultStore, useFactory: (c: CeleryConnections) => c.store, inject: [CeleryConnections] },
+    { provide: ResultNotifier, useFactory: (c: CeleryConnections) => c.notifier, inject: [CeleryConnections] },
     TaskMetadataAccessor,
     TaskRegistry,
     TaskExplorer,

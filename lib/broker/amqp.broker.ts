@@ -2,7 +2,8 @@ import { Logger } from '@nestjs/common';
 import * as amqplib from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { CeleryConnectionError } from '../errors/celery.errors';
-import { Broker, ConsumerHandle, Delivery, OutgoingMessage } from './broker.interface';
+import { randomUUID } from 'node:crypto';
+import { Broker, ConsumerHandle, Delivery, OutgoingMessage, Reply } from './broker.interface';
 import { redactUrl } from './redact-url';
 
 export interface AmqpBrokerOptions {
@@ -43,6 +44,7 @@ export class AmqpBroker extends Broker {
   /** Open consumer channels, including those of cancelled consumers still settling their messages. */
   private readonly consumerChannels = new Set<Channel>();
   private closing = false;
+  private replies: { queue: string; onReply: (reply: Reply) => void; channel: Channel | null } | null = null;
 
   constructor(private readonly options: AmqpBrokerOptions) {
     super();
@@ -73,6 +75,37 @@ export class AmqpBroker extends Broker {
     const ch = await channel;
     ch.on('error', (err: Error) => this.logger.error(`Publish channel error: ${messageOf(err)}`));
     for (const record of this.consumers) await this.startConsumer(model, record);
+    if (this.replies) await this.startReplyConsumer(model);
+  }
+
+  async consumeReplies(onReply: (reply: Reply) => void): Promise<string> {
+    if (this.replies) throw new Error('reply queue already consumed');
+    this.replies = { queue: `celery.replies.${randomUUID()}`, onReply, channel: null };
+    await this.startReplyConsumer(this.requireModel());
+    return this.replies.queue;
+  }
+
+  publishReply(queue: string, reply: Reply): void {
+    // Replies ride on the publish channel without waiting for a confirm.
+    this.channel()
+      .then((ch) => {
+        ch.publish('', queue, reply.body, { correlationId: reply.correlationId, contentType: 'application/json', contentEncoding: 'utf-8', deliveryMode: 1 });
+      })
+      .catch((err: unknown) => this.logger.debug?.(`Reply for ${reply.correlationId} not sent: ${messageOf(err)}`));
+  }
+
+  private async startReplyConsumer(model: Pick<ChannelModel, 'createChannel'>): Promise<void> {
+    const replies = this.replies;
+    if (!replies) return;
+    const ch = await model.createChannel();
+    this.consumerChannels.add(ch);
+    ch.on('close', () => this.consumerChannels.delete(ch));
+    ch.on('error', (err: Error) => this.logger.error(`Reply channel failed: ${messageOf(err)}`));
+    await ch.assertQueue(replies.queue, { exclusive: true, autoDelete: true, durable: false });
+    await ch.consume(replies.queue, (msg) => {
+      if (msg) replies.onReply({ correlationId: msg.properties.correlationId, body: msg.content });
+    }, { noAck: true });
+    replies.channel = ch;
   }
 
   async assertQueue(queue: string): Promise<void> {

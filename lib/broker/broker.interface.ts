@@ -15,6 +15,12 @@ export interface Delivery extends IncomingMessage {
   reject(requeue: boolean): void;
 }
 
+/** A result notification: Celery's rpc-backend result message, keyed by task id. */
+export interface Reply {
+  correlationId: string;
+  body: Buffer;
+}
+
 export interface ConsumerHandle {
   /** Stop receiving new messages; unacknowledged ones stay with this consumer until settled. */
   cancel(): Promise<void>;
@@ -34,6 +40,13 @@ export abstract class Broker {
   /** Publishes to the default exchange with routing key = queue; resolves once the broker has confirmed it. */
   abstract publish(queue: string, message: OutgoingMessage): Promise<void>;
   abstract consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle>;
+  /**
+   * Declares this process's private reply queue (exclusive, auto-delete; declared again after a
+   * reconnect) and consumes it without acknowledgements. Resolves the queue's name.
+   */
+  abstract consumeReplies(onReply: (reply: Reply) => void): Promise<string>;
+  /** Publishes a reply to a reply queue: fire and forget, no confirm (a lost reply only costs a poll). */
+  abstract publishReply(queue: string, reply: Reply): void;
   abstract close(): Promise<void>;
   /** Where it connects, with any password masked, for logs and errors. */
   abstract describe(): string;

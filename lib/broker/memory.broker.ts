@@ -1,5 +1,5 @@
 import { fromAmqpFieldValue } from '../protocol/amqp-field-table';
-import { Broker, ConsumerHandle, Delivery, OutgoingMessage } from './broker.interface';
+import { Broker, ConsumerHandle, Delivery, OutgoingMessage, Reply } from './broker.interface';
 
 interface Stored {
   message: OutgoingMessage;
@@ -62,8 +62,22 @@ export class MemoryBroker extends Broker {
     };
   }
 
+  private readonly replyQueues = new Map<string, (reply: Reply) => void>();
+
+  async consumeReplies(onReply: (reply: Reply) => void): Promise<string> {
+    const name = `celery.replies.memory.${this.replyQueues.size + 1}`;
+    this.replyQueues.set(name, onReply);
+    return name;
+  }
+
+  publishReply(queue: string, reply: Reply): void {
+    const listener = this.replyQueues.get(queue);
+    if (listener && !this.closed) queueMicrotask(() => listener({ correlationId: reply.correlationId, body: Buffer.from(reply.body) }));
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    this.replyQueues.clear();
     for (const q of this.queues.values()) q.consumers = [];
   }
 

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Type } from '@nestjs/common';
+import { Inject, Injectable, Optional, Type } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Broker } from '../broker/broker.interface';
@@ -10,6 +10,7 @@ import { TaskNotRegisteredError } from '../errors/celery.errors';
 import { encodeTaskMessage } from '../protocol/task-message';
 import { AsyncResult } from '../results/async-result';
 import { ResultStore } from '../results/result-store.interface';
+import { NOTIFY_HEADER, ResultNotifier } from '../results/result-notifier';
 
 /** Options of one task call, as Celery's `apply_async`. */
 export interface SendTaskOptions {
@@ -84,6 +85,7 @@ export class Producer {
     private readonly results: ResultStore,
     private readonly registry: TaskRegistry,
     private readonly accessor: TaskMetadataAccessor,
+    @Optional() @Inject(ResultNotifier) private readonly notifier: ResultNotifier | null = null,
   ) {}
 
   /**
@@ -109,7 +111,7 @@ export class Producer {
         retries: options.retries,
         compression: options.compression,
         replyTo: this.replyTo,
-        headers: options.headers,
+        headers: this.notifier ? { ...options.headers, [NOTIFY_HEADER]: this.notifier.queue } : options.headers,
       },
       { nowMicros: Date.now() * 1000, origin: this.origin, peer: this.config.peerCompat },
     );
@@ -127,6 +129,6 @@ export class Producer {
 
   /** A handle on any task id (for example one sent by a Python client). */
   asyncResult<T = unknown>(taskId: string): AsyncResult<T> {
-    return new AsyncResult<T>(taskId, this.results, this.config.resultPollIntervalMs);
+    return new AsyncResult<T>(taskId, this.results, this.config.resultPollIntervalMs, this.notifier);
   }
 }

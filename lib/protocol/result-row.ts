@@ -81,3 +81,34 @@ function decodeBlob(blob: Buffer | null, column: string, taskId: string): unknow
     throw new TypeError(`task ${taskId}: column ${column} is not JSON text (${(err as Error).message})`);
   }
 }
+
+/**
+ * A result as a message: Celery's rpc-backend body `{"task_id", "status", "result", "traceback",
+ * "children"}`. The worker pushes it to the producer's reply queue after storing the row, so
+ * `AsyncResult.get()` need not poll; Cassandra stays the durable record.
+ */
+export function encodeResultMessage(value: ResultToStore, json: JsonOptions = DEFAULT_JSON_OPTIONS): Buffer {
+  const message = {
+    task_id: value.taskId,
+    status: value.status,
+    result: value.result ?? null,
+    traceback: value.traceback ?? null,
+    children: value.children === undefined ? [] : value.children,
+  };
+  return Buffer.from(pythonJsonDumps(message, json), 'utf8');
+}
+
+export function decodeResultMessage(body: Buffer): TaskMeta {
+  const m = parsePythonJson(body.toString('utf8')) as Record<string, unknown>;
+  if (typeof m !== 'object' || m === null || typeof m.task_id !== 'string' || typeof m.status !== 'string') {
+    throw new TypeError('result message without task_id and status');
+  }
+  return {
+    taskId: m.task_id,
+    status: m.status as TaskState,
+    result: m.result ?? null,
+    traceback: typeof m.traceback === 'string' ? m.traceback : null,
+    children: m.children ?? null,
+    dateDone: null,
+  };
+}

@@ -3,6 +3,7 @@ import { isExceptionInfo } from '../protocol/exceptions';
 import type { TaskMeta } from '../protocol/result-row';
 import { PROPAGATE_STATES, READY_STATES, TaskState } from '../protocol/states';
 import type { ResultStore } from './result-store.interface';
+import type { ResultNotifier } from './result-notifier';
 
 export interface GetOptions {
   /** Milliseconds to wait before rejecting with TaskTimeoutError. Default: wait as long as it takes. */
@@ -24,6 +25,7 @@ export class AsyncResult<T = unknown> {
     readonly id: string,
     private readonly store: ResultStore,
     private readonly defaultInterval = 100,
+    private readonly notifier: ResultNotifier | null = null,
   ) {}
 
   /** The stored meta of the task: status, result, traceback, children, date done. */
@@ -47,16 +49,29 @@ export class AsyncResult<T = unknown> {
     return (await this.state()) === 'FAILURE';
   }
 
-  /** Waits for a ready state and resolves the value; rejects on FAILURE / REVOKED and on timeout. */
+  /**
+   * Waits for a ready state and resolves the value; rejects on FAILURE / REVOKED and on timeout.
+   * A NestJS worker pushes the result to this process as soon as it is stored; otherwise (a Python
+   * worker, a lost push) the store is polled with back-off.
+   */
   async get(options: GetOptions = {}): Promise<T> {
     const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout;
+    const propagate = options.propagate ?? true;
     let interval = options.interval ?? this.defaultInterval;
     let wake: (() => void) | null = null;
-    const unsubscribe = this.store.subscribe?.(this.id, () => wake?.());
+    let pushed: TaskMeta | undefined;
+    const unsubscribeStore = this.store.subscribe?.(this.id, () => wake?.());
+    const unsubscribePush = this.notifier?.subscribe(this.id, (meta) => {
+      pushed = meta;
+      wake?.();
+    });
     try {
+      pushed ??= this.notifier?.latest(this.id);
       for (;;) {
+        if (pushed && READY_STATES.has(pushed.status)) return this.settle(pushed, propagate);
         const meta = await this.info();
-        if (READY_STATES.has(meta.status)) return this.settle(meta, options.propagate ?? true);
+        if (READY_STATES.has(meta.status)) return this.settle(meta, propagate);
+        if (pushed && READY_STATES.has(pushed.status)) return this.settle(pushed, propagate);
         const remaining = deadline - Date.now();
         if (remaining <= 0) throw new TaskTimeoutError(this.id, options.timeout as number);
         await new Promise<void>((resolve) => {
@@ -70,7 +85,8 @@ export class AsyncResult<T = unknown> {
         interval = Math.min(MAX_POLL_MS, interval * 1.5);
       }
     } finally {
-      unsubscribe?.();
+      unsubscribeStore?.();
+      unsubscribePush?.();
     }
   }
 

@@ -3,7 +3,7 @@ import { Broker, ConsumerHandle, Delivery } from '../broker/broker.interface';
 import { CELERY_CONFIG } from '../celery.constants';
 import type { ResolvedCeleryConfig } from '../config/resolved-config';
 import { TaskRegistry } from '../discovery/task.registry';
-import type { ResultToStore } from '../protocol/result-row';
+import { encodeResultMessage, ResultToStore } from '../protocol/result-row';
 import { ResultStore } from '../results/result-store.interface';
 import { RequestContext, TaskRequest } from './task-request';
 
@@ -40,6 +40,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       holdUntil: (eta) => this.holdUntil(eta),
       withSlot: (fn) => this.withSlot(fn),
       storeDurably: (result) => this.storeDurably(result),
+      notify: (queue, result) =>
+        this.broker.publishReply(queue, { correlationId: result.taskId, body: encodeResultMessage(result, { envelopes: config.peerCompat !== '5.2' }) }),
     };
   }
 

@@ -8,6 +8,7 @@ import { pythonJsonDumps } from '../protocol/python-json';
 import type { ResultToStore } from '../protocol/result-row';
 import { decodeTaskMessageAsync, DecodedTask } from '../protocol/task-message';
 import type { ResultStore } from '../results/result-store.interface';
+import { NOTIFY_HEADER } from '../results/result-notifier';
 
 /** What a request needs from the worker that owns it. */
 export interface RequestContext {
@@ -21,6 +22,8 @@ export interface RequestContext {
   withSlot<T>(fn: () => Promise<T>): Promise<T>;
   /** Stores a result, retrying with back-off; resolves false if it could not (the message goes back). */
   storeDurably(result: ResultToStore): Promise<boolean>;
+  /** Pushes a stored result to the producer's reply queue. */
+  notify(queue: string, result: ResultToStore): void;
 }
 
 /**
@@ -83,6 +86,12 @@ export class TaskRequest {
       return;
     }
     this.delivery.ack();
+    if (!skipStore) this.notify(task, result);
+  }
+
+  private notify(task: DecodedTask, result: ResultToStore): void {
+    const queue = task.headers[NOTIFY_HEADER];
+    if (typeof queue === 'string' && queue) this.ctx.notify(queue, result);
   }
 
   /** As Celery: a FAILURE `NotRegistered` row, and the message rejected without requeue. */
@@ -91,7 +100,9 @@ export class TaskRequest {
       `Received unregistered task "${task.task}" (id ${task.id}); rejected without requeue. Registered tasks: ${this.ctx.registry.names().join(', ') || 'none'}`,
     );
     try {
-      await this.ctx.store.store({ taskId: task.id, status: 'FAILURE', result: celeryException('NotRegistered', task.task), traceback: null, children: [] });
+      const result: ResultToStore = { taskId: task.id, status: 'FAILURE', result: celeryException('NotRegistered', task.task), traceback: null, children: [] };
+      await this.ctx.store.store(result);
+      this.notify(task, result);
     } catch (err) {
       this.ctx.logger.error(`Could not store NotRegistered for ${task.id}: ${(err as Error).message}`);
     }

@@ -117,6 +117,25 @@ describe('walkthrough on RabbitMQ and Cassandra', () => {
     await expect(result.get({ timeout: 20000 })).resolves.toEqual(value);
   });
 
+  it('pushes the stored result to the waiting get(): one store read, no polling', async () => {
+    const slowPolling = await Test.createTestingModule({
+      imports: [CeleryModule.forRoot(realOptions(queue, table, { worker: { enabled: false }, resultPollIntervalMs: 120000 }))],
+    }).compile();
+    await slowPolling.init();
+    try {
+      const store = slowPolling.get(ResultStore);
+      const reads = jest.spyOn(store, 'getTaskMeta');
+      const result = await slowPolling.get(Producer).sendTask('tasks.sleep', { args: [300, 'pushed'] });
+      await expect(result.get({ timeout: 20000 })).resolves.toBe('pushed');
+
+      expect(reads).toHaveBeenCalledTimes(1);
+      // the row is there all the same: Cassandra stays the durable record
+      expect((await store.getTaskMeta(result.id)).status).toBe('SUCCESS');
+    } finally {
+      await slowPolling.close();
+    }
+  });
+
   it('holds a countdown task until its time', async () => {
     const sentAt = Date.now();
     const result = await producer.sendTask('tasks.echo', { args: ['later'], countdown: 1 });
