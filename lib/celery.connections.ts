@@ -29,7 +29,7 @@ export class CeleryConnections implements OnApplicationShutdown {
     const broker: Broker =
       config.brokerKind === 'memory'
         ? new MemoryBroker()
-        : new AmqpBroker({ url: config.brokerUrl, retryOnStartup: config.brokerConnectionRetryOnStartup });
+        : new AmqpBroker({ url: config.brokerUrl, retryOnStartup: config.brokerConnectionRetryOnStartup, publishTimeoutMs: config.publishTimeoutMs });
     const store: ResultStore =
       config.resultBackend === 'cassandra' && config.cassandra
         ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' })

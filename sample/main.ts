@@ -18,8 +18,26 @@ async function main(mode: string): Promise<void> {
     Logger.warn('CELERY_BROKER_URL is not set: the memory:// broker has no worker in this process. Use `npm run sample`, or point both sample:worker and sample:client at RabbitMQ.', 'Sample');
   }
   const app = await NestFactory.createApplicationContext(AppModule.register(runsWorker), { logger: ['log', 'warn', 'error'] });
+  if (mode === 'worker') {
+    // SIGTERM / SIGINT: stop consuming, let in-flight tasks finish, store and ack, close, exit 0.
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      Logger.log(`${signal} received: stopping the worker`, 'Sample');
+      app.close().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          process.stderr.write(`shutdown failed: ${err instanceof Error ? err.message : String(err)}\n`);
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    return; // runs until a signal closes the application
+  }
   app.enableShutdownHooks();
-  if (mode === 'worker') return; // runs until a signal closes the application
   const client = app.get(SortClient);
   const print = (line: string) => process.stdout.write(line + '\n');
   try {

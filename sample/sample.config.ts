@@ -8,6 +8,7 @@ import type { CeleryModuleOptions } from '../lib';
  * | variable                 | default          |
  * |--------------------------|------------------|
  * | CELERY_BROKER_URL        | memory://        |
+ * | CELERY_QUEUE             | celery           |
  * | CASSANDRA_CONTACT_POINTS | (unset: results in memory) |
  * | CASSANDRA_PORT           | 9042             |
  * | CASSANDRA_LOCAL_DC       | detected from the node |
@@ -20,7 +21,7 @@ import type { CeleryModuleOptions } from '../lib';
 export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean): CeleryModuleOptions {
   const brokerUrl = env.CELERY_BROKER_URL || 'memory://';
   const contactPoints = env.CASSANDRA_CONTACT_POINTS?.split(',').map((p) => p.trim()).filter(Boolean);
-  const options: CeleryModuleOptions = { brokerUrl, worker: { enabled: workerEnabled } };
+  const options: CeleryModuleOptions = { brokerUrl, defaultQueue: env.CELERY_QUEUE || undefined, worker: { enabled: workerEnabled } };
   if (env.ASTRA_DB_SECURE_BUNDLE_PATH) {
     if (!env.ASTRA_DB_APPLICATION_TOKEN) throw new Error('ASTRA_DB_SECURE_BUNDLE_PATH is set: set ASTRA_DB_APPLICATION_TOKEN (AstraCS:...) too');
     options.resultBackend = 'cassandra';

@@ -10,6 +10,8 @@ export interface AmqpBrokerOptions {
   url: string;
   /** Retry the first connection (a few times, with back-off) instead of failing at once. */
   retryOnStartup: boolean;
+  /** How long a publish waits for a lost connection to come back before it rejects. Default 30000 ms. */
+  publishTimeoutMs?: number;
 }
 
 interface ConsumerRecord {
@@ -44,11 +46,19 @@ export class AmqpBroker extends Broker {
   /** Open consumer channels, including those of cancelled consumers still settling their messages. */
   private readonly consumerChannels = new Set<Channel>();
   private closing = false;
+  /** Settles when a connection is up and set up; replaced by a pending one when it is lost. */
+  private ready!: Promise<void>;
+  private markReady!: () => void;
   private replies: { queue: string; onReply: (reply: Reply) => void; channel: Channel | null } | null = null;
 
   constructor(private readonly options: AmqpBrokerOptions) {
     super();
     this.url = options.url.replace(/^pyamqp:/i, 'amqp:');
+    this.resetReady();
+  }
+
+  private resetReady(): void {
+    this.ready = new Promise<void>((resolve) => (this.markReady = resolve));
   }
 
   describe(): string {
@@ -62,7 +72,11 @@ export class AmqpBroker extends Broker {
       throw new CeleryConnectionError(`Cannot connect to the broker at ${this.describe()}: ${messageOf(err)}`);
     }
     this.model.on('disconnect', (err: Error) => {
+      this.resetReady();
       if (!this.closing) this.logger.warn(`Broker connection lost (${messageOf(err)}); reconnecting`);
+    });
+    this.model.on('connect', () => {
+      if (!this.closing) this.logger.log(`Connected to the broker at ${this.describe()}`);
     });
     this.model.on('error', (err: Error) => this.logger.error(`Broker connection error: ${messageOf(err)}`));
   }
@@ -76,6 +90,7 @@ export class AmqpBroker extends Broker {
     ch.on('error', (err: Error) => this.logger.error(`Publish channel error: ${messageOf(err)}`));
     for (const record of this.consumers) await this.startConsumer(model, record);
     if (this.replies) await this.startReplyConsumer(model);
+    this.markReady();
   }
 
   async consumeReplies(onReply: (reply: Reply) => void): Promise<string> {
@@ -120,14 +135,45 @@ export class AmqpBroker extends Broker {
     return pending;
   }
 
+  /**
+   * Resolves once RabbitMQ has confirmed the message. While the connection is down it waits for
+   * the reconnect (up to `publishTimeoutMs`) and then publishes; a message whose confirm was lost
+   * with the connection is published again (at least once, never "sent" without a confirm).
+   */
   async publish(queue: string, message: OutgoingMessage): Promise<void> {
-    await this.assertQueue(queue);
-    const ch = await this.channel();
-    await new Promise<void>((resolve, reject) => {
-      ch.publish('', queue, message.body, { ...message.properties, headers: message.headers }, (err: unknown) =>
-        err ? reject(new CeleryConnectionError(`Broker did not confirm the message for queue ${queue}: ${messageOf(err)}`)) : resolve(),
+    const deadline = Date.now() + (this.options.publishTimeoutMs ?? 30000);
+    for (;;) {
+      try {
+        await this.waitReady(deadline, queue);
+        await this.assertQueue(queue);
+        const ch = await this.channel();
+        await new Promise<void>((resolve, reject) => {
+          ch.publish('', queue, message.body, { ...message.properties, headers: message.headers }, (err: unknown) => (err ? reject(err) : resolve()));
+        });
+        return;
+      } catch (err) {
+        if (this.closing || err instanceof CeleryConnectionError || Date.now() >= deadline) {
+          throw err instanceof CeleryConnectionError ? err : new CeleryConnectionError(`Broker did not confirm the message for queue ${queue}: ${messageOf(err)}`);
+        }
+        // The channel or connection went away under the publish: wait for the reconnect and try again.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  }
+
+  private async waitReady(deadline: number, queue: string): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(
+        () => reject(new CeleryConnectionError(`Broker ${this.describe()} unreachable: message for queue ${queue} not sent within the publish timeout`)),
+        Math.max(0, deadline - Date.now()),
       );
     });
+    try {
+      await Promise.race([this.ready, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle> {

@@ -20,13 +20,13 @@ export function normalizeCeleryOptions(input: CeleryOptionsInput | undefined | n
 
 const CAMEL_KEYS = new Set([
   'brokerUrl', 'resultBackend', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
-  'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal',
+  'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal', 'publishTimeoutMs',
 ]);
 const CASSANDRA_KEYS = new Set([
   'contactPoints', 'port', 'localDataCenter', 'keyspace', 'table', 'readConsistency', 'writeConsistency',
   'entryTtl', 'credentials', 'secureConnectBundle', 'token', 'createKeyspace',
 ]);
-const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs']);
+const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes']);
 
 /** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
 const PYTHON_KEYS: Record<string, string> = {
@@ -167,7 +167,9 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       concurrency,
       prefetch,
       shutdownTimeoutMs: optInt(w.shutdownTimeoutMs, 'worker.shutdownTimeoutMs', 0) ?? 30000,
+      maxMessageBytes: optInt(w.maxMessageBytes, 'worker.maxMessageBytes', 1) ?? 10 * 1024 * 1024,
     },
+    publishTimeoutMs: optInt(o.publishTimeoutMs, 'publishTimeoutMs', 0) ?? 30000,
     accept,
     peerCompat,
     resultPollIntervalMs: optInt(o.resultPollIntervalMs, 'resultPollIntervalMs', 1) ?? 100,

@@ -28,7 +28,9 @@ export interface ResolvedCeleryConfig {
     concurrency: number;
     prefetch: number;
     shutdownTimeoutMs: number;
+    maxMessageBytes: number;
   };
+  publishTimeoutMs: number;
   accept: string[];
   peerCompat: PeerCompat;
   resultPollIntervalMs: number;

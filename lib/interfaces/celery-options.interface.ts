@@ -39,6 +39,8 @@ export interface WorkerOptions {
   prefetch?: number;
   /** On shutdown, how long in-flight tasks may take to finish before their messages go back unacknowledged. Default 30000 ms. */
   shutdownTimeoutMs?: number;
+  /** Largest message body accepted (compressed and decompressed); larger ones are rejected without requeue. Default 10 MiB. */
+  maxMessageBytes?: number;
 }
 
 /**
@@ -68,6 +70,8 @@ export interface CeleryModuleOptions {
   enableUtc?: boolean;
   /** Celery version of the peers: `5.2` leaves out the 5.3+ stamping headers. Default `5.3`. */
   peerCompat?: PeerCompat;
+  /** How long `Producer` waits for a lost broker connection to come back before a send rejects. Default 30000 ms. */
+  publishTimeoutMs?: number;
   /** How often `AsyncResult.get()` polls a store that cannot notify. Default 100 ms, backing off to 500 ms. */
   resultPollIntervalMs?: number;
   /** Make the module global. Default true. */

@@ -195,6 +195,8 @@ export interface DecodedTask {
 export interface DecodeOptions {
   /** Content types accepted; Celery's default is JSON only. */
   accept: readonly string[];
+  /** Largest body accepted, before and after decompression. Default: no limit. */
+  maxBytes?: number;
 }
 
 export const DEFAULT_ACCEPT: readonly string[] = ['application/json'];
@@ -216,7 +218,9 @@ export function decodeTaskMessage(msg: IncomingMessage, options: DecodeOptions =
   if (!options.accept.includes(contentType)) {
     fail(`content type ${JSON.stringify(contentType)} is not accepted (accepted: ${options.accept.join(', ')})`);
   }
+  checkSize(msg.body, options.maxBytes, fail);
   const payload = decompress(msg.body, headers.compression, fail);
+  if (payload !== msg.body) checkSize(payload, options.maxBytes, fail, 'decompressed ');
   let text: string;
   try {
     text = utf8.decode(payload);
@@ -235,6 +239,12 @@ export function decodeTaskMessage(msg: IncomingMessage, options: DecodeOptions =
 }
 
 type Fail = (reason: string, id?: string | null) => never;
+
+function checkSize(body: Buffer, maxBytes: number | undefined, fail: Fail, what = ''): void {
+  if (maxBytes !== undefined && body.length > maxBytes) {
+    fail(`${what}body of ${body.length} bytes is larger than the ${maxBytes} bytes accepted (worker.maxMessageBytes)`);
+  }
+}
 
 function decompress(body: Buffer, compression: unknown, fail: Fail): Buffer {
   if (compression === undefined || compression === null) return body;
@@ -260,6 +270,7 @@ export async function decodeTaskMessageAsync(msg: IncomingMessage, options: Deco
   const headerId = typeof msg.headers?.id === 'string' ? msg.headers.id : (msg.correlationId ?? null);
   const contentType = msg.contentType ?? '';
   if (!options.accept.includes(contentType)) return decodeTaskMessage(msg, options); // names the content type
+  if (options.maxBytes !== undefined && msg.body.length > options.maxBytes) return decodeTaskMessage(msg, options); // names the size
   let body: Buffer;
   try {
     body = await decompressBody(msg.body, compression);

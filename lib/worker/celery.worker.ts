@@ -7,8 +7,6 @@ import { encodeResultMessage, ResultToStore } from '../protocol/result-row';
 import { ResultStore } from '../results/result-store.interface';
 import { RequestContext, TaskRequest } from './task-request';
 
-const STORE_ATTEMPTS = 8;
-
 /**
  * Consumes the configured queues (one consumer per queue, dispatching by the `task` header),
  * with manual acknowledgements and a bounded prefetch. Starts after every `@Task()` is
@@ -37,6 +35,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       store,
       logger: this.logger,
       accept: config.accept,
+      maxMessageBytes: config.worker.maxMessageBytes,
       holdUntil: (eta) => this.holdUntil(eta),
       withSlot: (fn) => this.withSlot(fn),
       storeDurably: (result) => this.storeDurably(result),
@@ -138,19 +137,31 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     }
   }
 
+  /**
+   * Stores a result, retrying with back-off for as long as the worker runs: while the store is
+   * down the message stays unacknowledged, and since every prefetched message is then held, the
+   * broker stops delivering (consuming pauses, memory stays bounded). Only a stopping worker
+   * gives up, and then the message goes back to the queue — never to a FAILURE row.
+   */
   private async storeDurably(result: ResultToStore): Promise<boolean> {
     let delay = 100;
     for (let attempt = 1; ; attempt++) {
       try {
         await this.store.store(result);
+        if (attempt > 1) this.logger.log(`Stored the result of ${result.taskId} after ${attempt} attempts`);
         return true;
       } catch (err) {
-        const last = attempt >= STORE_ATTEMPTS || this.stopping;
-        this.logger.warn(`Storing the result of ${result.taskId} failed (attempt ${attempt}): ${(err as Error).message}${last ? '' : `; retrying in ${delay} ms`}`);
-        if (last) return false;
+        if (this.stopping) {
+          this.logger.warn(`Storing the result of ${result.taskId} failed while stopping: ${(err as Error).message}`);
+          return false;
+        }
+        if (attempt === 1 || attempt % 10 === 0) {
+          this.logger.warn(`Storing the result of ${result.taskId} failed (attempt ${attempt}): ${(err as Error).message}; retrying with back-off`);
+        }
         await new Promise((resolve) => setTimeout(resolve, delay));
         delay = Math.min(5000, delay * 2);
       }
     }
   }
+
 }

@@ -16,6 +16,8 @@ export interface RequestContext {
   store: ResultStore;
   logger: Logger;
   accept: readonly string[];
+  /** Largest body accepted, compressed or not. */
+  maxMessageBytes: number;
   /** Waits until `etaMicros`; resolves false when the worker is stopping (the message goes back). */
   holdUntil(etaMicros: number): Promise<boolean>;
   /** Runs `fn` within the worker's concurrency limit. */
@@ -40,7 +42,7 @@ export class TaskRequest {
   async handle(): Promise<void> {
     let task: DecodedTask;
     try {
-      task = await decodeTaskMessageAsync(this.delivery, { accept: this.ctx.accept });
+      task = await decodeTaskMessageAsync(this.delivery, { accept: this.ctx.accept, maxBytes: this.ctx.maxMessageBytes });
     } catch (err) {
       const reason = err instanceof InvalidTaskMessageError ? err.message : `Invalid task message: ${String(err)}`;
       this.ctx.logger.error(`${reason}; rejected without requeue`);
@@ -49,6 +51,7 @@ export class TaskRequest {
     }
     const entry = this.ctx.registry.get(task.task);
     if (!entry) return this.rejectUnregistered(task);
+    if (this.delivery.redelivered && (await this.alreadySucceeded(task))) return;
     if (task.eta !== null && task.eta > nowMicros()) {
       if (!(await this.ctx.holdUntil(task.eta))) {
         this.delivery.reject(true);
@@ -92,6 +95,25 @@ export class TaskRequest {
   private notify(task: DecodedTask, result: ResultToStore): void {
     const queue = task.headers[NOTIFY_HEADER];
     if (typeof queue === 'string' && queue) this.ctx.notify(queue, result);
+  }
+
+  /**
+   * A redelivered message may belong to a task that already succeeded (its worker died before the
+   * ack). A stored SUCCESS is never replaced (Celery 5.7 keeps the first SUCCESS too): the task is
+   * not run again and the message is acknowledged.
+   */
+  private async alreadySucceeded(task: DecodedTask): Promise<boolean> {
+    let meta;
+    try {
+      meta = await this.ctx.store.getTaskMeta(task.id);
+    } catch {
+      return false; // the store is down: run the task; storing will wait for the store
+    }
+    if (meta.status !== 'SUCCESS') return false;
+    this.ctx.logger.warn(`Task ${task.task}[${task.id}] was redelivered but already succeeded; not run again`);
+    this.delivery.ack();
+    this.notify(task, { taskId: task.id, status: 'SUCCESS', result: meta.result, traceback: null, children: meta.children });
+    return true;
   }
 
   /** As Celery: a FAILURE `NotRegistered` row, and the message rejected without requeue. */

@@ -24,10 +24,11 @@ describe('normalizeCeleryOptions: defaults', () => {
       resultBackend: 'memory',
       cassandra: null,
       defaultQueue: 'celery',
-      worker: { enabled: true, queues: ['celery'], concurrency: 8, prefetch: 32, shutdownTimeoutMs: 30000 },
+      worker: { enabled: true, queues: ['celery'], concurrency: 8, prefetch: 32, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760 },
       accept: ['application/json'],
       peerCompat: '5.3',
       resultPollIntervalMs: 100,
+      publishTimeoutMs: 30000,
     };
     expect(normalizeCeleryOptions(undefined)).toEqual(expected);
     expect(normalizeCeleryOptions(null)).toEqual(expected);

@@ -198,3 +198,20 @@ describe('CeleryModule configuration', () => {
     await moduleRef.close();
   });
 });
+
+describe('worker limits', () => {
+  it('rejects a message larger than worker.maxMessageBytes without requeue, and keeps serving', async () => {
+    const moduleRef = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ worker: { maxMessageBytes: 1000 } })], providers: [FixtureTasks] }).compile();
+    await moduleRef.init();
+    try {
+      const producer = moduleRef.get(Producer);
+      const big = await producer.sendTask('tasks.echo', { args: ['x'.repeat(5000)] });
+      const small = await producer.sendTask('tasks.echo', { args: ['small'] });
+      await expect(small.get({ timeout: 5000 })).resolves.toBe('small');
+      expect(await big.state()).toBe('PENDING');
+      expect((moduleRef.get(Broker) as MemoryBroker).depth('celery')).toBe(0);
+    } finally {
+      await moduleRef.close();
+    }
+  });
+});
