@@ -12,7 +12,7 @@ module.exports = {
     },
     {
       displayName: 'integration',
-      testMatch: ['<rootDir>/test/integration/**/*.spec.ts', '<rootDir>/test/compat/**/*.spec.ts', '<rootDir>/test/interop/**/*.spec.ts', '<rootDir>/test/astra/**/*.spec.ts'],
+      testMatch: ['<rootDir>/test/integration/**/*.spec.ts', '<rootDir>/test/compat/**/*.spec.ts', '<rootDir>/test/interop/**/*.spec.ts', '<rootDir>/test/astra/**/*.spec.ts', '<rootDir>/test/faults/**/*.spec.ts'],
       transform: { '^.+\\.ts$': tsJest },
       testEnvironment: 'node',
     },

@@ -1,4 +1,4 @@
-import { TaskFailedError, TaskTimeoutError } from '../errors/celery.errors';
+import { CeleryConfigError, TaskFailedError, TaskTimeoutError } from '../errors/celery.errors';
 import { isExceptionInfo } from '../protocol/exceptions';
 import type { TaskMeta } from '../protocol/result-row';
 import { PROPAGATE_STATES, READY_STATES, TaskState } from '../protocol/states';
@@ -60,6 +60,7 @@ export class AsyncResult<T = unknown> {
     let interval = options.interval ?? this.defaultInterval;
     let wake: (() => void) | null = null;
     let pushed: TaskMeta | undefined;
+    let lastError: unknown;
     const unsubscribeStore = this.store.subscribe?.(this.id, () => wake?.());
     const unsubscribePush = this.notifier?.subscribe(this.id, (meta) => {
       pushed = meta;
@@ -69,11 +70,23 @@ export class AsyncResult<T = unknown> {
       pushed ??= this.notifier?.latest(this.id);
       for (;;) {
         if (pushed && READY_STATES.has(pushed.status)) return this.settle(pushed, propagate);
-        const meta = await this.info();
-        if (READY_STATES.has(meta.status)) return this.settle(meta, propagate);
+        let meta: TaskMeta | null = null;
+        try {
+          meta = await this.info();
+        } catch (err) {
+          // A store that is briefly unreachable is waited out like a pending task; a
+          // configuration error is not.
+          if (err instanceof CeleryConfigError) throw err;
+          lastError = err;
+        }
+        if (meta && READY_STATES.has(meta.status)) return this.settle(meta, propagate);
         if (pushed && READY_STATES.has(pushed.status)) return this.settle(pushed, propagate);
         const remaining = deadline - Date.now();
-        if (remaining <= 0) throw new TaskTimeoutError(this.id, options.timeout as number);
+        if (remaining <= 0) {
+          const timeout = new TaskTimeoutError(this.id, options.timeout as number);
+          if (lastError) (timeout as Error & { cause?: unknown }).cause = lastError;
+          throw timeout;
+        }
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, Math.min(interval, remaining));
           wake = () => {
