@@ -1,5 +1,6 @@
 import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
 import { AmqpBroker } from './broker/amqp.broker';
+import { readTlsFiles } from './config/tls-files';
 import { Broker } from './broker/broker.interface';
 import { MemoryBroker } from './broker/memory.broker';
 import type { ResolvedCeleryConfig } from './config/resolved-config';
@@ -29,7 +30,12 @@ export class CeleryConnections implements OnApplicationShutdown {
     const broker: Broker =
       config.brokerKind === 'memory'
         ? new MemoryBroker()
-        : new AmqpBroker({ url: config.brokerUrl, retryOnStartup: config.brokerConnectionRetryOnStartup, publishTimeoutMs: config.publishTimeoutMs });
+        : new AmqpBroker({
+            url: config.brokerUrl,
+            retryOnStartup: config.brokerConnectionRetryOnStartup,
+            publishTimeoutMs: config.publishTimeoutMs,
+            tls: config.brokerTls ? readTlsFiles(config.brokerTls, 'broker') : null,
+          });
     const store: ResultStore =
       config.resultBackend === 'cassandra' && config.cassandra
         ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' })

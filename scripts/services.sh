@@ -42,6 +42,13 @@ CASSANDRA_PID_FILE="$CASSANDRA_RUN/cassandra.pid"
 CASSANDRA_LOG="$CASSANDRA_RUN/logs/cassandra.out"
 
 RABBITMQ_PORT=5672
+RABBITMQ_TLS_PORT=5671
+# Test certificates for TLS to RabbitMQ (amqps on 5671) and Cassandra (client_encryption_options, optional,
+# so 9042 serves TLS and plaintext). Made once by openssl; never committed. The RabbitMQ node runs as the
+# rabbitmq user, so its copy lives under /var/lib/rabbitmq.
+TLS_DIR="$REPO_ROOT/tools/tls/.certs"
+RABBITMQ_TLS_DIR="/var/lib/rabbitmq/test-tls"
+export RABBITMQ_CONFIG_FILE="$RABBITMQ_TLS_DIR/rabbitmq.conf"
 export RABBITMQ_NODENAME="${RABBITMQ_NODENAME:-rabbit@localhost}"
 export RABBITMQ_PID_FILE="/var/lib/rabbitmq/mnesia/$RABBITMQ_NODENAME.pid"
 RABBITMQ_LOG="/var/log/rabbitmq/$RABBITMQ_NODENAME.log"
@@ -116,6 +123,44 @@ apt_install() {
 
 # --------------------------------------------------------------------------------------------------- RabbitMQ
 
+# ---------------------------------------------------------------------------------------------------- TLS
+
+tls_certs() {
+  if [ ! -f "$TLS_DIR/client.key" ]; then
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
+    rm -rf "$TLS_DIR"
+    mkdir -p "$TLS_DIR"
+    (
+      cd "$TLS_DIR"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=nestjs-celery Test CA" -keyout ca.key -out ca.crt
+      printf "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n" >server.ext
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile server.ext -out server.crt
+      cat server.key server.crt >server-keystore.pem
+      printf "extendedKeyUsage=clientAuth\n" >client.ext
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=nestjs-celery-test-client" -keyout client.key -out client.csr
+      openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile client.ext -out client.crt
+    ) >"$TLS_DIR/openssl.log" 2>&1 || { cat "$TLS_DIR/openssl.log"; fail "could not make the test certificates"; }
+    log "tls: test CA and certificates made in $TLS_DIR"
+  fi
+}
+
+rabbitmq_tls_config() {
+  mkdir -p "$RABBITMQ_TLS_DIR"
+  cp "$TLS_DIR"/{ca.crt,server.crt,server.key} "$RABBITMQ_TLS_DIR/"
+  cat >"$RABBITMQ_CONFIG_FILE" <<CONF
+listeners.tcp.default = $RABBITMQ_PORT
+listeners.ssl.default = $RABBITMQ_TLS_PORT
+ssl_options.cacertfile = $RABBITMQ_TLS_DIR/ca.crt
+ssl_options.certfile = $RABBITMQ_TLS_DIR/server.crt
+ssl_options.keyfile = $RABBITMQ_TLS_DIR/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+CONF
+  chown -R rabbitmq:rabbitmq "$RABBITMQ_TLS_DIR" 2>/dev/null || true
+  chmod 600 "$RABBITMQ_TLS_DIR/server.key"
+}
+
 rabbitmq_installed() { command -v rabbitmq-server >/dev/null 2>&1; }
 
 # True when 127.0.0.1:5672 answers the AMQP 0-9-1 protocol header with a Connection.Start frame (type 1, channel 0).
@@ -146,7 +191,8 @@ rabbitmq_start() {
     log "rabbitmq: node $RABBITMQ_NODENAME is still starting (pid $RABBITMQ_WAIT_PID)"
     return
   fi
-  log "rabbitmq: starting node $RABBITMQ_NODENAME, log $RABBITMQ_LOG"
+  rabbitmq_tls_config
+  log "rabbitmq: starting node $RABBITMQ_NODENAME (amqp $RABBITMQ_PORT, amqps $RABBITMQ_TLS_PORT), log $RABBITMQ_LOG"
   # Debian's wrapper runs the node as the rabbitmq user; the environment (RABBITMQ_*) goes along. The node runs in
   # the foreground of a new session rather than with -detached: a node that cannot boot (an unresolvable host in
   # its name, say) then leaves its reason in the start log and its exit is seen at once; -detached loses both.
@@ -273,7 +319,7 @@ cassandra_start() {
   log "cassandra: starting $CASSANDRA_VERSION with $JAVA (Java $(java_major "$JAVA")), heap $CASSANDRA_HEAP"
   rm -rf "$CASSANDRA_RUN"
   mkdir -p "$CASSANDRA_RUN"/{conf,data,logs,tmp,triggers}
-  sed "s#@RUN@#$CASSANDRA_RUN#g" "$CASSANDRA_DIR/cassandra.yaml.in" >"$CASSANDRA_RUN/conf/cassandra.yaml"
+  sed -e "s#@RUN@#$CASSANDRA_RUN#g" -e "s#@TLS@#$TLS_DIR#g" "$CASSANDRA_DIR/cassandra.yaml.in" >"$CASSANDRA_RUN/conf/cassandra.yaml"
   cp "$CASSANDRA_DIR/logback.xml" "$CASSANDRA_RUN/conf/logback.xml"
   local jamm=("$CASSANDRA_LIB"/jamm-*.jar)
 
@@ -388,6 +434,7 @@ up() {
   command -v node >/dev/null 2>&1 || fail "node is not on PATH"
   [ -f "$REPO_ROOT/node_modules/cassandra-driver/package.json" ] ||
     fail "node_modules/cassandra-driver is missing; run \`npm install\` in $REPO_ROOT first"
+  tls_certs
   # Both start in the background first, so that their boots overlap.
   rabbitmq_start
   cassandra_start

@@ -5,6 +5,7 @@ import { CeleryConnectionError } from '../errors/celery.errors';
 import { randomUUID } from 'node:crypto';
 import { Broker, ConsumerHandle, Delivery, OutgoingMessage, Reply } from './broker.interface';
 import { redactUrl } from './redact-url';
+import type { TlsMaterial } from '../config/tls-files';
 
 export interface AmqpBrokerOptions {
   url: string;
@@ -12,6 +13,8 @@ export interface AmqpBrokerOptions {
   retryOnStartup: boolean;
   /** How long a publish waits for a lost connection to come back before it rejects. Default 30000 ms. */
   publishTimeoutMs?: number;
+  /** TLS for amqps:// (verification on by default). */
+  tls?: TlsMaterial | null;
 }
 
 interface ConsumerRecord {
@@ -24,8 +27,9 @@ interface ConsumerRecord {
 
 type RecoveringModel = Awaited<ReturnType<typeof connectRecovering>>;
 
-function connectRecovering(url: string, setup: (model: ChannelModel) => Promise<void>, initialMaxRetries: number) {
+function connectRecovering(url: string, setup: (model: ChannelModel) => Promise<void>, initialMaxRetries: number, tls: TlsMaterial | null | undefined) {
   return amqplib.connect(url, {
+    ...(tls ?? {}),
     recovery: { initialDelay: 200, maxDelay: 5000, maxRetries: Infinity, initialMaxRetries, setup },
   });
 }
@@ -67,7 +71,7 @@ export class AmqpBroker extends Broker {
 
   async connect(): Promise<void> {
     try {
-      this.model = await connectRecovering(this.url, (model) => this.onConnected(model), this.options.retryOnStartup ? 5 : 0);
+      this.model = await connectRecovering(this.url, (model) => this.onConnected(model), this.options.retryOnStartup ? 5 : 0, this.options.tls);
     } catch (err) {
       throw new CeleryConnectionError(`Cannot connect to the broker at ${this.describe()}: ${messageOf(err)}`);
     }

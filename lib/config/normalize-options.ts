@@ -1,6 +1,6 @@
 import { CeleryConfigError } from '../errors/celery.errors';
 import type { CassandraOptions, CeleryModuleOptions, CeleryOptionsInput, WorkerOptions } from '../interfaces/celery-options.interface';
-import type { ResolvedCassandraConfig, ResolvedCeleryConfig } from './resolved-config';
+import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedTls } from './resolved-config';
 
 /**
  * Validates `forRoot` options and fills in defaults. Accepts camelCase options and a Python
@@ -19,18 +19,19 @@ export function normalizeCeleryOptions(input: CeleryOptionsInput | undefined | n
 }
 
 const CAMEL_KEYS = new Set([
-  'brokerUrl', 'resultBackend', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
+  'brokerUrl', 'brokerTls', 'resultBackend', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
   'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal', 'publishTimeoutMs',
 ]);
 const CASSANDRA_KEYS = new Set([
   'contactPoints', 'port', 'localDataCenter', 'keyspace', 'table', 'readConsistency', 'writeConsistency',
-  'entryTtl', 'credentials', 'secureConnectBundle', 'token', 'createKeyspace',
+  'entryTtl', 'credentials', 'secureConnectBundle', 'token', 'createKeyspace', 'tls',
 ]);
 const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes']);
 
 /** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
 const PYTHON_KEYS: Record<string, string> = {
   broker_url: 'brokerUrl',
+  broker_use_ssl: 'pythonBrokerUseSsl',
   result_backend: 'resultBackend',
   cassandra_servers: 'cassandra.contactPoints',
   cassandra_port: 'cassandra.port',
@@ -57,6 +58,7 @@ type Mutable = CeleryModuleOptions & {
   pythonAuthProvider?: unknown;
   pythonAuthKwargs?: unknown;
   prefetchMultiplier?: unknown;
+  pythonBrokerUseSsl?: unknown;
   /** option path → the celeryconfig key that set it */
   writtenAs?: Map<string, string>;
 };
@@ -100,7 +102,52 @@ function fromPythonConfig(input: object): Mutable {
     if (path !== 'prefetchMultiplier') (out.writtenAs ??= new Map()).set(path, key);
   }
   applyPythonAuth(out);
+  applyPythonBrokerSsl(out);
   return out;
+}
+
+/** kombu's `broker_use_ssl`: `True`, or `{ca_certs, certfile, keyfile, cert_reqs}`. */
+function applyPythonBrokerSsl(out: Mutable): void {
+  const ssl = out.pythonBrokerUseSsl;
+  if (ssl === undefined || ssl === false || ssl === null) return;
+  if (ssl === true) {
+    out.brokerTls = {};
+    return;
+  }
+  if (typeof ssl !== 'object' || Array.isArray(ssl)) throw new CeleryConfigError('broker_use_ssl', 'must be true or {ca_certs, certfile, keyfile, cert_reqs}');
+  const s = ssl as Record<string, unknown>;
+  for (const key of Object.keys(s)) {
+    if (!['ca_certs', 'certfile', 'keyfile', 'cert_reqs', 'server_hostname'].includes(key)) throw new CeleryConfigError(`broker_use_ssl.${key}`, 'unknown option');
+  }
+  const reqs = s.cert_reqs;
+  const none = reqs === 'CERT_NONE' || reqs === 0 || reqs === 'ssl.CERT_NONE';
+  if (reqs !== undefined && !none && !['CERT_REQUIRED', 'ssl.CERT_REQUIRED', 2, 'CERT_OPTIONAL', 'ssl.CERT_OPTIONAL', 1].includes(reqs as string | number)) {
+    throw new CeleryConfigError('broker_use_ssl.cert_reqs', `must be CERT_REQUIRED, CERT_OPTIONAL or CERT_NONE, got ${JSON.stringify(reqs)}`);
+  }
+  out.brokerTls = {
+    ca: s.ca_certs as string | undefined,
+    cert: s.certfile as string | undefined,
+    key: s.keyfile as string | undefined,
+    servername: s.server_hostname as string | undefined,
+    rejectUnauthorized: !none,
+  };
+}
+
+function resolveTls(value: unknown, key: string): ResolvedTls | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value)) throw new CeleryConfigError(key, 'must be an object {ca, cert, key, rejectUnauthorized, servername}');
+  const t = value as Record<string, unknown>;
+  for (const k of Object.keys(t)) {
+    if (!['ca', 'cert', 'key', 'rejectUnauthorized', 'servername'].includes(k)) throw new CeleryConfigError(`${key}.${k}`, 'unknown option');
+  }
+  if ((t.cert === undefined) !== (t.key === undefined)) throw new CeleryConfigError(key, 'give cert and key together');
+  return {
+    ca: optString(t.ca, `${key}.ca`) ?? null,
+    cert: optString(t.cert, `${key}.cert`) ?? null,
+    key: optString(t.key, `${key}.key`) ?? null,
+    rejectUnauthorized: optBool(t.rejectUnauthorized, `${key}.rejectUnauthorized`) ?? true,
+    servername: optString(t.servername, `${key}.servername`) ?? null,
+  };
 }
 
 function suggest(key: string): string {
@@ -158,6 +205,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     brokerUrl,
     brokerKind,
     brokerConnectionRetryOnStartup: optBool(o.brokerConnectionRetryOnStartup, 'brokerConnectionRetryOnStartup') ?? true,
+    brokerTls: resolveTls(o.brokerTls, 'brokerTls'),
     resultBackend,
     cassandra: resultBackend === 'cassandra' ? cassandraConfig : null,
     defaultQueue,
@@ -245,6 +293,8 @@ function resolveCassandra(c: Partial<CassandraOptions>): ResolvedCassandraConfig
     if (credentials) throw new CeleryConfigError('cassandra.token', 'give either token or credentials, not both');
     credentials = { username: 'token', password: token };
   }
+  const tls = resolveTls(c.tls, 'cassandra.tls');
+  if (tls && bundle) throw new CeleryConfigError('cassandra.tls', 'a secure-connect bundle carries its own TLS settings; leave tls out');
   const table = optString(c.table, 'cassandra.table') ?? 'celery_taskmeta';
   if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(table)) throw new CeleryConfigError('cassandra.table', `not a valid table name: ${JSON.stringify(table)}`);
   if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(keyspace)) throw new CeleryConfigError('cassandra.keyspace', `not a valid keyspace name: ${JSON.stringify(keyspace)}`);
@@ -260,6 +310,7 @@ function resolveCassandra(c: Partial<CassandraOptions>): ResolvedCassandraConfig
     credentials,
     secureConnectBundle: bundle,
     createKeyspace: optBool(c.createKeyspace, 'cassandra.createKeyspace') ?? false,
+    tls,
   };
 }
 

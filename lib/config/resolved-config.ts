@@ -1,6 +1,14 @@
 import type { PeerCompat } from '../protocol/task-message';
 
 /** Options after validation and defaults; what the rest of the library reads. */
+export interface ResolvedTls {
+  ca: string | null;
+  cert: string | null;
+  key: string | null;
+  rejectUnauthorized: boolean;
+  servername: string | null;
+}
+
 export interface ResolvedCassandraConfig {
   contactPoints: string[] | null;
   port: number;
@@ -13,12 +21,14 @@ export interface ResolvedCassandraConfig {
   credentials: { username: string; password: string } | null;
   secureConnectBundle: string | null;
   createKeyspace: boolean;
+  tls: ResolvedTls | null;
 }
 
 export interface ResolvedCeleryConfig {
   brokerUrl: string;
   brokerKind: 'amqp' | 'memory';
   brokerConnectionRetryOnStartup: boolean;
+  brokerTls: ResolvedTls | null;
   resultBackend: 'cassandra' | 'memory' | 'none';
   cassandra: ResolvedCassandraConfig | null;
   defaultQueue: string;

@@ -1,5 +1,20 @@
 import type { PeerCompat } from '../protocol/task-message';
 
+/**
+ * TLS settings: file paths of PEM files. Server certificates are verified by default
+ * (`rejectUnauthorized: true`); `ca` adds a private CA to the trusted ones.
+ */
+export interface TlsOptions {
+  ca?: string;
+  /** Client certificate and key, for servers that require one. */
+  cert?: string;
+  key?: string;
+  /** Default true. false turns verification off (never in production). */
+  rejectUnauthorized?: boolean;
+  /** Server name to verify the certificate against, when it differs from the host connected to. */
+  servername?: string;
+}
+
 /** Cassandra / Astra DB result store settings (Celery's `cassandra_*` keys). */
 export interface CassandraOptions {
   /** Hosts, `host` or `host:port`. Exactly one of `contactPoints` and `secureConnectBundle`. */
@@ -25,6 +40,8 @@ export interface CassandraOptions {
   token?: string;
   /** Development only: create the keyspace (SimpleStrategy, RF 1) when it is missing. */
   createKeyspace?: boolean;
+  /** TLS to the nodes (`client_encryption_options` on the server). Not with a secure-connect bundle, which carries its own. */
+  tls?: TlsOptions;
 }
 
 /** Worker settings. */
@@ -50,6 +67,8 @@ export interface WorkerOptions {
 export interface CeleryModuleOptions {
   /** `amqp://`, `amqps://` (also kombu's `pyamqp://`), or `memory://` (default) for an in-process broker. */
   brokerUrl?: string;
+  /** TLS settings for an `amqps://` broker (Celery's `broker_use_ssl`). */
+  brokerTls?: TlsOptions;
   /**
    * `cassandra` (`cassandra://`), `memory` (`memory://`), or `none` (`disabled`).
    * Default: `memory` with the memory broker, otherwise `none`.
@@ -81,6 +100,8 @@ export interface CeleryModuleOptions {
 /** A Python celeryconfig, as written (snake_case keys). */
 export interface PythonCeleryConfig {
   broker_url?: string;
+  /** `{ca_certs, certfile, keyfile, cert_reqs}` as kombu takes them; cert_reqs `CERT_REQUIRED` (default), `CERT_NONE`, or ssl's numbers. */
+  broker_use_ssl?: { ca_certs?: string; certfile?: string; keyfile?: string; cert_reqs?: string | number; server_hostname?: string } | boolean;
   result_backend?: string;
   cassandra_servers?: string[];
   cassandra_port?: number;

@@ -1,4 +1,5 @@
 import type { ResolvedCassandraConfig } from '../config/resolved-config';
+import type { TlsMaterial } from '../config/tls-files';
 
 /**
  * The cassandra-driver `ClientOptions` for our settings (pure, unit-tested). Astra mode maps the
@@ -12,9 +13,10 @@ export interface DriverClientOptions {
   protocolOptions?: { port: number };
   credentials?: { username: string; password: string };
   socketOptions?: { connectTimeout: number; readTimeout: number };
+  sslOptions?: TlsMaterial;
 }
 
-export function cassandraClientOptions(config: ResolvedCassandraConfig, localDataCenter: string | null): DriverClientOptions {
+export function cassandraClientOptions(config: ResolvedCassandraConfig, localDataCenter: string | null, tls: TlsMaterial | null = null): DriverClientOptions {
   const options: DriverClientOptions = {
     socketOptions: { connectTimeout: 5000, readTimeout: 12000 },
   };
@@ -24,6 +26,7 @@ export function cassandraClientOptions(config: ResolvedCassandraConfig, localDat
     return options;
   }
   options.contactPoints = [...(config.contactPoints ?? [])];
+  if (tls) options.sslOptions = tls;
   options.protocolOptions = { port: config.port };
   if (localDataCenter) options.localDataCenter = localDataCenter;
   return options;

@@ -5,6 +5,7 @@ import { CeleryConnectionError } from '../errors/celery.errors';
 import { decodeResultRow, encodeResultRow, pendingMeta, ResultRow, ResultToStore, TaskMeta } from '../protocol/result-row';
 import { cassandraClientOptions, DriverClientOptions, driverConsistencyKey } from './cassandra-client-options';
 import { ResultStore } from './result-store.interface';
+import { readTlsFiles, TlsMaterial } from '../config/tls-files';
 import { DEFAULT_JSON_OPTIONS, JsonOptions } from '../protocol/python-json';
 
 /** Celery's Cassandra result table, column for column (celery/backends/cassandra.py). */
@@ -49,13 +50,14 @@ export class CassandraResultStore extends ResultStore {
   /** Where it connects, for logs and errors (never credentials). */
   describe(): string {
     if (this.config.secureConnectBundle) return `Astra DB bundle ${this.config.secureConnectBundle}`;
-    return `Cassandra ${(this.config.contactPoints ?? []).join(',')} port ${this.config.port}`;
+    return `Cassandra ${(this.config.contactPoints ?? []).join(',')} port ${this.config.port}${this.config.tls ? ' (TLS)' : ''}`;
   }
 
   async connect({ forWrites }: { forWrites: boolean }): Promise<void> {
     if (this.client) return;
-    const dataCenter = this.config.secureConnectBundle ? null : (this.config.localDataCenter ?? (await this.detectDataCenter()));
-    const client = await this.open(cassandraClientOptions(this.config, dataCenter));
+    const tls = this.config.tls ? readTlsFiles(this.config.tls, 'Cassandra') : null;
+    const dataCenter = this.config.secureConnectBundle ? null : (this.config.localDataCenter ?? (await this.detectDataCenter(tls)));
+    const client = await this.open(cassandraClientOptions(this.config, dataCenter, tls));
     try {
       await this.checkKeyspace(client);
       if (forWrites) await this.ensureTable(client);
@@ -124,9 +126,9 @@ export class CassandraResultStore extends ResultStore {
   }
 
   /** Python's driver finds the local data center itself; the Node driver needs it, so ask the node. */
-  private async detectDataCenter(): Promise<string> {
+  private async detectDataCenter(tls: TlsMaterial | null): Promise<string> {
     const probe = await this.open({
-      ...cassandraClientOptions(this.config, null),
+      ...cassandraClientOptions(this.config, null, tls),
       policies: { loadBalancing: new policies.loadBalancing.RoundRobinPolicy() },
     } as DriverClientOptions);
     try {

@@ -21,6 +21,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       brokerUrl: 'memory://',
       brokerKind: 'memory',
       brokerConnectionRetryOnStartup: true,
+      brokerTls: null,
       resultBackend: 'memory',
       cassandra: null,
       defaultQueue: 'celery',
@@ -64,6 +65,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       credentials: null,
       secureConnectBundle: null,
       createKeyspace: false,
+      tls: null,
     });
   });
 
@@ -344,5 +346,26 @@ describe('normalizeCeleryOptions: secrets never appear in error messages', () =>
   ])('does not reveal the password for %s', (_what, input) => {
     // compared case-insensitively: a lower-cased password is still a leaked password
     expect(configError(input).message.toLowerCase()).not.toContain(SECRET.toLowerCase());
+  });
+});
+
+describe('normalizeCeleryOptions: TLS', () => {
+  it("maps kombu's broker_use_ssl onto brokerTls, verification on unless CERT_NONE", () => {
+    expect(normalizeCeleryOptions({ broker_url: 'amqps://h', broker_use_ssl: { ca_certs: '/ca.pem', certfile: '/c.pem', keyfile: '/k.pem', cert_reqs: 'CERT_REQUIRED' } }).brokerTls).toEqual({
+      ca: '/ca.pem', cert: '/c.pem', key: '/k.pem', rejectUnauthorized: true, servername: null,
+    });
+    expect(normalizeCeleryOptions({ broker_url: 'amqps://h', broker_use_ssl: { cert_reqs: 0 } }).brokerTls?.rejectUnauthorized).toBe(false);
+    expect(normalizeCeleryOptions({ broker_url: 'amqps://h', broker_use_ssl: true }).brokerTls?.rejectUnauthorized).toBe(true);
+  });
+
+  it('verifies certificates by default', () => {
+    expect(normalizeCeleryOptions({ brokerUrl: 'amqps://h', brokerTls: { ca: '/ca.pem' } }).brokerTls?.rejectUnauthorized).toBe(true);
+    const c = normalizeCeleryOptions({ resultBackend: 'cassandra', cassandra: { contactPoints: ['h'], keyspace: 'ks', tls: { ca: '/ca.pem' } } });
+    expect(c.cassandra?.tls?.rejectUnauthorized).toBe(true);
+  });
+
+  it('refuses TLS options next to a secure-connect bundle, and cert without key', () => {
+    expect(() => normalizeCeleryOptions({ resultBackend: 'cassandra', cassandra: { secureConnectBundle: '/b.zip', keyspace: 'ks', tls: { ca: '/ca.pem' } } })).toThrow(/cassandra\.tls/);
+    expect(() => normalizeCeleryOptions({ brokerUrl: 'amqps://h', brokerTls: { cert: '/c.pem' } })).toThrow(/brokerTls: give cert and key together/);
   });
 });
