@@ -35,6 +35,7 @@ export class CeleryConnections implements OnApplicationShutdown {
             retryOnStartup: config.brokerConnectionRetryOnStartup,
             publishTimeoutMs: config.publishTimeoutMs,
             tls: config.brokerTls ? readTlsFiles(config.brokerTls, 'broker') : null,
+            queueArguments: config.queueArguments ?? undefined,
           });
     const store: ResultStore =
       config.resultBackend === 'cassandra' && config.cassandra

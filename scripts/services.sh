@@ -17,6 +17,7 @@
 #   CASSANDRA_USERNAME, CASSANDRA_PASSWORD
 #                        credentials of the readiness probe and keyspace creation; default cassandra/cassandra
 #                        (the node runs PasswordAuthenticator, see tools/cassandra/cassandra.yaml.in)
+#   CASSANDRA_KEEP_DATA  1: start Cassandra on the data of its last run (a restart) instead of a fresh node
 #   RABBITMQ_NODENAME    default rabbit@localhost: the machine's hostname may not resolve in a container
 #
 # Needs root to install packages and to run Debian's RabbitMQ. Needs `npm install` first (the Cassandra probe uses
@@ -317,7 +318,11 @@ cassandra_start() {
   find_java
   cassandra_fetch
   log "cassandra: starting $CASSANDRA_VERSION with $JAVA (Java $(java_major "$JAVA")), heap $CASSANDRA_HEAP"
-  rm -rf "$CASSANDRA_RUN"
+  if [ "${CASSANDRA_KEEP_DATA:-0}" = 1 ] && [ -d "$CASSANDRA_RUN/data" ]; then
+    log "cassandra: keeping the data of the last run (CASSANDRA_KEEP_DATA=1)"
+  else
+    rm -rf "$CASSANDRA_RUN"
+  fi
   mkdir -p "$CASSANDRA_RUN"/{conf,data,logs,tmp,triggers}
   sed -e "s#@RUN@#$CASSANDRA_RUN#g" -e "s#@TLS@#$TLS_DIR#g" "$CASSANDRA_DIR/cassandra.yaml.in" >"$CASSANDRA_RUN/conf/cassandra.yaml"
   cp "$CASSANDRA_DIR/logback.xml" "$CASSANDRA_RUN/conf/logback.xml"

@@ -5,6 +5,7 @@ import { CeleryConnectionError } from '../errors/celery.errors';
 import { randomUUID } from 'node:crypto';
 import { Broker, ConsumerHandle, Delivery, OutgoingMessage, Reply } from './broker.interface';
 import { redactUrl } from './redact-url';
+import { toAmqpFieldTable } from '../protocol/amqp-field-table';
 import type { TlsMaterial } from '../config/tls-files';
 
 export interface AmqpBrokerOptions {
@@ -15,6 +16,11 @@ export interface AmqpBrokerOptions {
   publishTimeoutMs?: number;
   /** TLS for amqps:// (verification on by default). */
   tls?: TlsMaterial | null;
+  /**
+   * Arguments every queue is declared with (Celery's `Queue(..., queue_arguments=...)`), for example
+   * `{'x-dead-letter-exchange': 'celery.dlx'}`. They must match the queue's existing declaration.
+   */
+  queueArguments?: Record<string, unknown>;
 }
 
 interface ConsumerRecord {
@@ -131,7 +137,7 @@ export class AmqpBroker extends Broker {
     let pending = this.declared.get(queue);
     if (!pending) {
       pending = this.channel().then(async (ch) => {
-        await declareTopology(ch, queue);
+        await declareTopology(ch, queue, this.options.queueArguments);
       });
       this.declared.set(queue, pending);
       pending.catch(() => this.declared.delete(queue));
@@ -215,7 +221,7 @@ export class AmqpBroker extends Broker {
     this.consumerChannels.add(ch);
     ch.on('close', () => this.consumerChannels.delete(ch));
     ch.on('error', (err: Error) => this.logger.error(`Consumer channel for queue ${record.queue} failed: ${messageOf(err)}`));
-    await declareTopology(ch, record.queue);
+    await declareTopology(ch, record.queue, this.options.queueArguments);
     await ch.prefetch(record.prefetch);
     const reply = await ch.consume(record.queue, (msg) => {
       if (msg) record.onMessage(deliveryOf(ch, msg, this.logger));
@@ -236,9 +242,9 @@ export class AmqpBroker extends Broker {
 }
 
 /** Celery's topology for a queue: a direct exchange and a durable queue of the same name, bound by it. */
-async function declareTopology(ch: Channel, queue: string): Promise<void> {
+async function declareTopology(ch: Channel, queue: string, queueArguments?: Record<string, unknown>): Promise<void> {
   await ch.assertExchange(queue, 'direct', { durable: true, autoDelete: false });
-  await ch.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false });
+  await ch.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false, arguments: queueArguments ? toAmqpFieldTable(queueArguments) : undefined });
   await ch.bindQueue(queue, queue, queue);
 }
 

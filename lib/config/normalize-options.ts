@@ -19,7 +19,7 @@ export function normalizeCeleryOptions(input: CeleryOptionsInput | undefined | n
 }
 
 const CAMEL_KEYS = new Set([
-  'brokerUrl', 'brokerTls', 'resultBackend', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
+  'brokerUrl', 'brokerTls', 'resultBackend', 'queueArguments', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
   'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal', 'publishTimeoutMs',
 ]);
 const CASSANDRA_KEYS = new Set([
@@ -133,6 +133,12 @@ function applyPythonBrokerSsl(out: Mutable): void {
   };
 }
 
+function resolveQueueArguments(value: unknown): Record<string, unknown> | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value)) throw new CeleryConfigError('queueArguments', 'must be an object of x-arguments');
+  return { ...(value as Record<string, unknown>) };
+}
+
 function resolveTls(value: unknown, key: string): ResolvedTls | null {
   if (value === undefined || value === null) return null;
   if (typeof value !== 'object' || Array.isArray(value)) throw new CeleryConfigError(key, 'must be an object {ca, cert, key, rejectUnauthorized, servername}');
@@ -209,6 +215,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     resultBackend,
     cassandra: resultBackend === 'cassandra' ? cassandraConfig : null,
     defaultQueue,
+    queueArguments: resolveQueueArguments(o.queueArguments),
     worker: {
       enabled: optBool(w.enabled, 'worker.enabled') ?? true,
       queues: [...queues],

@@ -32,6 +32,7 @@ export interface ResolvedCeleryConfig {
   resultBackend: 'cassandra' | 'memory' | 'none';
   cassandra: ResolvedCassandraConfig | null;
   defaultQueue: string;
+  queueArguments: Record<string, unknown> | null;
   worker: {
     enabled: boolean;
     queues: string[];

@@ -77,6 +77,12 @@ export interface CeleryModuleOptions {
   cassandra?: CassandraOptions;
   /** Queue for tasks sent without one. Default `celery`. */
   defaultQueue?: string;
+  /**
+   * Arguments every queue is declared with, e.g. `{ 'x-dead-letter-exchange': 'celery.dlx' }` so
+   * rejected messages are dead-lettered. They must match how the queue was declared before (Python
+   * side: `Queue(..., queue_arguments=...)`), or RabbitMQ refuses the declaration.
+   */
+  queueArguments?: Record<string, unknown>;
   worker?: WorkerOptions;
   /** Only `json` is supported, as with Celery's Cassandra backend. */
   taskSerializer?: string;

@@ -236,6 +236,11 @@ export function rabbitmqctl(...args: string[]): void {
   execFileSync('rabbitmqctl', args, { stdio: 'pipe', env: { ...process.env, RABBITMQ_NODENAME: process.env.RABBITMQ_NODENAME ?? 'rabbit@localhost', PATH: `${process.env.PATH}:/usr/sbin:/sbin` } });
 }
 
+/** `bash scripts/services.sh <args>` with extra environment. */
+export function services(env: Record<string, string>, ...args: string[]): void {
+  execFileSync('bash', [join(ROOT, 'scripts', 'services.sh'), ...args], { stdio: 'pipe', env: { ...process.env, ...env } });
+}
+
 export function cassandraPid(): number {
   return Number(readFileSync(CASSANDRA_PID_FILE, 'utf8').trim());
 }

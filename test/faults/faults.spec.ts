@@ -1,4 +1,4 @@
-import { cassandraPid, rabbitmqctl, Scenario, sleep } from './fault-harness';
+import { cassandraPid, rabbitmqctl, Scenario, services, sleep } from './fault-harness';
 import { RawAmqp } from '../support/real-services';
 
 /**
@@ -72,6 +72,45 @@ describe('fault suite', () => {
     const report = await scenario.finish(120000);
     expectClean(report);
     expect(report.sent).toBe(N + 50);
+  });
+
+  it('RabbitMQ fully restarted: worker and producer reconnect, declare their topology again, nothing is lost', async () => {
+    scenario = new Scenario('RabbitMQ full restart');
+    await scenario.open();
+    await scenario.startWorker();
+    await scenario.send(N);
+    await scenario.waitUntilCompleted(N * 0.3);
+    rabbitmqctl('stop', '/var/lib/rabbitmq/mnesia/rabbit@localhost.pid');
+    expect(await scenario.markFault()).toBeLessThan(N);
+    const during = scenario.send(50);
+    services({}, 'up');
+    await during;
+    const report = await scenario.finish(120000);
+    expectClean(report);
+    expect(report.sent).toBe(N + 50);
+  });
+
+  it('Cassandra stopped and started again: results wait, then every one is stored', async () => {
+    scenario = new Scenario('Cassandra stop and start');
+    await scenario.open();
+    await scenario.startWorker();
+    await scenario.send(N);
+    await scenario.waitUntilCompleted(N * 0.3);
+    const pid = cassandraPid();
+    expect(await scenario.markFault()).toBeLessThan(N);
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 300; i++) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break;
+      }
+      await sleep(100);
+    }
+    await sleep(5000);
+    services({ CASSANDRA_KEEP_DATA: '1' }, 'up');
+    const report = await scenario.finish(180000);
+    expectClean(report);
   });
 
   it('Cassandra stalled for 20 s (SIGSTOP / SIGCONT): no task acknowledged or failed before its result is stored', async () => {

@@ -25,6 +25,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       resultBackend: 'memory',
       cassandra: null,
       defaultQueue: 'celery',
+      queueArguments: null,
       worker: { enabled: true, queues: ['celery'], concurrency: 8, prefetch: 32, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760 },
       accept: ['application/json'],
       peerCompat: '5.3',
