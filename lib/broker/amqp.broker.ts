@@ -36,6 +36,9 @@ type RecoveringModel = Awaited<ReturnType<typeof connectRecovering>>;
 function connectRecovering(url: string, setup: (model: ChannelModel) => Promise<void>, initialMaxRetries: number, tls: TlsMaterial | null | undefined) {
   return amqplib.connect(url, {
     ...(tls ?? {}),
+    // Task messages and confirms are small frames: without TCP_NODELAY, Nagle's algorithm holds
+    // them back ~40 ms (it showed as the p99 of the round-trip benchmark).
+    noDelay: true,
     recovery: { initialDelay: 200, maxDelay: 5000, maxRetries: Infinity, initialMaxRetries, setup },
   });
 }

@@ -196,7 +196,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
   if (!defaultQueue) throw new CeleryConfigError('defaultQueue', 'must not be empty');
   const w = o.worker ?? {};
   for (const key of Object.keys(w)) if (!WORKER_KEYS.has(key)) throw new CeleryConfigError(`worker.${key}`, 'unknown option');
-  const concurrency = optInt(w.concurrency, 'worker.concurrency', 1) ?? 8;
+  const concurrency = optInt(w.concurrency, 'worker.concurrency', 1) ?? 64;
   const multiplier = optInt(o.prefetchMultiplier, 'worker_prefetch_multiplier', 1) ?? 4;
   const prefetch = optInt(w.prefetch, 'worker.prefetch', 1) ?? concurrency * multiplier;
   const queues = w.queues ?? [defaultQueue];

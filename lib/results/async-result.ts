@@ -68,17 +68,12 @@ export class AsyncResult<T = unknown> {
     });
     try {
       pushed ??= this.notifier?.latest(this.id);
+      // With pushes on, the first wait goes before any read: a task run by our worker usually
+      // reports within it, and then the store is never read (each read is a Cassandra query).
+      let readNow = !this.notifier;
       for (;;) {
         if (pushed && READY_STATES.has(pushed.status)) return this.settle(pushed, propagate);
-        let meta: TaskMeta | null = null;
-        try {
-          meta = await this.info();
-        } catch (err) {
-          // A store that is briefly unreachable is waited out like a pending task; a
-          // configuration error is not.
-          if (err instanceof CeleryConfigError) throw err;
-          lastError = err;
-        }
+        const meta = readNow ? await this.readQuietly((err) => (lastError = err)) : null;
         if (meta && READY_STATES.has(meta.status)) return this.settle(meta, propagate);
         if (pushed && READY_STATES.has(pushed.status)) return this.settle(pushed, propagate);
         const remaining = deadline - Date.now();
@@ -95,11 +90,26 @@ export class AsyncResult<T = unknown> {
           };
         });
         wake = null;
-        interval = Math.min(MAX_POLL_MS, interval * 1.5);
+        if (readNow) interval = Math.min(MAX_POLL_MS, interval * 1.5);
+        readNow = true;
       }
     } finally {
       unsubscribeStore?.();
       unsubscribePush?.();
+    }
+  }
+
+  /**
+   * One read of the store; a store that is briefly unreachable is waited out like a pending task,
+   * a configuration error is not.
+   */
+  private async readQuietly(onError: (err: unknown) => void): Promise<TaskMeta | null> {
+    try {
+      return await this.info();
+    } catch (err) {
+      if (err instanceof CeleryConfigError) throw err;
+      onError(err);
+      return null;
     }
   }
 

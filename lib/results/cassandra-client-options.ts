@@ -12,13 +12,17 @@ export interface DriverClientOptions {
   localDataCenter?: string;
   protocolOptions?: { port: number };
   credentials?: { username: string; password: string };
-  socketOptions?: { connectTimeout: number; readTimeout: number };
+  socketOptions?: { connectTimeout: number; readTimeout: number; tcpNoDelay?: boolean };
+  pooling?: { maxRequestsPerConnection: number };
   sslOptions?: TlsMaterial;
 }
 
 export function cassandraClientOptions(config: ResolvedCassandraConfig, localDataCenter: string | null, tls: TlsMaterial | null = null): DriverClientOptions {
   const options: DriverClientOptions = {
-    socketOptions: { connectTimeout: 5000, readTimeout: 12000 },
+    socketOptions: { connectTimeout: 5000, readTimeout: 12000, tcpNoDelay: true },
+    // Protocol v4+ has 32768 stream ids per connection; the driver's default of 2048 made many
+    // concurrent AsyncResult.get() calls fail with BusyConnectionError.
+    pooling: { maxRequestsPerConnection: 32768 },
   };
   if (config.credentials) options.credentials = { ...config.credentials };
   if (config.secureConnectBundle) {

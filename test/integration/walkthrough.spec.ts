@@ -117,7 +117,7 @@ describe('walkthrough on RabbitMQ and Cassandra', () => {
     await expect(result.get({ timeout: 20000 })).resolves.toEqual(value);
   });
 
-  it('pushes the stored result to the waiting get(): one store read, no polling', async () => {
+  it('pushes the stored result to the waiting get(): no store read, no polling', async () => {
     const slowPolling = await Test.createTestingModule({
       imports: [CeleryModule.forRoot(realOptions(queue, table, { worker: { enabled: false }, resultPollIntervalMs: 120000 }))],
     }).compile();
@@ -128,7 +128,7 @@ describe('walkthrough on RabbitMQ and Cassandra', () => {
       const result = await slowPolling.get(Producer).sendTask('tasks.sleep', { args: [300, 'pushed'] });
       await expect(result.get({ timeout: 20000 })).resolves.toBe('pushed');
 
-      expect(reads).toHaveBeenCalledTimes(1);
+      expect(reads).not.toHaveBeenCalled();
       // the row is there all the same: Cassandra stays the durable record
       expect((await store.getTaskMeta(result.id)).status).toBe('SUCCESS');
     } finally {

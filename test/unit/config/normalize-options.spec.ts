@@ -26,7 +26,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       cassandra: null,
       defaultQueue: 'celery',
       queueArguments: null,
-      worker: { enabled: true, queues: ['celery'], concurrency: 8, prefetch: 32, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760 },
+      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760 },
       accept: ['application/json'],
       peerCompat: '5.3',
       resultPollIntervalMs: 100,

@@ -67,8 +67,12 @@ describe('cassandraClientOptions: servers mode', () => {
     expect(withAuth.credentials).toEqual({ username: 'u', password: 'p' });
   });
 
-  it('sets connect and read timeouts', () => {
-    expect(cassandraClientOptions(servers, 'dc1').socketOptions).toEqual({ connectTimeout: 5000, readTimeout: 12000 });
+  it('sets connect and read timeouts, and TCP_NODELAY', () => {
+    expect(cassandraClientOptions(servers, 'dc1').socketOptions).toEqual({ connectTimeout: 5000, readTimeout: 12000, tcpNoDelay: true });
+  });
+
+  it('allows the 32768 concurrent requests per connection of protocol v4+', () => {
+    expect(cassandraClientOptions(servers, 'dc1').pooling).toEqual({ maxRequestsPerConnection: 32768 });
   });
 });
 

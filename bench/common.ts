@@ -1,0 +1,458 @@
+/**
+ * Shared pieces of the benchmark: where the services are, the task (sortWords), its payload, the
+ * Celery result table, statistics, child processes and their resident memory.
+ */
+import * as amqplib from 'amqplib';
+import { auth, Client, types } from 'cassandra-driver';
+import { ChildProcess, spawn, SpawnOptions } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const AMQP_URL = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+export const CASSANDRA_HOST = process.env.BENCH_CASSANDRA_HOST ?? '127.0.0.1';
+export const CASSANDRA_PORT = Number(process.env.BENCH_CASSANDRA_PORT ?? 9042);
+export const CASSANDRA_DC = process.env.BENCH_CASSANDRA_DC ?? 'datacenter1';
+export const KEYSPACE = process.env.CASSANDRA_KEYSPACE ?? 'celery_test';
+export const CREDENTIALS = {
+  username: process.env.CASSANDRA_USERNAME ?? 'cassandra',
+  password: process.env.CASSANDRA_PASSWORD ?? 'cassandra',
+};
+
+/** The walkthrough's call: `sortWords('storage yay my DB is powerful results Astra', False)`. */
+export const WALKTHROUGH_TEXT = 'storage yay my DB is powerful results Astra';
+export const TASK_NAME = 'tasks.sortWords';
+
+/** The task itself, as Celery's walkthrough writes it (Python's `sorted(key=str.lower)`: code point order). */
+export function sortWords(text: string, capitalize = false): string {
+  const sorted = text.split(' ').sort((a, b) => {
+    const x = a.toLowerCase();
+    const y = b.toLowerCase();
+    return x < y ? -1 : x > y ? 1 : 0;
+  });
+  return (capitalize ? sorted.map((w) => w.toUpperCase()) : sorted).join(' ');
+}
+
+/**
+ * The text argument: the walkthrough's sentence, or `bytes` bytes of pseudo-random ASCII words
+ * (same text for every task and every system; deterministic).
+ */
+export function payloadText(bytes: number | null): string {
+  if (!bytes) return WALKTHROUGH_TEXT;
+  let seed = 0x9e3779b9;
+  const rand = () => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 0x100000000;
+  };
+  const letters = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
+  const parts: string[] = [];
+  let size = 0;
+  while (size < bytes) {
+    const len = 2 + Math.floor(rand() * 9);
+    let word = '';
+    for (let i = 0; i < len; i++) word += letters[Math.floor(rand() * letters.length)];
+    parts.push(word);
+    size += word.length + 1;
+  }
+  let text = parts.join(' ').slice(0, bytes);
+  if (text.endsWith(' ')) text = text.slice(0, -1) + 'x';
+  return text;
+}
+
+/** Celery's Cassandra result table (celery/backends/cassandra.py), one per system. */
+export function createTableCql(table: string): string {
+  return (
+    `CREATE TABLE IF NOT EXISTS ${KEYSPACE}.${table} (task_id text, status text, result blob, date_done timestamp, ` +
+    'traceback blob, children blob, PRIMARY KEY ((task_id), date_done)) WITH CLUSTERING ORDER BY (date_done DESC)'
+  );
+}
+
+export function cassandraClient(keyspace: string | undefined = KEYSPACE): Client {
+  return new Client({
+    contactPoints: [`${CASSANDRA_HOST}:${CASSANDRA_PORT}`],
+    localDataCenter: CASSANDRA_DC,
+    keyspace,
+    authProvider: new auth.PlainTextAuthProvider(CREDENTIALS.username, CREDENTIALS.password),
+    socketOptions: { connectTimeout: 5000, readTimeout: 30000 },
+  });
+}
+
+/** Creates the system's result table when missing and empties it. */
+export async function resetTable(admin: Client, table: string): Promise<void> {
+  await admin.execute(createTableCql(table));
+  await admin.execute(`TRUNCATE ${KEYSPACE}.${table}`, [], { consistency: types.consistencies.all });
+}
+
+export interface TableStats {
+  rows: number;
+  ids: number;
+  duplicates: number;
+  /** Rows whose date_done falls in the window, and the last such date_done (epoch ms). */
+  inWindow: number;
+  lastDoneMs: number;
+}
+
+/**
+ * Rows of a result table and how many distinct task ids they hold (a task stored twice shows as a
+ * duplicate); with a window (epoch ms), how many were stored in it and when the last one was.
+ */
+export async function tableStats(admin: Client, table: string, window?: { from: number; to: number }): Promise<TableStats> {
+  const counts = new Map<string, number>();
+  let rows = 0;
+  let inWindow = 0;
+  let lastDoneMs = 0;
+  const stream = admin.stream(`SELECT task_id, date_done FROM ${KEYSPACE}.${table}`, [], { fetchSize: 5000, readTimeout: 60000 }) as unknown as AsyncIterable<types.Row>;
+  for await (const row of stream) {
+    rows++;
+    const id = row.task_id as string;
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+    const done = (row.date_done as Date).getTime();
+    if (window && done >= window.from && done <= window.to) {
+      inWindow++;
+      if (done > lastDoneMs) lastDoneMs = done;
+    }
+  }
+  let duplicates = 0;
+  for (const n of counts.values()) if (n > 1) duplicates++;
+  return { rows, ids: counts.size, duplicates, inWindow, lastDoneMs };
+}
+
+/**
+ * The workers' own rate in the throughput phase: tasks stored between the first publish and the
+ * last result read, over the time from the first publish to the last store (from date_done).
+ */
+export function workerRate(stats: TableStats, fromMs: number): number {
+  if (!stats.inWindow || stats.lastDoneMs <= fromMs) return NaN;
+  return round(stats.inWindow / ((stats.lastDoneMs - fromMs) / 1000), 0);
+}
+
+/** A note when the table does not hold exactly one row per task sent. */
+export function rowsNote(table: string, stats: TableStats, expected: number): string[] {
+  if (stats.rows === expected && stats.ids === expected) return [];
+  return [`rows in ${table}: ${stats.rows} for ${stats.ids} task ids (${stats.duplicates} stored more than once), ${expected} tasks sent`];
+}
+
+/** Celery's topology for a queue: a direct exchange and a durable queue of the same name, bound by it. */
+export async function declareCeleryQueue(ch: amqplib.Channel, queue: string): Promise<void> {
+  await ch.assertExchange(queue, 'direct', { durable: true, autoDelete: false });
+  await ch.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false });
+  await ch.bindQueue(queue, queue, queue);
+}
+
+/**
+ * Deletes queues and the exchanges of the same name; missing ones are fine. Own connection (a 404
+ * closes a channel); retried for up to 30 s while the broker refuses connections (a restart).
+ */
+export async function deleteQueues(...names: string[]): Promise<void> {
+  let conn: amqplib.ChannelModel | null = null;
+  for (let attempt = 0; !conn; attempt++) {
+    try {
+      conn = await amqplib.connect(AMQP_URL);
+    } catch (err) {
+      if (attempt >= 30) throw err;
+      await sleep(1000);
+    }
+  }
+  try {
+    for (const name of names) {
+      for (const op of ['queue', 'exchange'] as const) {
+        const ch = await conn.createChannel();
+        ch.on('error', () => undefined);
+        try {
+          if (op === 'queue') await ch.deleteQueue(name);
+          else await ch.deleteExchange(name);
+          await ch.close();
+        } catch {
+          // already gone
+        }
+      }
+    }
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+}
+
+/** How many consumers a queue has (0 when it does not exist). */
+export async function consumerCount(conn: amqplib.ChannelModel, queue: string): Promise<number> {
+  const ch = await conn.createChannel();
+  ch.on('error', () => undefined);
+  try {
+    const q = await ch.checkQueue(queue);
+    await ch.close();
+    return q.consumerCount;
+  } catch {
+    return 0;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ statistics
+
+/** Nearest-rank percentile of samples (ms). */
+export function percentile(samples: number[], p: number): number {
+  if (samples.length === 0) return NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
+}
+
+export function round(value: number, digits = 1): number {
+  if (!Number.isFinite(value)) return value;
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Runs `fn` over items with at most `limit` at once (limit <= 0: all at once). */
+export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  if (limit <= 0 || limit >= items.length) return Promise.all(items.map(fn));
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const lane = async () => {
+    for (;;) {
+      const i = next++;
+      if (i >= items.length) return;
+      out[i] = await fn(items[i], i);
+    }
+  };
+  await Promise.all(Array.from({ length: limit }, lane));
+  return out;
+}
+
+// ------------------------------------------------------------------------------------ resident memory
+
+function ppidOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // pid (comm) state ppid ...; comm may hold spaces and parentheses
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(rest[1]);
+  } catch {
+    return null;
+  }
+}
+
+/** The pids of `roots` and all their descendants. */
+export function processTree(roots: number[]): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    const ppid = ppidOf(pid);
+    if (ppid === null) continue;
+    const list = children.get(ppid);
+    if (list) list.push(pid);
+    else children.set(ppid, [pid]);
+  }
+  const out: number[] = [];
+  const stack = [...roots];
+  const seen = new Set<number>();
+  while (stack.length) {
+    const pid = stack.pop() as number;
+    if (seen.has(pid)) continue;
+    seen.add(pid);
+    out.push(pid);
+    for (const c of children.get(pid) ?? []) stack.push(c);
+  }
+  return out;
+}
+
+/** VmRSS of one process in kB (0 when it is gone or a zombie). */
+export function rssKb(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Samples the summed VmRSS of a process tree every `intervalMs` and keeps the peak. */
+export class RssSampler {
+  private timer: NodeJS.Timeout | null = null;
+  private peakKb = 0;
+  private samples = 0;
+  private roots: number[] = [];
+
+  constructor(private readonly intervalMs = 100) {}
+
+  /** (Re)sets the roots to watch (several workers, or a worker started later). */
+  watch(pids: number[]): void {
+    this.roots = pids;
+    this.sample();
+    if (!this.timer) {
+      this.timer = setInterval(() => this.sample(), this.intervalMs);
+      this.timer.unref();
+    }
+  }
+
+  sample(): void {
+    if (this.roots.length === 0) return;
+    const total = processTree(this.roots).reduce((sum, pid) => sum + rssKb(pid), 0);
+    this.samples++;
+    if (total > this.peakKb) this.peakKb = total;
+  }
+
+  stop(): { peakMb: number; samples: number } {
+    this.sample();
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    return { peakMb: round(this.peakKb / 1024, 1), samples: this.samples };
+  }
+}
+
+// ------------------------------------------------------------------------------------ child processes
+
+/** Every child the benchmark started, so that a failure or a signal still ends them. */
+const children = new Set<ChildProcess>();
+
+/** Starts a child in its own process group (so its whole tree can be signalled), remembered for clean-up. */
+export function spawnChild(command: string, args: string[], options: SpawnOptions): ChildProcess {
+  const child = spawn(command, args, { ...options, detached: true });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+function signalTree(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  const tree = processTree([child.pid]);
+  try {
+    process.kill(-child.pid, signal); // the process group
+  } catch {
+    // already gone
+  }
+  for (const pid of tree) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** SIGTERM, then SIGKILL to the whole tree after `graceMs`; resolves once the child has exited. */
+export async function stopChild(child: ChildProcess, graceMs = 15000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    signalTree(child, 'SIGKILL'); // leftovers of a dead parent (prefork children)
+    return;
+  }
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const tree = child.pid !== undefined ? processTree([child.pid]) : [];
+  try {
+    child.kill('SIGTERM');
+  } catch {
+    // gone
+  }
+  const timer = setTimeout(() => signalTree(child, 'SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+  for (const pid of tree) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Synchronous last resort (process 'exit'): kill every child tree still alive. */
+export function killAllChildrenSync(): void {
+  for (const child of children) signalTree(child, 'SIGKILL');
+}
+
+/**
+ * Starts `count` Node worker processes (a script beside this file) at once and waits for each
+ * one's `{ type: 'ready' }` IPC message; resolves the first one's message. On failure the ones
+ * already started are stopped.
+ */
+export async function startNodeWorkers(
+  script: string,
+  count: number,
+  args: string[],
+  label: string,
+): Promise<{ workers: ChildProcess[]; info: Record<string, unknown> }> {
+  const workers: ChildProcess[] = [];
+  const ready: Promise<Record<string, unknown>>[] = [];
+  for (let i = 0; i < count; i++) {
+    // BENCH_WORKER_NODE_ARGS passes node flags to the workers, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const nodeArgs = process.env.BENCH_WORKER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    const child = spawnChild(process.execPath, [...nodeArgs, join(__dirname, script), ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+    workers.push(child);
+    const output = captureOutput(child);
+    ready.push(
+      new Promise<Record<string, unknown>>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${label} worker not ready in 60 s:\n${output()}`)), 60000);
+        child.once('message', (m: Record<string, unknown>) => {
+          clearTimeout(timer);
+          // Log what a running worker says later (warnings, errors).
+          child.stderr?.on('data', (chunk: Buffer) => process.stderr.write(`[${label} worker ${child.pid}] ${chunk}`));
+          resolve(m);
+        });
+        child.once('exit', (code, signal) => {
+          clearTimeout(timer);
+          reject(new Error(`${label} worker exited (${code ?? signal}) while starting:\n${output()}`));
+        });
+      }),
+    );
+  }
+  try {
+    const infos = await Promise.all(ready);
+    return { workers, info: infos[0] };
+  } catch (err) {
+    await Promise.all(workers.map((w) => stopChild(w, 5000)));
+    throw err;
+  }
+}
+
+/** Output of a child kept for error messages (the last 20 kB). */
+export function captureOutput(child: ChildProcess): () => string {
+  let out = '';
+  const onData = (chunk: Buffer) => {
+    out += chunk.toString();
+    if (out.length > 20000) out = out.slice(-20000);
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  return () => out;
+}
+
+// ------------------------------------------------------------------------------------------ results
+
+/** What every system reports. Rates in tasks/s, latencies in ms, memory in MiB. */
+export interface SystemResult {
+  publish_per_s: number;
+  end_to_end_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+  rss_mb: number;
+  /** Diagnostic: N / (first publish → last result stored), from the rows' date_done. */
+  worker_per_s: number;
+  n: number;
+  round_trips: number;
+  notes: string[];
+  [key: string]: unknown;
+}
+
+/** Options of one benchmark run (command line). */
+export interface BenchOptions {
+  quick: boolean;
+  n: number;
+  nExplicit: boolean;
+  systems: string[];
+  prefetch: number | null;
+  concurrency: number;
+  workers: number;
+  payloadBytes: number | null;
+  roundTrips: number;
+  getConcurrency: number;
+  celeryN: number | null;
+  celeryRoundTrips: number | null;
+  chart: boolean;
+  out: string;
+  /** What the run changed on its own (printed and stored). */
+  notes: string[];
+}

@@ -1,0 +1,135 @@
+/**
+ * System a: nestjs-celery. Worker(s) in child processes (bench/nestjs-worker.ts); the Producer in
+ * this process, in a Nest application context with the worker disabled.
+ */
+import 'reflect-metadata';
+import { Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { INestApplicationContext } from '@nestjs/common';
+import type { ChildProcess } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+import type { Client } from 'cassandra-driver';
+import { AsyncResult, CeleryModule, Producer } from '../lib';
+import {
+  AMQP_URL,
+  BenchOptions,
+  CASSANDRA_DC,
+  CASSANDRA_HOST,
+  CASSANDRA_PORT,
+  CREDENTIALS,
+  deleteQueues,
+  KEYSPACE,
+  mapLimit,
+  payloadText,
+  percentile,
+  resetTable,
+  rowsNote,
+  round,
+  RssSampler,
+  sortWords,
+  startNodeWorkers,
+  stopChild,
+  SystemResult,
+  tableStats,
+  TASK_NAME,
+  workerRate,
+} from './common';
+
+const QUEUE = 'bench_nestjs';
+const TABLE = 'bench_nestjs';
+const WARMUP = 50;
+
+export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: string) => void): Promise<SystemResult> {
+  const text = payloadText(opts.payloadBytes);
+  const expected = sortWords(text, false);
+  const sampler = new RssSampler(100);
+  const workerArgs = ['--queue', QUEUE, '--table', TABLE, '--concurrency', String(opts.concurrency)];
+  if (opts.prefetch) workerArgs.push('--prefetch', String(opts.prefetch));
+  let workers: ChildProcess[] = [];
+  let app: INestApplicationContext | null = null;
+  try {
+    await deleteQueues(QUEUE);
+    await resetTable(admin, TABLE);
+    const started = await startNodeWorkers('nestjs-worker.js', opts.workers, workerArgs, 'nestjs');
+    workers = started.workers;
+    sampler.watch(workers.map((w) => w.pid as number));
+    log(`nestjs: ${workers.length} worker process(es) ready (concurrency ${opts.concurrency}, prefetch ${String(started.info.prefetch)})`);
+
+    @Module({
+      imports: [
+        CeleryModule.forRoot({
+          brokerUrl: AMQP_URL,
+          resultBackend: 'cassandra',
+          defaultQueue: QUEUE,
+          cassandra: {
+            contactPoints: [CASSANDRA_HOST],
+            port: CASSANDRA_PORT,
+            localDataCenter: CASSANDRA_DC,
+            keyspace: KEYSPACE,
+            table: TABLE,
+            credentials: { ...CREDENTIALS },
+          },
+          worker: { enabled: false },
+        }),
+      ],
+    })
+    class ClientModule {}
+    app = await NestFactory.createApplicationContext(ClientModule, { logger: ['warn', 'error'] });
+    const producer = app.get(Producer);
+    const send = () => producer.sendTask<string>(TASK_NAME, { args: [text, false], queue: QUEUE });
+    const check = (value: string) => {
+      if (value !== expected) throw new Error(`nestjs: wrong result ${JSON.stringify(value).slice(0, 200)}`);
+    };
+
+    // Warm-up: connections, prepared statements, JIT.
+    const warm = await Promise.all(Array.from({ length: WARMUP }, send));
+    for (const r of warm) check(await r.get({ timeout: 60000 }));
+
+    // Throughput: publish N (every publish confirmed), then every result read with get().
+    const n = opts.n;
+    const t0 = performance.now();
+    const wall0 = Date.now();
+    const results: AsyncResult<string>[] = await Promise.all(Array.from({ length: n }, send));
+    const t1 = performance.now();
+    log(`nestjs: ${n} published in ${round((t1 - t0) / 1000, 2)} s; collecting results`);
+    const timeout = Math.max(120000, n * 20);
+    const values = await mapLimit(results, opts.getConcurrency, (r) => r.get({ timeout }));
+    const t2 = performance.now();
+    const wall2 = Date.now();
+    values.forEach(check);
+
+    // Latency: sequential round trips.
+    const latencies: number[] = [];
+    for (let i = 0; i < opts.roundTrips; i++) {
+      const s = performance.now();
+      const r = await send();
+      check(await r.get({ timeout: 30000 }));
+      latencies.push(performance.now() - s);
+    }
+    const rows = await tableStats(admin, TABLE, { from: wall0, to: wall2 });
+    const mem = sampler.stop();
+    const notes = [
+      `${opts.workers} worker process(es), concurrency ${opts.concurrency}, prefetch ${String(started.info.prefetch)}`,
+      `results read with AsyncResult.get(), ${opts.getConcurrency > 0 && opts.getConcurrency < n ? `at most ${opts.getConcurrency}` : 'all'} at once`,
+    ];
+    notes.push(...rowsNote(TABLE, rows, WARMUP + n + opts.roundTrips));
+    return {
+      publish_per_s: round(n / ((t1 - t0) / 1000), 0),
+      end_to_end_per_s: round(n / ((t2 - t0) / 1000), 0),
+      p50_ms: round(percentile(latencies, 50), 2),
+      p99_ms: round(percentile(latencies, 99), 2),
+      rss_mb: mem.peakMb,
+      worker_per_s: workerRate(rows, wall0),
+      n,
+      round_trips: latencies.length,
+      rows: rows.rows,
+      rss_samples: mem.samples,
+      notes,
+    };
+  } finally {
+    sampler.stop();
+    if (app) await app.close().catch((err: unknown) => log(`nestjs: closing the producer app failed: ${String(err)}`));
+    await Promise.all(workers.map((w) => stopChild(w)));
+    await deleteQueues(QUEUE).catch((err: unknown) => log(`nestjs: queue clean-up failed: ${String(err)}`));
+  }
+}

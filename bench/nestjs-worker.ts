@@ -1,0 +1,80 @@
+/**
+ * The NestJS worker of the benchmark, in its own process: a Nest application context with
+ * CeleryModule.forRoot (RabbitMQ, Cassandra with credentials) and the walkthrough's task, in
+ * production settings (Nest logger at warn / error only).
+ *
+ *   node dist-bench/bench/nestjs-worker.js --queue bench_nestjs --table bench_nestjs --concurrency 8 [--prefetch 32]
+ *
+ * Environment overrides: BENCH_CONCURRENCY, BENCH_PREFETCH. Tells its parent `{ type: 'ready' }`
+ * over IPC once it consumes; ends on SIGTERM / SIGINT (draining in-flight tasks) or when the parent goes.
+ */
+import 'reflect-metadata';
+import { Injectable, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { CeleryModule, Task } from '../lib';
+import { AMQP_URL, CASSANDRA_DC, CASSANDRA_HOST, CASSANDRA_PORT, CREDENTIALS, KEYSPACE, sortWords, TASK_NAME } from './common';
+
+@Injectable()
+export class TasksService {
+  @Task(TASK_NAME)
+  sortWords(text: string, capitalize = false): string {
+    return sortWords(text, capitalize);
+  }
+}
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+async function main(): Promise<void> {
+  const queue = arg('queue') ?? 'bench_nestjs';
+  const table = arg('table') ?? 'bench_nestjs';
+  const concurrency = Number(arg('concurrency') ?? process.env.BENCH_CONCURRENCY ?? 8);
+  const prefetchArg = arg('prefetch') ?? process.env.BENCH_PREFETCH;
+  const prefetch = prefetchArg ? Number(prefetchArg) : undefined;
+
+  @Module({
+    imports: [
+      CeleryModule.forRoot({
+        brokerUrl: AMQP_URL,
+        resultBackend: 'cassandra',
+        defaultQueue: queue,
+        cassandra: {
+          contactPoints: [CASSANDRA_HOST],
+          port: CASSANDRA_PORT,
+          localDataCenter: CASSANDRA_DC,
+          keyspace: KEYSPACE,
+          table,
+          credentials: { ...CREDENTIALS },
+        },
+        worker: { enabled: true, queues: [queue], concurrency, ...(prefetch ? { prefetch } : {}) },
+      }),
+    ],
+    providers: [TasksService],
+  })
+  class WorkerModule {}
+
+  const app = await NestFactory.createApplicationContext(WorkerModule, { logger: ['warn', 'error'] });
+  let closing = false;
+  const close = async (code: number) => {
+    if (closing) return;
+    closing = true;
+    const timer = setTimeout(() => process.exit(code || 1), 20000);
+    try {
+      await app.close();
+    } finally {
+      clearTimeout(timer);
+      process.exit(code);
+    }
+  };
+  process.on('SIGTERM', () => void close(0));
+  process.on('SIGINT', () => void close(0));
+  process.on('disconnect', () => void close(0)); // the benchmark went away
+  process.send?.({ type: 'ready', pid: process.pid, concurrency, prefetch: prefetch ?? concurrency * 4 });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`nestjs worker failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
