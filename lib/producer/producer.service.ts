@@ -43,6 +43,9 @@ export interface SendTaskOptions {
   compression?: 'zlib' | 'gzip' | 'brotli';
 }
 
+/** How long after sending a task get() waits for the worker's push before reading the store. */
+const PUSH_GRACE_MS = 2000;
+
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyMethod = (...args: any[]) => any;
 type MethodKeys<C> = { [K in keyof C]: C[K] extends AnyMethod ? K : never }[keyof C] & string;
@@ -116,7 +119,8 @@ export class Producer {
       { nowMicros: Date.now() * 1000, origin: this.origin, peer: this.config.peerCompat },
     );
     await this.broker.publish(queue, { headers: message.amqpHeaders, properties: message.properties, body: message.body });
-    return this.asyncResult<T>(id);
+    // A push is expected soon after the send; later get() calls read the store at once.
+    return new AsyncResult<T>(id, this.results, this.config.resultPollIntervalMs, this.notifier, this.notifier ? Date.now() + PUSH_GRACE_MS : 0);
   }
 
   /** A typed reference to a `@Task()` method of `type`; argument types are checked at compile time. */

@@ -26,6 +26,8 @@ export class AsyncResult<T = unknown> {
     private readonly store: ResultStore,
     private readonly defaultInterval = 100,
     private readonly notifier: ResultNotifier | null = null,
+    /** Until this time (epoch ms) a push is expected: the task was just sent by this process. */
+    private readonly pushExpectedUntil = 0,
   ) {}
 
   /** The stored meta of the task: status, result, traceback, children, date done. */
@@ -68,9 +70,10 @@ export class AsyncResult<T = unknown> {
     });
     try {
       pushed ??= this.notifier?.latest(this.id);
-      // With pushes on, the first wait goes before any read: a task run by our worker usually
-      // reports within it, and then the store is never read (each read is a Cassandra query).
-      let readNow = !this.notifier;
+      // For a task this process has just sent, the first wait goes before any read: our worker
+      // usually reports within it, and then the store is never read (each read is a Cassandra
+      // query). An older task is read at once.
+      let readNow = !this.notifier || Date.now() >= this.pushExpectedUntil;
       for (;;) {
         if (pushed && READY_STATES.has(pushed.status)) return this.settle(pushed, propagate);
         const meta = readNow ? await this.readQuietly((err) => (lastError = err)) : null;

@@ -111,9 +111,11 @@ export class Scenario {
   private readonly started = Date.now();
   completedAtFault: number | null = null;
 
-  /** Notes how far the run had got when the fault struck. */
+  private lastCount = 0;
+
+  /** Notes how far the run had got when the fault struck: the count the wait just saw, no new query. */
   async markFault(): Promise<number> {
-    this.completedAtFault = await this.completedCount();
+    this.completedAtFault = this.lastCount;
     return this.completedAtFault;
   }
 
@@ -162,7 +164,7 @@ export class Scenario {
 
   async waitUntilCompleted(atLeast: number, ms = 60000): Promise<void> {
     const deadline = Date.now() + ms;
-    while ((await this.completedCount()) < atLeast) {
+    while ((this.lastCount = await this.completedCount()) < atLeast) {
       if (Date.now() > deadline) throw new Error(`${this.name}: fewer than ${atLeast} results after ${ms} ms`);
       await sleep(100);
     }
