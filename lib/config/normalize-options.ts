@@ -203,7 +203,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
   if (!Array.isArray(queues) || queues.length === 0 || queues.some((q) => typeof q !== 'string' || !q)) {
     throw new CeleryConfigError('worker.queues', 'must be a non-empty list of queue names');
   }
-  const cassandraConfig = o.cassandra ? resolveCassandra(o.cassandra) : null;
+  const cassandraConfig = o.cassandra ? resolveCassandra(o.cassandra, o.writtenAs) : null;
   if (resultBackend === 'cassandra' && !cassandraConfig) {
     throw new CeleryConfigError('cassandra', 'resultBackend is cassandra but no cassandra settings (keyspace, contactPoints or secureConnectBundle) are given');
   }
@@ -267,7 +267,7 @@ const CONSISTENCIES = new Set([
   'ANY', 'ONE', 'TWO', 'THREE', 'QUORUM', 'ALL', 'LOCAL_QUORUM', 'EACH_QUORUM', 'SERIAL', 'LOCAL_SERIAL', 'LOCAL_ONE',
 ]);
 
-function resolveCassandra(c: Partial<CassandraOptions>): ResolvedCassandraConfig {
+function resolveCassandra(c: Partial<CassandraOptions>, writtenAs?: Map<string, string>): ResolvedCassandraConfig {
   for (const key of Object.keys(c)) {
     if (!CASSANDRA_KEYS.has(key)) throw new CeleryConfigError(`cassandra.${key}`, `unknown option${suggest(key)}`);
   }
@@ -280,6 +280,15 @@ function resolveCassandra(c: Partial<CassandraOptions>): ResolvedCassandraConfig
   }
   if (bundle && contactPoints) {
     throw new CeleryConfigError('cassandra.secureConnectBundle', 'give either a secure-connect bundle (Astra) or contactPoints, not both');
+  }
+  const createKeyspace = optBool(c.createKeyspace, 'cassandra.createKeyspace') ?? false;
+  if (bundle && createKeyspace) {
+    const bundleKey = writtenAs?.get('cassandra.secureConnectBundle');
+    throw new CeleryConfigError(
+      'cassandra.createKeyspace',
+      `cannot be true together with ${bundleKey ? `${bundleKey} (cassandra.secureConnectBundle)` : 'cassandra.secureConnectBundle'}: ` +
+        'Astra DB keyspaces are created in the Astra console, not by the driver; create the keyspace there and leave createKeyspace out',
+    );
   }
   if (!bundle && (!contactPoints || contactPoints.length === 0)) {
     throw new CeleryConfigError('cassandra.contactPoints', 'is required unless secureConnectBundle is given (cassandra_servers)');
@@ -316,7 +325,7 @@ function resolveCassandra(c: Partial<CassandraOptions>): ResolvedCassandraConfig
     entryTtl: optInt(c.entryTtl, 'cassandra.entryTtl', 1) ?? null,
     credentials,
     secureConnectBundle: bundle,
-    createKeyspace: optBool(c.createKeyspace, 'cassandra.createKeyspace') ?? false,
+    createKeyspace,
     tls,
   };
 }

@@ -274,6 +274,28 @@ describe('normalizeCeleryOptions: cassandra consistency rules', () => {
     expect(err.key).toBe('cassandra.secureConnectBundle');
   });
 
+  it('rejects createKeyspace together with a secure-connect bundle: Astra keyspaces are made in the Astra console', () => {
+    const err = configError({ resultBackend: 'cassandra', cassandra: { keyspace: 'ks', secureConnectBundle: '/scb.zip', token: 'AstraCS:x', createKeyspace: true } });
+    expect(err.key).toBe('cassandra.createKeyspace');
+    expect(err.message).toContain('cassandra.createKeyspace');
+    expect(err.message).toContain('cassandra.secureConnectBundle');
+    expect(err.message).toContain('Astra console');
+    expect(err.message).not.toContain('AstraCS:x');
+  });
+
+  it('rejects createKeyspace together with cassandra_secure_bundle_path, naming the celeryconfig key', () => {
+    const err = configError({ result_backend: 'cassandra://', cassandra_keyspace: 'ks', cassandra_secure_bundle_path: '/scb.zip', cassandra: { createKeyspace: true } });
+    expect(err).toMatchObject({ key: 'cassandra.createKeyspace' });
+    expect(err.message).toContain('cassandra.createKeyspace');
+    expect(err.message).toContain('cassandra_secure_bundle_path');
+    expect(err.message).toContain('Astra console');
+  });
+
+  it('allows createKeyspace: false next to a bundle, and createKeyspace: true next to contact points', () => {
+    expect(normalizeCeleryOptions({ resultBackend: 'cassandra', cassandra: { keyspace: 'ks', secureConnectBundle: '/scb.zip', createKeyspace: false } }).cassandra?.createKeyspace).toBe(false);
+    expect(normalizeCeleryOptions({ resultBackend: 'cassandra', cassandra: { ...SERVERS, createKeyspace: true } }).cassandra?.createKeyspace).toBe(true);
+  });
+
   it('rejects a missing keyspace', () => {
     const err = configError({ resultBackend: 'cassandra', cassandra: { contactPoints: ['h'] } });
     expect(err.key).toBe('cassandra.keyspace');
