@@ -19,8 +19,12 @@ export function microsToDate(micros: number): Date {
  * Never `toISOString()`: its 3-digit `.123Z` is mis-scaled by Celery 5.2 and refused by 5.3 on Python ≤ 3.10.
  */
 export function formatCeleryDate(micros: number): string {
-  const fraction = ((micros % 1_000_000) + 1_000_000) % 1_000_000;
-  const whole = new Date((micros - fraction) / 1000);
+  // A fractional countdown (1.0000005 s) gives fractional microseconds; Celery's format has exactly
+  // 6 digits, so drop what is below a microsecond (floor, so an instant never moves later).
+  const wholeMicros = Math.floor(micros);
+  if (!Number.isFinite(wholeMicros)) throw new RangeError(`not a date: ${micros} epoch microseconds`);
+  const fraction = ((wholeMicros % 1_000_000) + 1_000_000) % 1_000_000;
+  const whole = new Date((wholeMicros - fraction) / 1000);
   const pad = (n: number, width = 2) => String(n).padStart(width, '0');
   const base =
     `${pad(whole.getUTCFullYear(), 4)}-${pad(whole.getUTCMonth() + 1)}-${pad(whole.getUTCDate())}` +

@@ -38,6 +38,32 @@ describe('formatCeleryDate', () => {
   it('pads years below 1000 to 4 digits', () => {
     expect(formatCeleryDate(Date.UTC(999, 0, 1) * 1000)).toBe('0999-01-01T00:00:00+00:00');
   });
+
+  it('floors fractional microseconds (a countdown of 1.0000005 s) to whole ones, keeping 6 digits', () => {
+    const start = Date.UTC(2025, 0, 15, 12, 1, 0) * 1000;
+    expect(formatCeleryDate(start + 1.0000005 * 1_000_000)).toBe('2025-01-15T12:01:01+00:00');
+    expect(formatCeleryDate(start + 123456.5)).toBe('2025-01-15T12:01:00.123456+00:00');
+    expect(formatCeleryDate(start + 999999.75)).toBe('2025-01-15T12:01:00.999999+00:00');
+    expect(formatCeleryDate(CAPTURE_NOW_MICROS + 0.5)).toBe(NOW_STRING);
+  });
+
+  it('floors fractional microseconds before 1970 towards the earlier microsecond', () => {
+    expect(formatCeleryDate(-0.5)).toBe('1969-12-31T23:59:59.999999+00:00');
+    expect(formatCeleryDate(-1_000_000.25)).toBe('1969-12-31T23:59:58.999999+00:00');
+  });
+
+  it('writes only strings that parseCeleryDate reads back, for fractional inputs too', () => {
+    for (const micros of [CAPTURE_NOW_MICROS + 1.0000005 * 1_000_000, CAPTURE_NOW_MICROS + 0.75, -12.75]) {
+      const text = formatCeleryDate(micros);
+      expect(text).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?\+00:00$/);
+      expect(parseCeleryDate(text)).toBe(Math.floor(micros));
+    }
+  });
+
+  it('refuses NaN and infinite instants instead of writing "NaN-NaN-..."', () => {
+    expect(() => formatCeleryDate(NaN)).toThrow(RangeError);
+    expect(() => formatCeleryDate(Infinity)).toThrow(RangeError);
+  });
 });
 
 describe('parseCeleryDate', () => {

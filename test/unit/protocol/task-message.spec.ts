@@ -335,6 +335,12 @@ describe('encodeTaskMessage: eta / countdown', () => {
     expect(encode({ countdown: 1.5 }).headers.eta).toBe('2025-01-15T12:00:01.623456+00:00');
   });
 
+  it('writes a valid 6-digit eta and expires for sub-microsecond countdown / expires (1.0000005 s)', () => {
+    const { headers } = encode({ countdown: 1.0000005, expires: 1.0000005 });
+    expect(headers.eta).toBe('2025-01-15T12:00:01.123456+00:00');
+    expect(headers.expires).toBe('2025-01-15T12:00:01.123456+00:00');
+  });
+
   it('formats an eta Date without the fraction when it is on a whole second', () => {
     expect(encode({ eta: new Date(Date.UTC(2025, 0, 15, 12, 5, 0)) }).headers.eta).toBe('2025-01-15T12:05:00+00:00');
   });
