@@ -42,28 +42,46 @@ function tagsOf(encoded: Buffer): string[] {
 }
 
 describe('toAmqpFieldValue: integers are always typed', () => {
-  it.each([0, 1, -1, 127, 128, 200, 255, 300, 32767, 32768, -32768, -32769, 65535, 2147483647, -2147483647])(
+  it.each([0, 1, -1, 127, 128, 200, 255, 300, 32767, 32768, -32768, -32769, 65535, 2147483647, -2147483647, -2147483648])(
     'types %p as int32 ({"!": "int"})',
     (n) => {
       expect(toAmqpFieldValue(n)).toEqual({ '!': 'int', value: n });
     },
   );
 
-  it.each([2147483648, -2147483648, 2 ** 40, -(2 ** 40), Number.MAX_SAFE_INTEGER])(
-    'types %p, beyond ±2147483647 as py-amqp draws the line, as long',
+  it.each([2147483648, 2 ** 40, Number.MAX_SAFE_INTEGER, 2 ** 62])('types %p, above int32, as long', (n) => {
+    expect(toAmqpFieldValue(n)).toEqual({ '!': 'long', value: n });
+  });
+
+  it('types a bigint within int32, its minimum included, as int with a plain number value', () => {
+    expect(toAmqpFieldValue(300n)).toEqual({ '!': 'int', value: 300 });
+    expect(toAmqpFieldValue(-2147483647n)).toEqual({ '!': 'int', value: -2147483647 });
+    expect(toAmqpFieldValue(-2147483648n)).toEqual({ '!': 'int', value: -2147483648 });
+  });
+
+  it('types a bigint above int32 as long and keeps it a bigint, up to 2^63-1', () => {
+    expect(toAmqpFieldValue(2n ** 40n)).toEqual({ '!': 'long', value: 2n ** 40n });
+    expect(toAmqpFieldValue(2n ** 63n - 1n)).toEqual({ '!': 'long', value: 2n ** 63n - 1n });
+  });
+
+  // py-amqp reads tag l as unsigned (wire spec §1.4) and amqplib cannot write L: -2147483649 sent as l
+  // would reach Python as 18446744071562067967. Refuse instead of changing the number.
+  it.each([-2147483649, -(2 ** 40), Number.MIN_SAFE_INTEGER, -2147483649n, -(2n ** 63n)])(
+    'refuses %p, below int32, with a RangeError naming the value and §1.4',
     (n) => {
-      expect(toAmqpFieldValue(n)).toEqual({ '!': 'long', value: n });
+      expect(() => toAmqpFieldValue(n)).toThrow(RangeError);
+      expect(() => toAmqpFieldValue(n)).toThrow(/cannot be sent.*py-amqp reads as unsigned \(wire spec §1\.4\)/);
+      expect(() => toAmqpFieldValue(n)).toThrow(String(n));
     },
   );
 
-  it('types a bigint within int32 as int with a plain number value', () => {
-    expect(toAmqpFieldValue(300n)).toEqual({ '!': 'int', value: 300 });
-    expect(toAmqpFieldValue(-2147483647n)).toEqual({ '!': 'int', value: -2147483647 });
+  it.each([2 ** 63, 2n ** 63n, 2n ** 64n])('refuses %p, beyond int64, with a RangeError', (n) => {
+    expect(() => toAmqpFieldValue(n)).toThrow(/does not fit in 64 bits/);
   });
 
-  it('types a bigint beyond int32 as long and keeps it a bigint', () => {
-    expect(toAmqpFieldValue(2n ** 40n)).toEqual({ '!': 'long', value: 2n ** 40n });
-    expect(toAmqpFieldValue(-2147483648n)).toEqual({ '!': 'long', value: -2147483648n });
+  it('names the header (and its path inside arrays and tables) that cannot be sent', () => {
+    expect(() => toAmqpFieldTable({ retries: 0, stamps: { deep: [1, -(2 ** 40)] } })).toThrow(/header stamps\.deep\[1\] = -1099511627776/);
+    expect(() => toAmqpFieldTable({ offset: -(2 ** 33) })).toThrow(/header offset = -8589934592/);
   });
 
   it('types a non-integral number as double', () => {
@@ -164,6 +182,18 @@ describe('bytes amqplib puts on the wire for typed values', () => {
 
   it('encodes a value beyond int32 with an 8-byte long tag', () => {
     expect(tagsOf(encodeWithAmqplib(toAmqpFieldTable({ big: 2 ** 40 })))).toEqual(['l']);
+  });
+
+  it('encodes the int32 boundaries -2147483648 and 2147483647 as 4-byte I, never l', () => {
+    const encoded = encodeWithAmqplib(toAmqpFieldTable({ a: -2147483648, b: 2147483647, c: -2147483648n }));
+    expect(encoded.toString('hex')).toBe('00000015' + '0161' + '4980000000' + '0162' + '497fffffff' + '0163' + '4980000000');
+  });
+
+  it('encodes 2147483648, the first value above int32, as l with the bytes py-amqp reads back as 2147483648', () => {
+    const encoded = encodeWithAmqplib(toAmqpFieldTable({ a: 2147483648 }));
+    expect(encoded.toString('hex')).toBe('0000000b' + '0161' + '6c' + '0000000080000000');
+    // py-amqp: unpack('>Q') of the 8 bytes after l
+    expect(encoded.readBigUInt64BE(7)).toBe(2147483648n);
   });
 
   it('encodes null as V, booleans as t, strings as S (never short string s), non-integral numbers as d', () => {
