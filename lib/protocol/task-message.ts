@@ -1,5 +1,5 @@
 import { InvalidTaskMessageError } from '../errors/celery.errors';
-import { compressBody, compressionMime, decompressBody } from './compression';
+import { compressBody, compressionMime, decompressBody, DecompressedTooLargeError } from './compression';
 import { toAmqpFieldTable, AmqpFieldValue } from './amqp-field-table';
 import { formatCeleryDate, parseCeleryDate } from './dates';
 import { parsePythonJson, pythonJsonDumps, UnknownJsonTypeError } from './python-json';
@@ -195,7 +195,10 @@ export interface DecodedTask {
 export interface DecodeOptions {
   /** Content types accepted; Celery's default is JSON only. */
   accept: readonly string[];
-  /** Largest body accepted, before and after decompression. Default: no limit. */
+  /**
+   * Largest body accepted, before and after decompression; decompression stops as soon as the
+   * output passes it. Default: no limit.
+   */
   maxBytes?: number;
 }
 
@@ -219,7 +222,7 @@ export function decodeTaskMessage(msg: IncomingMessage, options: DecodeOptions =
     fail(`content type ${JSON.stringify(contentType)} is not accepted (accepted: ${options.accept.join(', ')})`);
   }
   checkSize(msg.body, options.maxBytes, fail);
-  const payload = decompress(msg.body, headers.compression, fail);
+  const payload = decompress(msg.body, headers.compression, options.maxBytes, fail);
   if (payload !== msg.body) checkSize(payload, options.maxBytes, fail, 'decompressed ');
   let text: string;
   try {
@@ -246,18 +249,24 @@ function checkSize(body: Buffer, maxBytes: number | undefined, fail: Fail, what 
   }
 }
 
-function decompress(body: Buffer, compression: unknown, fail: Fail): Buffer {
+function decompress(body: Buffer, compression: unknown, maxBytes: number | undefined, fail: Fail): Buffer {
   if (compression === undefined || compression === null) return body;
   try {
-    const out = decompressBody(body, compression);
+    const out = decompressBody(body, compression, maxBytes);
     if (out instanceof Promise) {
       out.catch(() => undefined);
       return fail(`compression ${JSON.stringify(compression)} must be read with decodeTaskMessageAsync`);
     }
     return out;
   } catch (err) {
-    return fail((err as Error).message);
+    return fail(decompressionFailure(err));
   }
+}
+
+/** The reason for a body that did not decompress: too large (the codec stopped at the limit), or corrupt. */
+function decompressionFailure(err: unknown): string {
+  if (err instanceof DecompressedTooLargeError) return `${err.message} (worker.maxMessageBytes)`;
+  return (err as Error).message;
 }
 
 /**
@@ -273,9 +282,9 @@ export async function decodeTaskMessageAsync(msg: IncomingMessage, options: Deco
   if (options.maxBytes !== undefined && msg.body.length > options.maxBytes) return decodeTaskMessage(msg, options); // names the size
   let body: Buffer;
   try {
-    body = await decompressBody(msg.body, compression);
+    body = await decompressBody(msg.body, compression, options.maxBytes);
   } catch (err) {
-    throw new InvalidTaskMessageError((err as Error).message, headerId);
+    throw new InvalidTaskMessageError(decompressionFailure(err), headerId);
   }
   const headers = { ...msg.headers };
   delete headers.compression;
