@@ -221,6 +221,7 @@ export function decodeTaskMessage(msg: IncomingMessage, options: DecodeOptions =
   if (!options.accept.includes(contentType)) {
     fail(`content type ${JSON.stringify(contentType)} is not accepted (accepted: ${options.accept.join(', ')})`);
   }
+  checkContentEncoding(msg.contentEncoding, fail);
   checkSize(msg.body, options.maxBytes, fail);
   const payload = decompress(msg.body, headers.compression, options.maxBytes, fail);
   if (payload !== msg.body) checkSize(payload, options.maxBytes, fail, 'decompressed ');
@@ -242,6 +243,21 @@ export function decodeTaskMessage(msg: IncomingMessage, options: DecodeOptions =
 }
 
 type Fail = (reason: string, id?: string | null) => never;
+
+/**
+ * kombu reads a body with its `content_encoding`: `utf-8` is what it writes for JSON, and `binary` /
+ * `ascii-8bit` (its SKIP_DECODE set) mean the bytes are taken as they are, which for JSON is UTF-8
+ * again. Python's codec names are case-insensitive and `utf8` / `utf_8` are aliases of `utf-8`; a
+ * missing or empty encoding is read as UTF-8 too. Anything else (`utf-16`, `latin-1`, `x-foo`) would
+ * be misread as UTF-8, so the message is refused instead.
+ */
+const UTF8_ENCODINGS = new Set(['utf-8', 'utf8', 'utf_8', 'binary', 'ascii-8bit']);
+
+function checkContentEncoding(encoding: unknown, fail: Fail): void {
+  if (encoding === undefined || encoding === null || encoding === '') return;
+  if (typeof encoding === 'string' && UTF8_ENCODINGS.has(encoding.toLowerCase())) return;
+  fail(`content encoding ${JSON.stringify(encoding)} is not supported (accepted: utf-8, binary, ascii-8bit)`);
+}
 
 function checkSize(body: Buffer, maxBytes: number | undefined, fail: Fail, what = ''): void {
   if (maxBytes !== undefined && body.length > maxBytes) {
@@ -279,6 +295,9 @@ export async function decodeTaskMessageAsync(msg: IncomingMessage, options: Deco
   const headerId = typeof msg.headers?.id === 'string' ? msg.headers.id : (msg.correlationId ?? null);
   const contentType = msg.contentType ?? '';
   if (!options.accept.includes(contentType)) return decodeTaskMessage(msg, options); // names the content type
+  checkContentEncoding(msg.contentEncoding, (reason) => {
+    throw new InvalidTaskMessageError(reason, headerId);
+  });
   if (options.maxBytes !== undefined && msg.body.length > options.maxBytes) return decodeTaskMessage(msg, options); // names the size
   let body: Buffer;
   try {

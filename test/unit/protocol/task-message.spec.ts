@@ -2,6 +2,7 @@ import { deflateSync, gzipSync } from 'node:zlib';
 import { InvalidTaskMessageError } from '../../../lib/errors/celery.errors';
 import {
   decodeTaskMessage,
+  decodeTaskMessageAsync,
   encodeTaskMessage,
   EncodeContext,
   IncomingMessage,
@@ -100,6 +101,52 @@ describe('decodeTaskMessage: content type and body encoding', () => {
     const encoded = encode({ args: [NaN] });
     const decoded = decodeTaskMessage(message({ headers: encoded.headers, body: encoded.body }));
     expect(decoded.args).toEqual([NaN]);
+  });
+});
+
+describe('decodeTaskMessage: content_encoding', () => {
+  it.each(['utf-8', 'UTF-8', 'Utf-8', 'utf8', 'UTF8', 'utf_8', 'binary', 'BINARY', 'ascii-8bit', 'ASCII-8BIT', '', undefined])(
+    'reads a JSON body sent with content_encoding %p as UTF-8',
+    (contentEncoding) => {
+      const body = '[["caf\u00e9", "na\u00efve"], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]';
+      const decoded = decodeTaskMessage(message({ contentEncoding, body: Buffer.from(body, 'utf8') }));
+      expect(decoded.args).toEqual(['café', 'naïve']);
+    },
+  );
+
+  it('reads raw UTF-8 bytes (not escaped) under binary as under utf-8', () => {
+    const body = Buffer.from('[["café ☃"], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]', 'utf8');
+    expect(decodeTaskMessage(message({ contentEncoding: 'binary', body })).args).toEqual(['café ☃']);
+  });
+
+  it.each(['utf-16', 'UTF-16LE', 'utf-32', 'latin-1', 'iso-8859-1', 'rot13', 'x-foo', 'gzip', 'utf-8 ', 'base64'])(
+    'rejects content_encoding %p with an error naming the encoding and the task id',
+    (contentEncoding) => {
+      const err = rejection(message({ contentEncoding }));
+      expect(err.taskId).toBe(ID);
+      expect(err.reason).toBe(`content encoding ${JSON.stringify(contentEncoding)} is not supported (accepted: utf-8, binary, ascii-8bit)`);
+    },
+  );
+
+  it('rejects a UTF-16 body labelled utf-16 instead of misreading it as UTF-8', () => {
+    const body = Buffer.from(GOOD_BODY, 'utf16le');
+    expect(rejection(message({ contentEncoding: 'utf-16', body })).reason).toMatch(/content encoding "utf-16"/);
+  });
+
+  it('rejects an unknown encoding on a compressed message before decompressing it (async path)', async () => {
+    const err = await decodeTaskMessageAsync(
+      message({ contentEncoding: 'rot13', headers: plainHeaders({ compression: 'application/x-gzip' }), body: deflateSync(Buffer.from(GOOD_BODY)) }),
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidTaskMessageError);
+    expect((err as InvalidTaskMessageError).taskId).toBe(ID);
+    expect((err as InvalidTaskMessageError).reason).toMatch(/^content encoding "rot13" is not supported/);
+  });
+
+  it('accepts utf-8 on a compressed message read asynchronously', async () => {
+    const decoded = await decodeTaskMessageAsync(
+      message({ contentEncoding: 'UTF-8', headers: plainHeaders({ compression: 'application/x-gzip' }), body: deflateSync(Buffer.from(GOOD_BODY)) }),
+    );
+    expect(decoded.id).toBe(ID);
   });
 });
 
