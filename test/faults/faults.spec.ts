@@ -33,8 +33,8 @@ describe('fault suite', () => {
     // Every task is queued before the worker starts, so the fault lands mid-run however fast it is.
     await scenario.send(N);
     const worker = await scenario.startWorker();
-    await scenario.waitUntilCompleted(N * 0.1);
-    expect(await scenario.markFault()).toBeLessThan(N);
+    await scenario.waitUntilRun(N * 0.1);
+    expect(scenario.markFault()).toBeLessThan(N);
     worker.signal('SIGKILL');
     await worker.waitExit(10000);
     await scenario.startWorker();
@@ -53,8 +53,8 @@ describe('fault suite', () => {
     // Every task is queued before the worker starts, so the fault lands mid-run however fast it is.
     await scenario.send(N);
     const worker = await scenario.startWorker();
-    await scenario.waitUntilCompleted(N * 0.1);
-    expect(await scenario.markFault()).toBeLessThan(N);
+    await scenario.waitUntilRun(N * 0.1);
+    expect(scenario.markFault()).toBeLessThan(N);
     worker.signal('SIGTERM', group as boolean);
     expect(await worker.waitExit(35000)).toBe(true);
     expect(worker.exitCode).toBe(0);
@@ -70,8 +70,8 @@ describe('fault suite', () => {
     await scenario.open();
     await scenario.send(N);
     await scenario.startWorker();
-    await scenario.waitUntilCompleted(N * 0.1);
-    expect(await scenario.markFault()).toBeLessThan(N);
+    await scenario.waitUntilRun(N * 0.1);
+    expect(scenario.markFault()).toBeLessThan(N);
     rabbitmqctl('stop_app');
     let during: Promise<void> = Promise.resolve();
     try {
@@ -92,8 +92,8 @@ describe('fault suite', () => {
     await scenario.open();
     await scenario.send(N);
     await scenario.startWorker();
-    await scenario.waitUntilCompleted(N * 0.1);
-    expect(await scenario.markFault()).toBeLessThan(N);
+    await scenario.waitUntilRun(N * 0.1);
+    expect(scenario.markFault()).toBeLessThan(N);
     rabbitmqctl('stop', '/var/lib/rabbitmq/mnesia/rabbit@localhost.pid');
     let during: Promise<void> = Promise.resolve();
     try {
@@ -112,9 +112,9 @@ describe('fault suite', () => {
     await scenario.open();
     await scenario.send(N);
     await scenario.startWorker();
-    await scenario.waitUntilCompleted(N * 0.1);
+    await scenario.waitUntilRun(N * 0.1);
     const pid = cassandraPid();
-    expect(await scenario.markFault()).toBeLessThan(N);
+    expect(scenario.markFault()).toBeLessThan(N);
     process.kill(pid, 'SIGTERM');
     try {
       for (let i = 0; i < 300; i++) {
@@ -138,9 +138,9 @@ describe('fault suite', () => {
     await scenario.open();
     await scenario.send(N);
     await scenario.startWorker();
-    await scenario.waitUntilCompleted(N * 0.1);
+    await scenario.waitUntilRun(N * 0.1);
     const pid = cassandraPid();
-    expect(await scenario.markFault()).toBeLessThan(N);
+    expect(scenario.markFault()).toBeLessThan(N);
     process.kill(pid, 'SIGSTOP');
     try {
       await sleep(20000);
