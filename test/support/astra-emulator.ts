@@ -28,6 +28,9 @@ export class AstraEmulator {
   private readonly sockets = new Set<Socket>();
   metadataPort = 0;
   proxyPort = 0;
+  /** Server names of the proxy connections routed to the node, and of those refused, in order. */
+  readonly routed: string[] = [];
+  readonly refused: string[] = [];
 
   private constructor() {
     this.dir = mkdtempSync(join(tmpdir(), 'astra-emulator-'));
@@ -53,6 +56,11 @@ export class AstraEmulator {
     zip.addFile('cert', this.file('client.crt'));
     zip.addFile('key', this.file('client.key'));
     zip.writeZip(path);
+  }
+
+  /** The client side of the bundle (its CA, client certificate and key), for tests that dial the emulator themselves. */
+  clientTls(): { ca: Buffer; cert: Buffer; key: Buffer } {
+    return { ca: this.file('ca.crt'), cert: this.file('client.crt'), key: this.file('client.key') };
   }
 
   /** Stops the metadata service only (the proxy stays), to test startup without it. */
@@ -94,10 +102,13 @@ export class AstraEmulator {
       this.sockets.add(client);
       client.on('close', () => this.sockets.delete(client));
       // Route by SNI: only the node's host id is known; anything else is refused.
-      if (client.servername !== this.hostId) {
+      const name = typeof client.servername === 'string' ? client.servername : '';
+      if (name !== this.hostId) {
+        this.refused.push(name);
         client.destroy();
         return;
       }
+      this.routed.push(name);
       const upstream = netConnect(CASSANDRA_PORT, CASSANDRA_HOST);
       this.sockets.add(upstream);
       upstream.on('close', () => this.sockets.delete(upstream));
