@@ -31,6 +31,7 @@ export class CassandraResultStore extends ResultStore {
   private client: Client | null = null;
   private readonly insertCql: string;
   private readonly selectCql: string;
+  private readonly statusCql: string;
   private readonly readConsistency: number;
   private readonly writeConsistency: number;
 
@@ -43,6 +44,7 @@ export class CassandraResultStore extends ResultStore {
     const ttl = config.entryTtl ? ` USING TTL ${config.entryTtl}` : '';
     this.insertCql = `INSERT INTO ${target} (task_id, status, result, date_done, traceback, children) VALUES (?, ?, ?, ?, ?, ?)${ttl}`;
     this.selectCql = `SELECT status, result, date_done, traceback, children FROM ${target} WHERE task_id=? LIMIT 1`;
+    this.statusCql = `SELECT status FROM ${target} WHERE task_id=? LIMIT 1`;
     this.readConsistency = consistencyOf(config.readConsistency);
     this.writeConsistency = consistencyOf(config.writeConsistency);
   }
@@ -75,6 +77,14 @@ export class CassandraResultStore extends ResultStore {
       [row.taskId, row.status, row.result, row.dateDone, row.traceback, row.children],
       { prepare: true, consistency: this.writeConsistency },
     );
+  }
+
+  /** As the base class, but the check before the write reads the status column only. */
+  override async storeUnlessSucceeded(result: ResultToStore): Promise<TaskMeta | null> {
+    const rs = await this.requireClient().execute(this.statusCql, [result.taskId], { prepare: true, consistency: this.readConsistency });
+    if (rs.first()?.status === 'SUCCESS') return this.getTaskMeta(result.taskId);
+    await this.store(result);
+    return null;
   }
 
   async getTaskMeta(taskId: string): Promise<TaskMeta> {

@@ -10,6 +10,11 @@ export class DisabledResultStore extends ResultStore {
 
   async store(_result: ResultToStore): Promise<void> {}
 
+  /** Nothing is stored, so there is nothing to keep. */
+  override async storeUnlessSucceeded(_result: ResultToStore): Promise<TaskMeta | null> {
+    return null;
+  }
+
   async getTaskMeta(_taskId: string): Promise<TaskMeta> {
     throw new CeleryConfigError('resultBackend', 'no result backend is configured, so results cannot be read; set resultBackend to cassandra or memory');
   }

@@ -11,6 +11,17 @@ export abstract class ResultStore {
   abstract store(result: ResultToStore): Promise<void>;
   /** The newest state of a task; PENDING when there is no row. */
   abstract getTaskMeta(taskId: string): Promise<TaskMeta>;
+  /**
+   * Stores `result` unless the task's newest stored state is already SUCCESS, and then returns that
+   * stored success instead (Celery 5.7's "keep the first SUCCESS": a duplicate delivery of a task,
+   * redelivered or published twice, never replaces a stored success). Returns null when it stored.
+   */
+  async storeUnlessSucceeded(result: ResultToStore): Promise<TaskMeta | null> {
+    const current = await this.getTaskMeta(result.taskId);
+    if (current.status === 'SUCCESS') return current;
+    await this.store(result);
+    return null;
+  }
   abstract close(): Promise<void>;
   /** Whether results can be read back at all (false for the disabled store). */
   readonly enabled: boolean = true;

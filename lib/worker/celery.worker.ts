@@ -5,7 +5,10 @@ import type { ResolvedCeleryConfig } from '../config/resolved-config';
 import { TaskRegistry } from '../discovery/task.registry';
 import { encodeResultMessage, ResultToStore } from '../protocol/result-row';
 import { ResultStore } from '../results/result-store.interface';
-import { RequestContext, TaskRequest } from './task-request';
+import { RequestContext, StoreOutcome, TaskRequest } from './task-request';
+
+/** The longest delay setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Consumes the configured queues (one consumer per queue, dispatching by the `task` header),
@@ -105,8 +108,13 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     if (this.stopping) return Promise.resolve(false);
     this.adjustHeld(+1);
     return new Promise<boolean>((resolve) => {
-      const entry = {
-        timer: setTimeout(() => finish(true), Math.max(0, etaMicros / 1000 - Date.now())),
+      // setTimeout fires at once for delays over 2^31 - 1 ms (24.8 days): wait in steps up to the ETA.
+      const arm = (): NodeJS.Timeout => {
+        const left = etaMicros / 1000 - Date.now();
+        return setTimeout(() => (left > MAX_TIMER_MS ? (entry.timer = arm()) : finish(true)), Math.min(Math.max(0, left), MAX_TIMER_MS));
+      };
+      const entry: { timer: NodeJS.Timeout; resolve: (run: boolean) => void } = {
+        timer: undefined as unknown as NodeJS.Timeout,
         resolve: (run: boolean) => finish(run),
       };
       const finish = (run: boolean) => {
@@ -115,6 +123,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
         resolve(run);
       };
       this.holds.add(entry);
+      entry.timer = arm();
     });
   }
 
@@ -141,19 +150,20 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
    * Stores a result, retrying with back-off for as long as the worker runs: while the store is
    * down the message stays unacknowledged, and since every prefetched message is then held, the
    * broker stops delivering (consuming pauses, memory stays bounded). Only a stopping worker
-   * gives up, and then the message goes back to the queue — never to a FAILURE row.
+   * gives up, and then the message goes back to the queue — never to a FAILURE row. A task whose
+   * SUCCESS is already stored keeps it: the new result is not written (Celery 5.7's rule).
    */
-  private async storeDurably(result: ResultToStore): Promise<boolean> {
+  private async storeDurably(result: ResultToStore): Promise<StoreOutcome> {
     let delay = 100;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.store.store(result);
+        const kept = await this.store.storeUnlessSucceeded(result);
         if (attempt > 1) this.logger.log(`Stored the result of ${result.taskId} after ${attempt} attempts`);
-        return true;
+        return kept ? { kind: 'kept', meta: kept } : { kind: 'stored' };
       } catch (err) {
         if (this.stopping) {
           this.logger.warn(`Storing the result of ${result.taskId} failed while stopping: ${(err as Error).message}`);
-          return false;
+          return { kind: 'abandoned' };
         }
         if (attempt === 1 || attempt % 10 === 0) {
           this.logger.warn(`Storing the result of ${result.taskId} failed (attempt ${attempt}): ${(err as Error).message}; retrying with back-off`);
@@ -163,5 +173,4 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       }
     }
   }
-
 }

@@ -5,10 +5,13 @@ import type { RegisteredTask, TaskRegistry } from '../discovery/task.registry';
 import { InvalidTaskMessageError } from '../errors/celery.errors';
 import { celeryException, toExceptionInfo, tracebackOf } from '../protocol/exceptions';
 import { pythonJsonDumps } from '../protocol/python-json';
-import type { ResultToStore } from '../protocol/result-row';
+import type { ResultToStore, TaskMeta } from '../protocol/result-row';
 import { decodeTaskMessageAsync, DecodedTask } from '../protocol/task-message';
 import type { ResultStore } from '../results/result-store.interface';
 import { NOTIFY_HEADER } from '../results/result-notifier';
+
+/** How a durable store ended: written, skipped because a SUCCESS was already stored, or given up (stopping). */
+export type StoreOutcome = { kind: 'stored' } | { kind: 'kept'; meta: TaskMeta } | { kind: 'abandoned' };
 
 /** What a request needs from the worker that owns it. */
 export interface RequestContext {
@@ -22,8 +25,8 @@ export interface RequestContext {
   holdUntil(etaMicros: number): Promise<boolean>;
   /** Runs `fn` within the worker's concurrency limit. */
   withSlot<T>(fn: () => Promise<T>): Promise<T>;
-  /** Stores a result, retrying with back-off; resolves false if it could not (the message goes back). */
-  storeDurably(result: ResultToStore): Promise<boolean>;
+  /** Stores a result, retrying with back-off, unless a SUCCESS is already stored (then it is kept). */
+  storeDurably(result: ResultToStore): Promise<StoreOutcome>;
   /** Pushes a stored result to the producer's reply queue. */
   notify(queue: string, result: ResultToStore): void;
 }
@@ -52,19 +55,23 @@ export class TaskRequest {
     const entry = this.ctx.registry.get(task.task);
     if (!entry) return this.rejectUnregistered(task);
     if (this.delivery.redelivered && (await this.alreadySucceeded(task))) return;
+    // Expiry is checked on receipt (an expired ETA task does not wait for its ETA) and again before running.
+    if (isExpired(task)) return this.revokeExpired(task);
     if (task.eta !== null && task.eta > nowMicros()) {
       if (!(await this.ctx.holdUntil(task.eta))) {
         this.delivery.reject(true);
         return;
       }
+      if (isExpired(task)) return this.revokeExpired(task);
     }
     const ignoreResult = task.ignoreResult ?? entry.ignoreResult;
-    if (task.expires !== null && task.expires <= nowMicros()) {
-      this.ctx.logger.warn(`Task ${task.task}[${task.id}] expired; not run`);
-      return this.finish(task, { taskId: task.id, status: 'REVOKED', result: celeryException('TaskRevokedError', 'expired'), traceback: null, children: null }, false);
-    }
     const outcome = await this.ctx.withSlot(() => this.run(task, entry));
     return this.finish(task, outcome, ignoreResult && outcome.status === 'SUCCESS');
+  }
+
+  private revokeExpired(task: DecodedTask): Promise<void> {
+    this.ctx.logger.warn(`Task ${task.task}[${task.id}] expired; not run`);
+    return this.finish(task, { taskId: task.id, status: 'REVOKED', result: celeryException('TaskRevokedError', 'expired'), traceback: null, children: null }, false);
   }
 
   private async run(task: DecodedTask, entry: RegisteredTask): Promise<ResultToStore> {
@@ -83,13 +90,22 @@ export class TaskRequest {
   }
 
   private async finish(task: DecodedTask, result: ResultToStore, skipStore: boolean): Promise<void> {
-    if (!skipStore && !(await this.ctx.storeDurably(result))) {
+    if (skipStore) {
+      this.delivery.ack();
+      return;
+    }
+    const outcome = await this.ctx.storeDurably(result);
+    if (outcome.kind === 'abandoned') {
       this.ctx.logger.warn(`Result of ${task.task}[${task.id}] not stored; message returned to the queue`);
       this.delivery.reject(true);
       return;
     }
     this.delivery.ack();
-    if (!skipStore) this.notify(task, result);
+    if (outcome.kind === 'kept') {
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}] already has a stored SUCCESS; kept it, this run's ${result.status} is not stored`);
+      return this.notify(task, successOf(outcome.meta));
+    }
+    this.notify(task, result);
   }
 
   private notify(task: DecodedTask, result: ResultToStore): void {
@@ -112,7 +128,7 @@ export class TaskRequest {
     if (meta.status !== 'SUCCESS') return false;
     this.ctx.logger.warn(`Task ${task.task}[${task.id}] was redelivered but already succeeded; not run again`);
     this.delivery.ack();
-    this.notify(task, { taskId: task.id, status: 'SUCCESS', result: meta.result, traceback: null, children: meta.children });
+    this.notify(task, successOf(meta));
     return true;
   }
 
@@ -123,13 +139,21 @@ export class TaskRequest {
     );
     try {
       const result: ResultToStore = { taskId: task.id, status: 'FAILURE', result: celeryException('NotRegistered', task.task), traceback: null, children: [] };
-      await this.ctx.store.store(result);
-      this.notify(task, result);
+      const kept = await this.ctx.store.storeUnlessSucceeded(result);
+      this.notify(task, kept ? successOf(kept) : result);
     } catch (err) {
       this.ctx.logger.error(`Could not store NotRegistered for ${task.id}: ${(err as Error).message}`);
     }
     this.delivery.reject(false);
   }
+}
+
+function successOf(meta: TaskMeta): ResultToStore {
+  return { taskId: meta.taskId, status: 'SUCCESS', result: meta.result, traceback: null, children: meta.children };
+}
+
+function isExpired(task: DecodedTask): boolean {
+  return task.expires !== null && task.expires <= nowMicros();
 }
 
 function nowMicros(): number {

@@ -92,6 +92,17 @@ describe('walkthrough on RabbitMQ and Cassandra', () => {
     expect(row.children.toString('utf8')).toBe('[]');
   });
 
+  it('keeps the first SUCCESS in Cassandra when the same task id comes again and fails, or is unregistered', async () => {
+    const first = await producer.sendTask('tasks.sortWords', { args: ['b a'], taskId: `${table}-dup` });
+    await expect(first.get({ timeout: 20000 })).resolves.toBe('a b');
+    await producer.sendTask('tasks.failWords', { args: ['x'], taskId: first.id });
+    await producer.sendTask('tasks.noSuchTask', { taskId: first.id });
+    await eventually(async () => (await amqp.depth(queue)) === 0);
+    await (await producer.sendTask('tasks.echo', { args: ['flush'] })).get({ timeout: 20000 });
+    const rs = await cql.execute(`SELECT status, result FROM ${KEYSPACE}.${table} WHERE task_id = ?`, [first.id], { prepare: true });
+    expect(rs.rows.map((r) => [r.status, r.result.toString('utf8')])).toEqual([['SUCCESS', '"a b"']]);
+  });
+
   it('rejects an unknown task without requeue, stores NotRegistered, and keeps serving', async () => {
     const unknown = await producer.sendTask('tasks.noSuchTask', { args: [1] });
     await expect(unknown.get({ timeout: 20000 })).rejects.toMatchObject({ excType: 'NotRegistered', excModule: 'celery.exceptions', excMessage: ['tasks.noSuchTask'] });

@@ -115,6 +115,39 @@ describe('CeleryModule on memory://', () => {
     await expect(result.get({ timeout: 5000 })).rejects.toMatchObject({ state: 'REVOKED', excType: 'TaskRevokedError', excMessage: ['expired'] });
   });
 
+  it('stores REVOKED expired on receipt for an expired ETA task, without waiting for its ETA', async () => {
+    const result = await producer.sendTask('tasks.echo', { args: ['stale'], eta: new Date(Date.now() + 60_000), expires: new Date(Date.now() - 1000) });
+    await expect(result.get({ timeout: 2000 })).rejects.toMatchObject({ state: 'REVOKED', excMessage: ['expired'] });
+  });
+
+  it('holds a task whose ETA is beyond setTimeout range (24.8 days) instead of running it at once', async () => {
+    const far = await producer.sendTask('tasks.echo', { args: ['next month'], eta: new Date(Date.now() + 30 * 86_400_000) });
+    const control = await producer.sendTask('tasks.echo', { args: ['now'] });
+    await control.get({ timeout: 5000 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await far.state()).toBe('PENDING');
+  });
+
+  it('keeps the first SUCCESS when the same task id is sent again and fails (Celery 5.7)', async () => {
+    const first = await producer.sendTask('tasks.echo', { args: ['first'], taskId: 'dup-1' });
+    await expect(first.get({ timeout: 5000 })).resolves.toBe('first');
+    const again = await producer.sendTask('tasks.failWords', { args: ['x'], taskId: 'dup-1' });
+    const control = await producer.sendTask('tasks.echo', { args: ['after'] });
+    await control.get({ timeout: 5000 });
+    const meta = await moduleRef.get(ResultStore).getTaskMeta('dup-1');
+    expect(meta).toMatchObject({ status: 'SUCCESS', result: 'first' });
+    await expect(again.get({ timeout: 1000 })).resolves.toBe('first');
+    const broker = moduleRef.get(Broker) as MemoryBroker;
+    expect(broker.depth('celery')).toBe(0);
+  });
+
+  it('keeps a stored SUCCESS when a later run of the same id succeeds with another value', async () => {
+    await (await producer.sendTask('tasks.echo', { args: ['one'], taskId: 'dup-2' })).get({ timeout: 5000 });
+    await producer.sendTask('tasks.echo', { args: ['two'], taskId: 'dup-2' });
+    await (await producer.sendTask('tasks.echo', { args: ['flush'] })).get({ timeout: 5000 });
+    expect(await moduleRef.get(ResultStore).getTaskMeta('dup-2')).toMatchObject({ status: 'SUCCESS', result: 'one' });
+  });
+
   it('rejects get() with TaskTimeoutError when no result comes', async () => {
     const result = producer.asyncResult('never-sent');
     await expect(result.get({ timeout: 150 })).rejects.toBeInstanceOf(TaskTimeoutError);
