@@ -150,19 +150,25 @@ export class AmqpBroker extends Broker {
 
   /**
    * Resolves once RabbitMQ has confirmed the message. While the connection is down it waits for
-   * the reconnect (up to `publishTimeoutMs`) and then publishes; a message whose confirm was lost
-   * with the connection is published again (at least once, never "sent" without a confirm).
+   * the reconnect and then publishes; a message whose confirm was lost with the connection is
+   * published again (at least once, never "sent" without a confirm). All of it is bounded by
+   * `publishTimeoutMs`: when no confirm has come by then (broker away, or a connection that hangs
+   * without closing) it rejects with a CeleryConnectionError.
    */
   async publish(queue: string, message: OutgoingMessage): Promise<void> {
-    const deadline = Date.now() + (this.options.publishTimeoutMs ?? 30000);
+    const timeoutMs = this.options.publishTimeoutMs ?? 30000;
+    const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
         await this.waitReady(deadline, queue);
-        await this.assertQueue(queue);
-        const ch = await this.channel();
-        await new Promise<void>((resolve, reject) => {
-          ch.publish('', queue, message.body, { ...message.properties, headers: message.headers }, (err: unknown) => (err ? reject(err) : resolve()));
-        });
+        await beforeDeadline(
+          this.publishOnce(queue, message),
+          deadline,
+          () =>
+            new CeleryConnectionError(
+              `Broker ${this.describe()} did not confirm the message for queue ${queue} within ${timeoutMs} ms (publishTimeoutMs); it may or may not be queued`,
+            ),
+        );
         return;
       } catch (err) {
         if (this.closing || err instanceof CeleryConnectionError || Date.now() >= deadline) {
@@ -174,19 +180,20 @@ export class AmqpBroker extends Broker {
     }
   }
 
-  private async waitReady(deadline: number, queue: string): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(
-        () => reject(new CeleryConnectionError(`Broker ${this.describe()} unreachable: message for queue ${queue} not sent within the publish timeout`)),
-        Math.max(0, deadline - Date.now()),
-      );
+  private async publishOnce(queue: string, message: OutgoingMessage): Promise<void> {
+    await this.assertQueue(queue);
+    const ch = await this.channel();
+    await new Promise<void>((resolve, reject) => {
+      ch.publish('', queue, message.body, { ...message.properties, headers: message.headers }, (err: unknown) => (err ? reject(err) : resolve()));
     });
-    try {
-      await Promise.race([this.ready, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  }
+
+  private async waitReady(deadline: number, queue: string): Promise<void> {
+    await beforeDeadline(
+      this.ready,
+      deadline,
+      () => new CeleryConnectionError(`Broker ${this.describe()} unreachable: message for queue ${queue} not sent within the publish timeout (publishTimeoutMs)`),
+    );
   }
 
   async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle> {
@@ -276,6 +283,19 @@ function deliveryOf(ch: Channel, msg: ConsumeMessage, logger: Logger): Delivery 
     ack: () => settle(() => ch.ack(msg), 'acknowledge'),
     reject: (requeue: boolean) => settle(() => ch.reject(msg, requeue), 'reject'),
   };
+}
+
+/** Settles as `work` does, or rejects with `timeoutError()` at `deadline` (epoch ms), whichever comes first. */
+async function beforeDeadline<T>(work: Promise<T>, deadline: number, timeoutError: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(timeoutError()), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function messageOf(err: unknown): string {
