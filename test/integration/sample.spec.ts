@@ -1,0 +1,96 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { rawCassandra, RawAmqp, uniqueName, KEYSPACE, SUPERUSER, AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT } from '../support/real-services';
+
+const MAIN = join(__dirname, '..', '..', 'dist-sample', 'sample', 'main.js');
+const FIRST = 'Astra DB is my powerful results storage yay';
+const SECOND = 'ANOTHER DAY IN LAND OF THE WIZARDS';
+
+/** Runs `node dist-sample/sample/main.js <mode>` (built by `npm test` before Jest) and collects its output. */
+function run(mode: string, env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, mode], { env: { PATH: process.env.PATH, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60000);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** The sample, as the README runs it: first with nothing configured, then on RabbitMQ and Cassandra. */
+describe('the sample app', () => {
+  it('`npm run sample` with no infrastructure prints both sorted strings and the rows of the in-memory table', async () => {
+    const out = await run('all', {});
+    expect(out.code).toBe(0);
+    const lines = out.stdout.split('\n');
+    expect(lines).toContain(FIRST);
+    expect(lines).toContain(SECOND);
+    expect(out.stdout).toContain('task_id | status | result | date_done | traceback | children');
+    expect(out.stdout.match(/\| SUCCESS \|/g)).toHaveLength(2);
+    expect(out.stdout + out.stderr).toContain('memory://');
+  });
+
+  describe('on RabbitMQ and Cassandra (sample:worker, sample:client, sample:rows)', () => {
+    const queue = uniqueName('it_sample');
+    const table = uniqueName('it_sample');
+    const env = {
+      CELERY_BROKER_URL: AMQP_URL,
+      CELERY_QUEUE: queue,
+      CASSANDRA_CONTACT_POINTS: CASSANDRA_HOST,
+      CASSANDRA_PORT: String(CASSANDRA_PORT),
+      CASSANDRA_KEYSPACE: KEYSPACE,
+      CASSANDRA_TABLE: table,
+      CASSANDRA_USERNAME: SUPERUSER.username,
+      CASSANDRA_PASSWORD: SUPERUSER.password,
+    };
+    let worker: ChildProcess | null = null;
+
+    afterAll(async () => {
+      worker?.kill('SIGKILL');
+      const amqp = await RawAmqp.open();
+      await amqp.deleteQueues(queue);
+      await amqp.close();
+      const cql = await rawCassandra();
+      await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
+      await cql.shutdown();
+    });
+
+    it('the worker and the client in two processes sort both strings; rows shows them in Cassandra; SIGTERM exits 0', async () => {
+      const w = spawn(process.execPath, [MAIN, 'worker'], { env: { PATH: process.env.PATH, ...env } });
+      worker = w;
+      let workerOut = '';
+      w.stdout.on('data', (d: Buffer) => (workerOut += d.toString()));
+      w.stderr.on('data', (d: Buffer) => (workerOut += d.toString()));
+      for (let i = 0; i < 300 && !workerOut.includes('Worker consuming'); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(workerOut).toContain(`Worker consuming ${queue}`);
+
+      const client = await run('client', env);
+      expect(client.code).toBe(0);
+      expect(client.stdout.split('\n')).toEqual(expect.arrayContaining([FIRST, SECOND]));
+
+      const rows = await run('rows', env);
+      expect(rows.code).toBe(0);
+      expect(rows.stdout.match(/\| SUCCESS \|/g)).toHaveLength(2);
+      const cql = await rawCassandra();
+      try {
+        const rs = await cql.execute(`SELECT status, result FROM ${KEYSPACE}.${table}`);
+        const stored = rs.rows.map((r) => `${String(r.status)} ${String(JSON.parse(r.result.toString('utf8')))}`);
+        expect(stored.sort()).toEqual([`SUCCESS ${SECOND}`, `SUCCESS ${FIRST}`].sort());
+      } finally {
+        await cql.shutdown();
+      }
+
+      const exited = new Promise<number | null>((resolve) => w.on('exit', resolve));
+      w.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      worker = null;
+      expect(workerOut).not.toContain(`${SUPERUSER.username}:${SUPERUSER.password}`);
+    });
+  });
+});
