@@ -28,7 +28,10 @@ export class AsyncResult<T = unknown> {
     private readonly notifier: ResultNotifier | null = null,
     /** Until this time (epoch ms) a push is expected: the task was just sent by this process. */
     private readonly pushExpectedUntil = 0,
-  ) {}
+  ) {
+    // Sent by this process: its push is kept for this handle, however late get() is called.
+    if (notifier && pushExpectedUntil > 0) notifier.expect(id, this);
+  }
 
   /** The stored meta of the task: status, result, traceback, children, date done. */
   info(): Promise<TaskMeta> {

@@ -19,6 +19,10 @@ export function createTableCql(keyspace: string, table: string): string {
 }
 
 const UNAUTHORIZED = 0x2100;
+/** Status reads (before each write) out at once before new ones wait to go together. */
+const STATUS_READS_IN_FLIGHT = 2;
+/** Most task ids in one status read (`IN` list). */
+const STATUS_READ_BATCH = 64;
 
 /**
  * Reads and writes Celery's own Cassandra result table, so Python's `AsyncResult.get()` reads
@@ -32,6 +36,8 @@ export class CassandraResultStore extends ResultStore {
   private readonly insertCql: string;
   private readonly selectCql: string;
   private readonly statusCql: string;
+  private readonly statusChecks: { taskId: string; resolve: (status: string | undefined) => void; reject: (err: unknown) => void }[] = [];
+  private statusReadsInFlight = 0;
   private readonly readConsistency: number;
   private readonly writeConsistency: number;
 
@@ -44,7 +50,7 @@ export class CassandraResultStore extends ResultStore {
     const ttl = config.entryTtl ? ` USING TTL ${config.entryTtl}` : '';
     this.insertCql = `INSERT INTO ${target} (task_id, status, result, date_done, traceback, children) VALUES (?, ?, ?, ?, ?, ?)${ttl}`;
     this.selectCql = `SELECT status, result, date_done, traceback, children FROM ${target} WHERE task_id=? LIMIT 1`;
-    this.statusCql = `SELECT status FROM ${target} WHERE task_id=? LIMIT 1`;
+    this.statusCql = `SELECT task_id, status FROM ${target} WHERE task_id IN ? PER PARTITION LIMIT 1`;
     this.readConsistency = consistencyOf(config.readConsistency);
     this.writeConsistency = consistencyOf(config.writeConsistency);
   }
@@ -79,12 +85,53 @@ export class CassandraResultStore extends ResultStore {
     );
   }
 
-  /** As the base class, but the check before the write reads the status column only. */
+  /**
+   * As the base class, but the check before the write reads the status column only, and checks
+   * that pile up while others are in flight go together in one `IN` query (see `newestStatus`).
+   */
   override async storeUnlessSucceeded(result: ResultToStore): Promise<TaskMeta | null> {
-    const rs = await this.requireClient().execute(this.statusCql, [result.taskId], { prepare: true, consistency: this.readConsistency });
-    if (rs.first()?.status === 'SUCCESS') return this.getTaskMeta(result.taskId);
+    if ((await this.newestStatus(result.taskId)) === 'SUCCESS') return this.getTaskMeta(result.taskId);
     await this.store(result);
     return null;
+  }
+
+  /**
+   * The newest stored status of a task. A lone check is sent at once; while
+   * STATUS_READS_IN_FLIGHT reads are out, new checks wait and leave together, up to
+   * STATUS_READ_BATCH ids per query, so a busy worker pays one read per batch rather than per task.
+   */
+  private newestStatus(taskId: string): Promise<string | undefined> {
+    return new Promise((resolve, reject) => {
+      this.statusChecks.push({ taskId, resolve, reject });
+      if (this.statusReadsInFlight < STATUS_READS_IN_FLIGHT) this.sendStatusReads();
+    });
+  }
+
+  private sendStatusReads(): void {
+    const batch = this.statusChecks.splice(0, STATUS_READ_BATCH);
+    if (batch.length === 0) return;
+    this.statusReadsInFlight++;
+    const ids = [...new Set(batch.map((c) => c.taskId))];
+    let client: Client;
+    try {
+      client = this.requireClient();
+    } catch (err) {
+      this.statusReadsInFlight--;
+      for (const check of batch) check.reject(err);
+      return;
+    }
+    client.execute(this.statusCql, [ids], { prepare: true, consistency: this.readConsistency }).then(
+      (rs) => {
+        const status = new Map<string, string>(rs.rows.map((r) => [r.task_id as string, r.status as string]));
+        for (const check of batch) check.resolve(status.get(check.taskId));
+      },
+      (err: unknown) => {
+        for (const check of batch) check.reject(err);
+      },
+    ).finally(() => {
+      this.statusReadsInFlight--;
+      this.sendStatusReads();
+    });
   }
 
   async getTaskMeta(taskId: string): Promise<TaskMeta> {
