@@ -5,7 +5,7 @@
  *
  *   node dist-bench/bench/nestjs-worker.js --queue bench_nestjs --table bench_nestjs --concurrency 8 [--prefetch 32]
  *
- * Environment overrides: BENCH_CONCURRENCY, BENCH_PREFETCH. Tells its parent `{ type: 'ready' }`
+ * Environment overrides: BENCH_CONCURRENCY, BENCH_PREFETCH, BENCH_SUCCESS_CHECK (worker.successCheck). Tells its parent `{ type: 'ready' }`
  * over IPC once it consumes; ends on SIGTERM / SIGINT (draining in-flight tasks) or when the parent goes.
  */
 import 'reflect-metadata';
@@ -48,7 +48,14 @@ async function main(): Promise<void> {
           table,
           credentials: { ...CREDENTIALS },
         },
-        worker: { enabled: true, queues: [queue], concurrency, ...(prefetch ? { prefetch } : {}) },
+        worker: {
+          enabled: true,
+          queues: [queue],
+          concurrency,
+          ...(prefetch ? { prefetch } : {}),
+          // BENCH_SUCCESS_CHECK=redelivered measures the worker without the read before each write.
+          ...(process.env.BENCH_SUCCESS_CHECK ? { successCheck: process.env.BENCH_SUCCESS_CHECK as 'always' | 'redelivered' } : {}),
+        },
       }),
     ],
     providers: [TasksService],

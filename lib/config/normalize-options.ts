@@ -26,7 +26,7 @@ const CASSANDRA_KEYS = new Set([
   'contactPoints', 'port', 'localDataCenter', 'keyspace', 'table', 'readConsistency', 'writeConsistency',
   'entryTtl', 'credentials', 'secureConnectBundle', 'token', 'createKeyspace', 'tls',
 ]);
-const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes']);
+const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'successCheck']);
 
 /** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
 const PYTHON_KEYS: Record<string, string> = {
@@ -223,6 +223,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       prefetch,
       shutdownTimeoutMs: optInt(w.shutdownTimeoutMs, 'worker.shutdownTimeoutMs', 0) ?? 30000,
       maxMessageBytes: optInt(w.maxMessageBytes, 'worker.maxMessageBytes', 1) ?? 10 * 1024 * 1024,
+      successCheck: resolveSuccessCheck(w.successCheck),
     },
     publishTimeoutMs: optInt(o.publishTimeoutMs, 'publishTimeoutMs', 0) ?? 30000,
     accept,
@@ -328,6 +329,12 @@ function resolveCassandra(c: Partial<CassandraOptions>, writtenAs?: Map<string, 
     createKeyspace,
     tls,
   };
+}
+
+function resolveSuccessCheck(value: unknown): 'always' | 'redelivered' {
+  if (value === undefined) return 'always';
+  if (value === 'always' || value === 'redelivered') return value;
+  throw new CeleryConfigError('worker.successCheck', `must be 'always' or 'redelivered', got ${JSON.stringify(value)}`);
 }
 
 function optString(value: unknown, key: string): string | undefined {

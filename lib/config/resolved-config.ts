@@ -40,6 +40,7 @@ export interface ResolvedCeleryConfig {
     prefetch: number;
     shutdownTimeoutMs: number;
     maxMessageBytes: number;
+    successCheck: 'always' | 'redelivered';
   };
   publishTimeoutMs: number;
   accept: string[];

@@ -61,6 +61,14 @@ export interface WorkerOptions {
   shutdownTimeoutMs?: number;
   /** Largest message body accepted (compressed and decompressed); larger ones are rejected without requeue. Default 10 MiB. */
   maxMessageBytes?: number;
+  /**
+   * When the worker reads a task's stored state before writing its result, so that a stored
+   * SUCCESS is never replaced (Celery 5.7's "keep the first SUCCESS"). `'always'` (default): before
+   * every write, which also covers a task id published twice. `'redelivered'`: only for messages
+   * RabbitMQ redelivers (a worker died or a channel closed before the ack), saving one Cassandra
+   * read per task; a task id that is published twice can then replace a stored SUCCESS.
+   */
+  successCheck?: 'always' | 'redelivered';
 }
 
 /**

@@ -41,7 +41,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       maxMessageBytes: config.worker.maxMessageBytes,
       holdUntil: (eta) => this.holdUntil(eta),
       withSlot: (fn) => this.withSlot(fn),
-      storeDurably: (result) => this.storeDurably(result),
+      storeDurably: (result, redelivered) => this.storeDurably(result, redelivered || config.worker.successCheck === 'always'),
       notify: (queue, result) =>
         this.broker.publishReply(queue, { correlationId: result.taskId, body: encodeResultMessage(result, { envelopes: config.peerCompat !== '5.2' }) }),
     };
@@ -151,13 +151,14 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
    * down the message stays unacknowledged, and since every prefetched message is then held, the
    * broker stops delivering (consuming pauses, memory stays bounded). Only a stopping worker
    * gives up, and then the message goes back to the queue — never to a FAILURE row. A task whose
-   * SUCCESS is already stored keeps it: the new result is not written (Celery 5.7's rule).
+   * SUCCESS is already stored keeps it: the new result is not written (Celery 5.7's rule; with
+   * `worker.successCheck: 'redelivered'` only redelivered messages are checked).
    */
-  private async storeDurably(result: ResultToStore): Promise<StoreOutcome> {
+  private async storeDurably(result: ResultToStore, checkFirst: boolean): Promise<StoreOutcome> {
     let delay = 100;
     for (let attempt = 1; ; attempt++) {
       try {
-        const kept = await this.store.storeUnlessSucceeded(result);
+        const kept = checkFirst ? await this.store.storeUnlessSucceeded(result) : await this.store.store(result).then(() => null);
         if (attempt > 1) this.logger.log(`Stored the result of ${result.taskId} after ${attempt} attempts`);
         return kept ? { kind: 'kept', meta: kept } : { kind: 'stored' };
       } catch (err) {

@@ -26,7 +26,7 @@ export interface RequestContext {
   /** Runs `fn` within the worker's concurrency limit. */
   withSlot<T>(fn: () => Promise<T>): Promise<T>;
   /** Stores a result, retrying with back-off, unless a SUCCESS is already stored (then it is kept). */
-  storeDurably(result: ResultToStore): Promise<StoreOutcome>;
+  storeDurably(result: ResultToStore, redelivered: boolean): Promise<StoreOutcome>;
   /** Pushes a stored result to the producer's reply queue. */
   notify(queue: string, result: ResultToStore): void;
 }
@@ -94,7 +94,7 @@ export class TaskRequest {
       this.delivery.ack();
       return;
     }
-    const outcome = await this.ctx.storeDurably(result);
+    const outcome = await this.ctx.storeDurably(result, this.delivery.redelivered);
     if (outcome.kind === 'abandoned') {
       this.ctx.logger.warn(`Result of ${task.task}[${task.id}] not stored; message returned to the queue`);
       this.delivery.reject(true);

@@ -26,7 +26,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       cassandra: null,
       defaultQueue: 'celery',
       queueArguments: null,
-      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760 },
+      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760, successCheck: 'always' },
       accept: ['application/json'],
       peerCompat: '5.3',
       resultPollIntervalMs: 100,
@@ -390,5 +390,10 @@ describe('normalizeCeleryOptions: TLS', () => {
   it('refuses TLS options next to a secure-connect bundle, and cert without key', () => {
     expect(() => normalizeCeleryOptions({ resultBackend: 'cassandra', cassandra: { secureConnectBundle: '/b.zip', keyspace: 'ks', tls: { ca: '/ca.pem' } } })).toThrow(/cassandra\.tls/);
     expect(() => normalizeCeleryOptions({ brokerUrl: 'amqps://h', brokerTls: { cert: '/c.pem' } })).toThrow(/brokerTls: give cert and key together/);
+  });
+
+  it("takes worker.successCheck 'always' or 'redelivered' and refuses anything else, naming the key", () => {
+    expect(normalizeCeleryOptions({ worker: { successCheck: 'redelivered' } }).worker.successCheck).toBe('redelivered');
+    expect(() => normalizeCeleryOptions({ worker: { successCheck: 'never' as 'always' } })).toThrow(/worker\.successCheck: must be 'always' or 'redelivered'/);
   });
 });

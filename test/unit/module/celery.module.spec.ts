@@ -148,6 +148,20 @@ describe('CeleryModule on memory://', () => {
     expect(await moduleRef.get(ResultStore).getTaskMeta('dup-2')).toMatchObject({ status: 'SUCCESS', result: 'one' });
   });
 
+  it("with worker.successCheck 'redelivered', a task id published twice is stored again (no read before the write)", async () => {
+    const app = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ worker: { successCheck: 'redelivered' } })], providers: [FixtureTasks] }).compile();
+    await app.init();
+    try {
+      const p = app.get(Producer);
+      await (await p.sendTask('tasks.echo', { args: ['one'], taskId: 'dup-3' })).get({ timeout: 5000 });
+      await p.sendTask('tasks.echo', { args: ['two'], taskId: 'dup-3' });
+      await (await p.sendTask('tasks.echo', { args: ['flush'] })).get({ timeout: 5000 });
+      expect(await app.get(ResultStore).getTaskMeta('dup-3')).toMatchObject({ status: 'SUCCESS', result: 'two' });
+    } finally {
+      await app.close();
+    }
+  });
+
   it('rejects get() with TaskTimeoutError when no result comes', async () => {
     const result = producer.asyncResult('never-sent');
     await expect(result.get({ timeout: 150 })).rejects.toBeInstanceOf(TaskTimeoutError);
