@@ -204,6 +204,14 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     throw new CeleryConfigError('worker.queues', 'must be a non-empty list of queue names');
   }
   const cassandraConfig = o.cassandra ? resolveCassandra(o.cassandra, o.writtenAs) : null;
+  if (o.cassandra && o.resultBackend === undefined && resultBackend !== 'cassandra') {
+    // Celery ignores cassandra_* keys without result_backend = 'cassandra://'; say so instead of storing elsewhere.
+    // (An explicit other backend keeps the settings unused, for switching back and forth.)
+    throw new CeleryConfigError(
+      'resultBackend',
+      `cassandra settings are given but the result backend is ${resultBackend}: set resultBackend to 'cassandra' (result_backend = 'cassandra://'), or drop the cassandra settings`,
+    );
+  }
   if (resultBackend === 'cassandra' && !cassandraConfig) {
     throw new CeleryConfigError('cassandra', 'resultBackend is cassandra but no cassandra settings (keyspace, contactPoints or secureConnectBundle) are given');
   }

@@ -396,4 +396,11 @@ describe('normalizeCeleryOptions: TLS', () => {
     expect(normalizeCeleryOptions({ worker: { successCheck: 'redelivered' } }).worker.successCheck).toBe('redelivered');
     expect(() => normalizeCeleryOptions({ worker: { successCheck: 'never' as 'always' } })).toThrow(/worker\.successCheck: must be 'always' or 'redelivered'/);
   });
+
+  it('refuses cassandra settings without a cassandra result backend instead of ignoring them', () => {
+    expect(() => normalizeCeleryOptions({ brokerUrl: 'amqp://h', cassandra: { contactPoints: ['h'], keyspace: 'ks' } })).toThrow(
+      /resultBackend: cassandra settings are given but the result backend is none/,
+    );
+    expect(() => normalizeCeleryOptions({ broker_url: 'amqp://h', cassandra_servers: ['h'], cassandra_keyspace: 'ks' })).toThrow(/result_backend/);
+  });
 });
