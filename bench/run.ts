@@ -40,7 +40,7 @@ const USAGE = `usage: npm run bench -- [options]
   --no-chart              skip the PNG
   --out DIR               results folder (default bench/results)`;
 
-function parseArgs(argv: string[]): BenchOptions {
+export function parseArgs(argv: string[]): BenchOptions {
   const opts: BenchOptions = {
     quick: false,
     n: 20000,
@@ -122,23 +122,27 @@ function parseArgs(argv: string[]): BenchOptions {
     }
   }
   if (opts.quick && !opts.nExplicit) opts.n = 2000;
-  if (opts.payloadBytes) {
-    // The test node has a 512 MiB heap: keep what a run stores (and reads back at once) within reach.
-    const total = opts.n * opts.payloadBytes * 2; // argument in the queue, result in the table
-    if (total > MAX_STORED_BYTES && !opts.nExplicit) {
-      opts.n = Math.max(10, Math.floor(MAX_STORED_BYTES / (opts.payloadBytes * 2)));
-      opts.notes.push(`N lowered to ${opts.n} for ${opts.payloadBytes} B payloads (at most ${MAX_STORED_BYTES >> 20} MiB per run; --n overrides)`);
-    }
-    const reads = Math.max(8, Math.floor(MAX_READ_BYTES_IN_FLIGHT / opts.payloadBytes));
-    if (opts.getConcurrency === 0 || opts.getConcurrency > reads) {
-      opts.getConcurrency = reads;
-      opts.notes.push(`nestjs get() concurrency lowered to ${reads} for ${opts.payloadBytes} B results (a 512 MiB Cassandra heap runs out of memory with ~100 MB of results read at once)`);
-    }
-  }
+  applyPayloadGuards(opts);
   return opts;
 }
 
-async function machineInfo(admin: Client): Promise<Record<string, unknown>> {
+/** With --payload-bytes: lowers N (unless --n was given) and the nestjs get() concurrency, noting it in opts.notes. */
+export function applyPayloadGuards(opts: BenchOptions): void {
+  if (!opts.payloadBytes) return;
+  // The test node has a 512 MiB heap: keep what a run stores (and reads back at once) within reach.
+  const total = opts.n * opts.payloadBytes * 2; // argument in the queue, result in the table
+  if (total > MAX_STORED_BYTES && !opts.nExplicit) {
+    opts.n = Math.max(10, Math.floor(MAX_STORED_BYTES / (opts.payloadBytes * 2)));
+    opts.notes.push(`N lowered to ${opts.n} for ${opts.payloadBytes} B payloads (at most ${MAX_STORED_BYTES / 1024 ** 2} MiB per run; --n overrides)`);
+  }
+  const reads = Math.max(8, Math.floor(MAX_READ_BYTES_IN_FLIGHT / opts.payloadBytes));
+  if (opts.getConcurrency === 0 || opts.getConcurrency > reads) {
+    opts.getConcurrency = reads;
+    opts.notes.push(`nestjs get() concurrency lowered to ${reads} for ${opts.payloadBytes} B results (a 512 MiB Cassandra heap runs out of memory with ~100 MB of results read at once)`);
+  }
+}
+
+export async function machineInfo(admin: Client): Promise<Record<string, unknown>> {
   const info: Record<string, unknown> = {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model ?? 'unknown',
@@ -163,7 +167,7 @@ async function machineInfo(admin: Client): Promise<Record<string, unknown>> {
   return info;
 }
 
-function gitInfo(): Record<string, unknown> {
+export function gitInfo(): Record<string, unknown> {
   try {
     const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
     const status = execFileSync('git', ['status', '--porcelain', '--', 'lib'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
@@ -307,25 +311,32 @@ async function main(): Promise<number> {
   return Object.keys(errors).length ? 1 : 0;
 }
 
-process.on('exit', killAllChildrenSync);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`[bench] ${signal}: stopping the workers\n`);
-    killAllChildrenSync();
-    const timer = setTimeout(() => process.exit(130), 5000);
-    deleteQueues('bench_nestjs', 'bench_raw', 'bench_celery')
-      .catch(() => undefined)
-      .finally(() => {
-        clearTimeout(timer);
-        process.exit(130);
-      });
-  });
+/** Ends the worker processes and removes the benchmark's queues on exit, Ctrl-C or SIGTERM. */
+export function installCleanup(): void {
+  process.on('exit', killAllChildrenSync);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`[bench] ${signal}: stopping the workers\n`);
+      killAllChildrenSync();
+      const timer = setTimeout(() => process.exit(130), 5000);
+      deleteQueues('bench_nestjs', 'bench_raw', 'bench_celery')
+        .catch(() => undefined)
+        .finally(() => {
+          clearTimeout(timer);
+          process.exit(130);
+        });
+    });
+  }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`[bench] failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
-  },
-);
+// Run only as the entry point (bench/sweep.ts imports the helpers above).
+if (require.main === module) {
+  installCleanup();
+  main().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`[bench] failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
