@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RawAmqp, realOptions, rawCassandra, uniqueName, KEYSPACE } from '../support/real-services';
+import { RawAmqp, realOptions, rawCassandra, uniqueName, KEYSPACE, removeQueueAndTable } from '../support/real-services';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -42,12 +42,7 @@ describe('NestJS 12 (ESM) application using the packed library', () => {
       const out = run(realOptions(queue, table));
       expect(out).toMatchObject({ broker: 'amqp', results: ['Astra DB is my powerful results storage yay', 'ANOTHER DAY IN LAND OF THE WIZARDS'] });
     } finally {
-      const amqp = await RawAmqp.open();
-      await amqp.deleteQueues(queue);
-      await amqp.close();
-      const cql = await rawCassandra();
-      await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
-      await cql.shutdown();
+      await removeQueueAndTable(queue, table);
     }
   });
 });

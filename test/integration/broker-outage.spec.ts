@@ -1,7 +1,7 @@
 import { Test, TestingModule } from '@nestjs/testing';
 import { CeleryConnectionError, CeleryModule, Producer } from '../../lib';
 import { TcpProxy } from '../support/tcp-proxy';
-import { rawCassandra, RawAmqp, realOptions, uniqueName, KEYSPACE } from '../support/real-services';
+import { rawCassandra, RawAmqp, realOptions, uniqueName, KEYSPACE, removeQueueAndTable } from '../support/real-services';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -29,12 +29,7 @@ describe('Producer through a cut or hung broker connection', () => {
 
   afterAll(async () => {
     await proxy.close();
-    const amqp = await RawAmqp.open();
-    await amqp.deleteQueues(queue);
-    await amqp.close();
-    const cql = await rawCassandra();
-    await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
-    await cql.shutdown();
+    await removeQueueAndTable(queue, table);
   });
 
   async function client(publishTimeoutMs: number): Promise<Producer> {

@@ -1,6 +1,6 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { rawCassandra, RawAmqp, uniqueName, KEYSPACE, SUPERUSER, AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT } from '../support/real-services';
+import { rawCassandra, RawAmqp, uniqueName, KEYSPACE, SUPERUSER, AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, removeQueueAndTable } from '../support/real-services';
 
 const MAIN = join(__dirname, '..', '..', 'dist-sample', 'sample', 'main.js');
 const FIRST = 'Astra DB is my powerful results storage yay';
@@ -53,12 +53,7 @@ describe('the sample app', () => {
 
     afterAll(async () => {
       worker?.kill('SIGKILL');
-      const amqp = await RawAmqp.open();
-      await amqp.deleteQueues(queue);
-      await amqp.close();
-      const cql = await rawCassandra();
-      await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
-      await cql.shutdown();
+      await removeQueueAndTable(queue, table);
     });
 
     it('the worker and the client in two processes sort both strings; rows shows them in Cassandra; SIGTERM exits 0', async () => {

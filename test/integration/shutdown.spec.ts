@@ -1,7 +1,7 @@
 import { Test } from '@nestjs/testing';
 import { CeleryModule, Producer } from '../../lib';
 import { FixtureTasks } from '../support/fixture-tasks';
-import { rawCassandra, RawAmqp, realOptions, uniqueName, KEYSPACE } from '../support/real-services';
+import { rawCassandra, RawAmqp, realOptions, uniqueName, KEYSPACE, removeQueueAndTable } from '../support/real-services';
 
 /** On application shutdown the worker stops consuming, finishes in-flight tasks, stores and acks them. */
 describe('worker shutdown on the real services', () => {
@@ -9,12 +9,7 @@ describe('worker shutdown on the real services', () => {
   const table = uniqueName('it_tasks');
 
   afterAll(async () => {
-    const amqp = await RawAmqp.open();
-    await amqp.deleteQueues(queue);
-    await amqp.close();
-    const cql = await rawCassandra();
-    await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
-    await cql.shutdown();
+    await removeQueueAndTable(queue, table);
   });
 
   it('finishes and stores the task in flight, leaves the rest queued, then closes', async () => {

@@ -2,7 +2,7 @@ import { Test } from '@nestjs/testing';
 import { join } from 'node:path';
 import { CeleryConnectionError, CeleryModule, Producer } from '../../lib';
 import { FixtureTasks } from '../support/fixture-tasks';
-import { RawAmqp, rawCassandra, realOptions, uniqueName, KEYSPACE } from '../support/real-services';
+import { RawAmqp, rawCassandra, realOptions, uniqueName, KEYSPACE, removeQueueAndTable } from '../support/real-services';
 
 /**
  * TLS end to end: amqps:// to RabbitMQ (port 5671) and client_encryption_options on Cassandra,
@@ -18,12 +18,7 @@ describe('TLS to RabbitMQ and Cassandra', () => {
   const base = realOptions(queue, table);
 
   afterAll(async () => {
-    const amqp = await RawAmqp.open();
-    await amqp.deleteQueues(queue);
-    await amqp.close();
-    const cql = await rawCassandra();
-    await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
-    await cql.shutdown();
+    await removeQueueAndTable(queue, table);
   });
 
   it('runs the walkthrough over amqps:// and TLS to Cassandra, certificates verified against the test CA', async () => {

@@ -3,7 +3,7 @@ import { Test, TestingModule } from '@nestjs/testing';
 import type { Client } from 'cassandra-driver';
 import { AmqpBroker, Broker, CassandraResultStore, CeleryModule, Producer, ResultStore, TaskFailedError } from '../../lib';
 import { FixtureTasks } from '../support/fixture-tasks';
-import { eventually, RawAmqp, rawCassandra, realOptions, uniqueName, AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, SUPERUSER } from '../support/real-services';
+import { eventually, RawAmqp, rawCassandra, realOptions, uniqueName, AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, SUPERUSER, removeQueueAndTable } from '../support/real-services';
 
 /**
  * The sortWords walkthrough end to end on the real services:
@@ -213,12 +213,7 @@ describe('configuration against the real services', () => {
       await expect(result.get({ timeout: 20000 })).resolves.toBe('Astra DB is my powerful results storage yay');
     } finally {
       await app.close();
-      const amqp = await RawAmqp.open();
-      await amqp.deleteQueues(queue);
-      await amqp.close();
-      const cql = await rawCassandra();
-      await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
-      await cql.shutdown();
+      await removeQueueAndTable(queue, table);
     }
   });
 

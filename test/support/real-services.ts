@@ -71,6 +71,22 @@ export class RawAmqp {
   }
 }
 
+/** Clean-up after a test: deletes the queue (and its exchange) and drops the result table. */
+export async function removeQueueAndTable(queue: string, table: string): Promise<void> {
+  const amqp = await RawAmqp.open();
+  try {
+    await amqp.deleteQueues(queue);
+  } finally {
+    await amqp.close();
+  }
+  const cql = await rawCassandra();
+  try {
+    await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
+  } finally {
+    await cql.shutdown();
+  }
+}
+
 /** Polls `check` until it returns true or `ms` pass. */
 export async function eventually(check: () => Promise<boolean>, ms = 10000): Promise<void> {
   const deadline = Date.now() + ms;
