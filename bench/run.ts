@@ -296,19 +296,20 @@ async function main(): Promise<number> {
   for (const note of opts.notes) process.stdout.write(`  run: ${note}\n`);
   for (const [name, e] of Object.entries(errors)) process.stdout.write(`  ${name}: FAILED: ${e.split('\n')[0]}\n`);
   process.stdout.write(`\nwrote ${jsonPath}\n`);
-  if (opts.chart && Object.keys(systems).length) {
-    if (ensureMatplotlib(log)) {
-      const png = join(opts.out, 'latest.png');
-      try {
-        execFileSync(PYTHON, [join(REPO_ROOT, 'bench', 'chart.py'), jsonPath, png], { stdio: 'inherit' });
-        process.stdout.write(`wrote ${png}\n`);
-      } catch (err) {
-        log(`chart failed: ${err instanceof Error ? err.message : String(err)}`);
-      }
-    }
-  }
+  if (opts.chart && Object.keys(systems).length) drawChart('chart.py', jsonPath, join(opts.out, 'latest.png'), log);
   process.stdout.write(`total wall time ${round((performance.now() - started) / 1000, 1)} s\n`);
   return Object.keys(errors).length ? 1 : 0;
+}
+
+/** Draws `png` from the results in `jsonPath` with bench/`script` (matplotlib in the venv); a failure is only logged. */
+export function drawChart(script: string, jsonPath: string, png: string, log: (s: string) => void): void {
+  if (!ensureMatplotlib(log)) return;
+  try {
+    execFileSync(PYTHON, [join(REPO_ROOT, 'bench', script), jsonPath, png], { stdio: 'inherit' });
+    process.stdout.write(`wrote ${png}\n`);
+  } catch (err) {
+    log(`chart failed: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
 
 /** Ends the worker processes and removes the benchmark's queues on exit, Ctrl-C or SIGTERM. */

@@ -10,7 +10,6 @@
  * Writes bench/results/sweep.json and sweep.png (bench/sweep_chart.py) and prints a table. Not
  * part of CI. See bench/README.md.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -18,9 +17,8 @@ import { performance } from 'node:perf_hooks';
 import type { Client } from 'cassandra-driver';
 import { BenchOptions, cassandraClient, deleteQueues, round, SystemResult, WALKTHROUGH_TEXT } from './common';
 import { runNestjs } from './nestjs-system';
-import { ensureMatplotlib, PYTHON, REPO_ROOT } from './python-env';
 import { runRaw } from './raw-system';
-import { applyPayloadGuards, gitInfo, installCleanup, machineInfo, parseArgs } from './run';
+import { applyPayloadGuards, drawChart, gitInfo, installCleanup, machineInfo, parseArgs } from './run';
 
 const SYSTEMS = ['nestjs', 'raw'] as const;
 type SystemName = (typeof SYSTEMS)[number];
@@ -326,15 +324,7 @@ async function main(): Promise<number> {
   process.stdout.write('  RSS: peak summed VmRSS of the worker process(es); (stored/s): the workers\' own rate from date_done\n');
   for (const r of results) if (r.error) process.stdout.write(`  ${r.curve}=${r.x} ${r.system}: FAILED: ${r.error.split('\n')[0]}\n`);
   process.stdout.write(`\nwrote ${jsonPath}\n`);
-  if (sweep.base.chart && results.some((r) => !r.error) && ensureMatplotlib(log)) {
-    const png = join(sweep.base.out, 'sweep.png');
-    try {
-      execFileSync(PYTHON, [join(REPO_ROOT, 'bench', 'sweep_chart.py'), jsonPath, png], { stdio: 'inherit' });
-      process.stdout.write(`wrote ${png}\n`);
-    } catch (err) {
-      log(`chart failed: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  }
+  if (sweep.base.chart && results.some((r) => !r.error)) drawChart('sweep_chart.py', jsonPath, join(sweep.base.out, 'sweep.png'), log);
   process.stdout.write(`total wall time ${round((performance.now() - started) / 1000, 1)} s\n`);
   return results.some((r) => r.error) ? 1 : 0;
 }
