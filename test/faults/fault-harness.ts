@@ -311,14 +311,20 @@ export class Scenario {
       try {
         const value = await result.get({ timeout: Math.max(1000, deadline - Date.now()) });
         outcome.set(id, value === expected ? 'ok' : 'wrong');
+        if (value !== expected) process.stderr.write(`[faults] wrong value of ${id}: ${JSON.stringify(value)} expected ${expected}\n`);
       } catch (err) {
         outcome.set(id, (err as Error).name === 'TaskTimeoutError' ? 'lost' : 'wrong');
+        process.stderr.write(`[faults] get() rejected for ${id}: ${(err as Error).name} ${(err as Error).message} ${JSON.stringify(err)}\n`);
       }
     }
     // A valid task is wrongly failed if ANY of its rows is FAILURE or REVOKED, even under a later SUCCESS.
     await this.readAllRows();
     for (const { id } of this.results) {
-      if ((this.rows.get(id) ?? []).some((r) => r.status === 'FAILURE' || r.status === 'REVOKED')) outcome.set(id, 'wrong');
+      if ((this.rows.get(id) ?? []).some((r) => r.status === 'FAILURE' || r.status === 'REVOKED')) {
+        outcome.set(id, 'wrong');
+        process.stderr.write(`[faults] FAILURE or REVOKED row for ${id}: ${JSON.stringify(this.rows.get(id))}\n`);
+        for (const w of this.workers) for (const line of w.output.split('\n')) if (line.includes(id)) process.stderr.write(`[faults]   worker log: ${line}\n`);
+      }
     }
     const count = (kind: string) => [...outcome.values()].filter((o) => o === kind).length;
     const executions = new Map<string, number>();

@@ -38,7 +38,14 @@ export async function rawCassandra(): Promise<Client> {
     keyspace: KEYSPACE,
     authProvider: new auth.PlainTextAuthProvider(SUPERUSER.username, SUPERUSER.password),
   });
-  await client.connect();
+  try {
+    await client.connect();
+  } catch (err) {
+    // A client whose connect failed keeps its pools' reconnection timers: shut it down, or it
+    // reconnects later on its own and holds the process open.
+    await client.shutdown().catch(() => undefined);
+    throw err;
+  }
   return client;
 }
 
