@@ -234,10 +234,7 @@ async function main(): Promise<number> {
   let machine: Record<string, unknown> = {};
   try {
     machine = await machineInfo(admin);
-    log(
-      `machine: ${String(machine.cpus)} x ${String(machine.cpuModel)}, ${String(machine.memGiB)} GiB, node ${String(machine.node)}, ` +
-        `RabbitMQ ${String(machine.rabbitmq ?? '?')}, Cassandra ${String(machine.cassandra ?? '?')}`,
-    );
+    log(describeMachine(machine));
     log(
       `N ${opts.n}${opts.quick ? ' (--quick)' : ''}, systems ${opts.systems.join(',')}, concurrency ${opts.concurrency}, ` +
         `prefetch ${opts.prefetch ?? `${opts.concurrency * 4} (default)`}, workers ${opts.workers}, payload ${opts.payloadBytes ?? 'walkthrough sentence'}`,
@@ -299,6 +296,14 @@ async function main(): Promise<number> {
   if (opts.chart && Object.keys(systems).length) drawChart('chart.py', jsonPath, join(opts.out, 'latest.png'), log);
   process.stdout.write(`total wall time ${round((performance.now() - started) / 1000, 1)} s\n`);
   return Object.keys(errors).length ? 1 : 0;
+}
+
+/** One line naming the machine and the services' versions, for the run's log. */
+export function describeMachine(machine: Record<string, unknown>): string {
+  return (
+    `machine: ${String(machine.cpus)} x ${String(machine.cpuModel)}, ${String(machine.memGiB)} GiB, node ${String(machine.node)}, ` +
+    `RabbitMQ ${String(machine.rabbitmq ?? '?')}, Cassandra ${String(machine.cassandra ?? '?')}`
+  );
 }
 
 /** Draws `png` from the results in `jsonPath` with bench/`script` (matplotlib in the venv); a failure is only logged. */

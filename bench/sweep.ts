@@ -18,7 +18,7 @@ import type { Client } from 'cassandra-driver';
 import { BenchOptions, cassandraClient, deleteQueues, round, SystemResult, WALKTHROUGH_TEXT } from './common';
 import { runNestjs } from './nestjs-system';
 import { runRaw } from './raw-system';
-import { applyPayloadGuards, drawChart, gitInfo, installCleanup, machineInfo, parseArgs } from './run';
+import { applyPayloadGuards, describeMachine, drawChart, gitInfo, installCleanup, machineInfo, parseArgs } from './run';
 
 const SYSTEMS = ['nestjs', 'raw'] as const;
 type SystemName = (typeof SYSTEMS)[number];
@@ -235,10 +235,7 @@ async function main(): Promise<number> {
   let machine: Record<string, unknown> = {};
   try {
     machine = await machineInfo(admin);
-    log(
-      `machine: ${String(machine.cpus)} x ${String(machine.cpuModel)}, ${String(machine.memGiB)} GiB, node ${String(machine.node)}, ` +
-        `RabbitMQ ${String(machine.rabbitmq ?? '?')}, Cassandra ${String(machine.cassandra ?? '?')}`,
-    );
+    log(describeMachine(machine));
     log(`${list.length} points (${sweep.curves.join(', ')} x ${sweep.systems.join(', ')}), N ${sweep.base.n}, ${sweep.base.roundTrips} round trips each`);
     if (sweep.curves.includes('payload') && sweep.payloads.some((b) => b >= 512 * 1024)) {
       log('warning: payloads from 512 KiB on are humongous objects for a 512 MiB G1 Cassandra heap; 1 MB points have run the test node out of memory');
