@@ -49,7 +49,7 @@ export class CassandraResultStore extends ResultStore {
     const target = `${config.keyspace}.${config.table}`;
     const ttl = config.entryTtl ? ` USING TTL ${config.entryTtl}` : '';
     this.insertCql = `INSERT INTO ${target} (task_id, status, result, date_done, traceback, children) VALUES (?, ?, ?, ?, ?, ?)${ttl}`;
-    this.selectCql = `SELECT status, result, date_done, traceback, children FROM ${target} WHERE task_id=? LIMIT 1`;
+    this.selectCql = `SELECT task_id, status, result, date_done, traceback, children FROM ${target} WHERE task_id=? LIMIT 1`;
     this.statusCql = `SELECT task_id, status FROM ${target} WHERE task_id IN ? PER PARTITION LIMIT 1`;
     this.readConsistency = consistencyOf(config.readConsistency);
     this.writeConsistency = consistencyOf(config.writeConsistency);
@@ -73,16 +73,21 @@ export class CassandraResultStore extends ResultStore {
       await client.shutdown().catch(() => undefined);
       throw err;
     }
+    // the driver reconnects by itself; say when it loses and regains a node, so an outage shows in the logs
+    client.on('hostDown', (host: { address: string }) => this.logger.warn(`Cassandra node ${host.address} is down; reconnecting`));
+    client.on('hostUp', (host: { address: string }) => this.logger.log(`Cassandra node ${host.address} is up again`));
     this.client = client;
   }
 
   async store(result: ResultToStore): Promise<void> {
     const row = encodeResultRow(result, new Date(), this.json);
-    await this.requireClient().execute(
+    const rs = await this.requireClient().execute(
       this.insertCql,
       [row.taskId, row.status, row.result, row.dateDone, row.traceback, row.children],
       { prepare: true, consistency: this.writeConsistency },
     );
+    // an INSERT answers with no rows; rows mean the reply belongs to another request, so the write is not known to be done
+    if (rs.rows !== undefined) throw new CeleryConnectionError(`${this.describe()} answered the write of ${row.taskId} with rows; not counted as stored`);
   }
 
   /**
@@ -120,24 +125,31 @@ export class CassandraResultStore extends ResultStore {
       for (const check of batch) check.reject(err);
       return;
     }
-    client.execute(this.statusCql, [ids], { prepare: true, consistency: this.readConsistency }).then(
-      (rs) => {
-        const status = new Map<string, string>(rs.rows.map((r) => [r.task_id as string, r.status as string]));
+    client
+      .execute(this.statusCql, [ids], { prepare: true, consistency: this.readConsistency })
+      .then((rs) => {
+        const asked = new Set(ids);
+        const rows = rowsOf(rs, 'status read');
+        const stray = rows.find((r) => !asked.has(r.task_id as string));
+        if (stray) throw new CeleryConnectionError(`Cassandra answered a status read with the row of task ${String(stray.task_id)}, not asked for; retrying`);
+        const status = new Map<string, string>(rows.map((r) => [r.task_id as string, r.status as string]));
         for (const check of batch) check.resolve(status.get(check.taskId));
-      },
-      (err: unknown) => {
+      })
+      // any failure, the driver's or ours, rejects the batch's checks (their writes retry); none escapes
+      .catch((err: unknown) => {
         for (const check of batch) check.reject(err);
-      },
-    ).finally(() => {
-      this.statusReadsInFlight--;
-      this.sendStatusReads();
-    });
+      })
+      .finally(() => {
+        this.statusReadsInFlight--;
+        this.sendStatusReads();
+      });
   }
 
   async getTaskMeta(taskId: string): Promise<TaskMeta> {
     const rs = await this.requireClient().execute(this.selectCql, [taskId], { prepare: true, consistency: this.readConsistency });
-    const row = rs.first();
+    const row = rowsOf(rs, 'result read')[0];
     if (!row) return pendingMeta(taskId);
+    if (row.task_id !== taskId) throw new CeleryConnectionError(`Cassandra answered the result read of ${taskId} with the row of ${String(row.task_id)}; retrying`);
     return decodeResultRow({
       taskId,
       status: row.status as string,
@@ -245,4 +257,15 @@ function consistencyOf(name: string): number {
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The rows of a SELECT's reply. Seen once in the fault suite after a 20-s Cassandra stall: a
+ * status read resolved with no `rows` at all (a write's reply), and reading it crashed the worker.
+ * Such a reply is an error to retry, never an empty result (which would read as "not stored");
+ * for the same reason every read checks that the rows it got are of the tasks it asked for.
+ */
+function rowsOf(rs: types.ResultSet, what: string): types.Row[] {
+  if (!Array.isArray(rs.rows)) throw new CeleryConnectionError(`Cassandra answered a ${what} without rows; retrying`);
+  return rs.rows;
 }

@@ -159,7 +159,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     for (let attempt = 1; ; attempt++) {
       try {
         const kept = checkFirst ? await this.store.storeUnlessSucceeded(result) : await this.store.store(result).then(() => null);
-        if (attempt > 1) this.logger.log(`Stored the result of ${result.taskId} after ${attempt} attempts`);
+        // a kept SUCCESS after a failed attempt is usually that attempt's own write, landed after its reply was lost
+        if (attempt > 1) this.logger.log(`${kept ? 'Found the stored SUCCESS' : 'Stored the result'} of ${result.taskId} after ${attempt} attempts`);
         return kept ? { kind: 'kept', meta: kept } : { kind: 'stored' };
       } catch (err) {
         if (this.stopping) {

@@ -308,6 +308,12 @@ export class Scenario {
     const outcome = new Map<string, 'ok' | 'wrong' | 'lost'>();
     const deadline = Date.now() + timeoutMs;
     for (const { id, result, expected } of this.results) {
+      if (Date.now() >= deadline) {
+        // past the deadline every remaining task counts as lost at once (not one second each),
+        // so the scenario ends with its report instead of at Jest's timeout
+        outcome.set(id, 'lost');
+        continue;
+      }
       try {
         const value = await result.get({ timeout: Math.max(1000, deadline - Date.now()) });
         outcome.set(id, value === expected ? 'ok' : 'wrong');
@@ -325,6 +331,23 @@ export class Scenario {
         process.stderr.write(`[faults] FAILURE or REVOKED row for ${id}: ${JSON.stringify(this.rows.get(id))}\n`);
         for (const w of this.workers) for (const line of w.output.split('\n')) if (line.includes(id)) process.stderr.write(`[faults]   worker log: ${line}\n`);
       }
+    }
+    const lostIds = [...outcome].filter(([, o]) => o === 'lost').map(([id]) => id);
+    if (lostIds.length > 0) {
+      // what the lost tasks have in common: stored but not seen by get(), or never stored; and what the workers said last
+      const stored = lostIds.filter((id) => (this.rows.get(id) ?? []).length > 0).length;
+      const executed = lostIds.filter((id) => this.workers.some((w) => w.executions.has(id))).length;
+      process.stderr.write(
+        `[faults] ${this.name}: ${lostIds.length} lost after ${timeoutMs} ms: ${stored} have a row in the table, ${executed} were run by a worker; first lost ${lostIds[0]}\n`,
+      );
+      for (const [i, w] of this.workers.entries()) {
+        process.stderr.write(`[faults]   worker ${i} (alive ${w.alive}) last lines:\n${w.lines.slice(-40).map((l) => `[faults]     ${l}`).join('\n')}\n`);
+      }
+    }
+    // replies the store refused as not fitting their request (retried): how often the driver hands one back
+    for (const w of this.workers) {
+      const misfits = w.lines.filter((l) => /answered (a|the) .* (without rows|with rows|with the row of)/.test(l));
+      if (misfits.length > 0) process.stderr.write(`[faults] ${this.name}: ${misfits.length} store replies refused as not fitting, first: ${misfits[0]}\n`);
     }
     const count = (kind: string) => [...outcome.values()].filter((o) => o === kind).length;
     const executions = new Map<string, number>();
