@@ -1,3 +1,4 @@
+import { policies } from 'cassandra-driver';
 import type { ResolvedCassandraConfig } from '../config/resolved-config';
 import type { TlsMaterial } from '../config/tls-files';
 
@@ -14,8 +15,14 @@ export interface DriverClientOptions {
   credentials?: { username: string; password: string };
   socketOptions?: { connectTimeout: number; readTimeout: number; tcpNoDelay?: boolean };
   pooling?: { maxRequestsPerConnection: number };
+  policies?: { reconnection?: policies.reconnection.ReconnectionPolicy; loadBalancing?: policies.loadBalancing.LoadBalancingPolicy };
   sslOptions?: TlsMaterial;
 }
+
+/** First delay between attempts to reconnect to a lost Cassandra node; doubles up to the maximum. */
+export const RECONNECT_BASE_DELAY_MS = 1000;
+/** Longest delay between attempts to reconnect to a lost Cassandra node. */
+export const RECONNECT_MAX_DELAY_MS = 10000;
 
 export function cassandraClientOptions(config: ResolvedCassandraConfig, localDataCenter: string | null, tls: TlsMaterial | null = null): DriverClientOptions {
   const options: DriverClientOptions = {
@@ -23,6 +30,10 @@ export function cassandraClientOptions(config: ResolvedCassandraConfig, localDat
     // Protocol v4+ has 32768 stream ids per connection; the driver's default of 2048 made many
     // concurrent AsyncResult.get() calls fail with BusyConnectionError.
     pooling: { maxRequestsPerConnection: 32768 },
+    // The driver's default waits up to 10 minutes between reconnection attempts (1 s doubling),
+    // so a worker holding unacknowledged messages could sit idle for minutes after Cassandra is
+    // back; capped at RECONNECT_MAX_DELAY_MS it resumes within seconds.
+    policies: { reconnection: new policies.reconnection.ExponentialReconnectionPolicy(RECONNECT_BASE_DELAY_MS, RECONNECT_MAX_DELAY_MS, false) },
   };
   if (config.credentials) options.credentials = { ...config.credentials };
   if (config.secureConnectBundle) {

@@ -196,10 +196,8 @@ export class CassandraResultStore extends ResultStore {
 
   /** Python's driver finds the local data center itself; the Node driver needs it, so ask the node. */
   private async detectDataCenter(tls: TlsMaterial | null): Promise<string> {
-    const probe = await this.open({
-      ...cassandraClientOptions(this.config, null, tls),
-      policies: { loadBalancing: new policies.loadBalancing.RoundRobinPolicy() },
-    } as DriverClientOptions);
+    const options = cassandraClientOptions(this.config, null, tls);
+    const probe = await this.open({ ...options, policies: { ...options.policies, loadBalancing: new policies.loadBalancing.RoundRobinPolicy() } });
     try {
       const host = probe.hosts.values()[0];
       if (!host?.datacenter) throw new CeleryConnectionError(`${this.describe()} did not report its data center; set cassandra.localDataCenter`);

@@ -1,4 +1,4 @@
-import { types } from 'cassandra-driver';
+import { policies, types } from 'cassandra-driver';
 import { normalizeCeleryOptions } from '../../../lib/config/normalize-options';
 import type { ResolvedCassandraConfig } from '../../../lib/config/resolved-config';
 import { cassandraClientOptions, driverConsistencyKey } from '../../../lib/results/cassandra-client-options';
@@ -73,6 +73,21 @@ describe('cassandraClientOptions: servers mode', () => {
 
   it('allows the 32768 concurrent requests per connection of protocol v4+', () => {
     expect(cassandraClientOptions(servers, 'dc1').pooling).toEqual({ maxRequestsPerConnection: 32768 });
+  });
+
+  it.each([
+    ['servers', () => servers],
+    ['Astra', () => resolved({ keyspace: 'k', secureConnectBundle: '/b.zip', token: 'AstraCS:a:b' })],
+  ])('%s: reconnects to a lost node at least every 10 s (1 s, doubling, capped), not the driver default of up to 10 minutes', (_name, config) => {
+    const policy = cassandraClientOptions(config(), 'dc1').policies?.reconnection;
+    expect(policy).toBeInstanceOf(policies.reconnection.ExponentialReconnectionPolicy);
+    const schedule = (policy as policies.reconnection.ReconnectionPolicy).newSchedule();
+    const delays = Array.from({ length: 12 }, () => schedule.next().value as number);
+    // the driver adds jitter: the first delay 1 s to 1.15 s, the capped ones 85 % to 100 % of 10 s
+    expect(delays[0]).toBeGreaterThanOrEqual(1000);
+    expect(delays[0]).toBeLessThanOrEqual(1150);
+    expect(Math.max(...delays)).toBeLessThanOrEqual(10000);
+    expect(delays[11]).toBeGreaterThanOrEqual(8500);
   });
 });
 
