@@ -176,15 +176,17 @@ describe('fault suite', () => {
     expect(report.sent).toBe(N + 50);
   });
 
-  it('Cassandra stopped and started again: results wait, then every one is stored', async () => {
-    scenario = new Scenario('Cassandra stop and start');
+  it('Cassandra stopped for 30 s and started again: results wait, the worker is back within seconds of Cassandra, every one is stored', async () => {
+    scenario = new Scenario('Cassandra stop 30 s and start');
     await scenario.open();
     await scenario.send(N);
-    await scenario.startWorker();
+    const worker = await scenario.startWorker();
     await scenario.waitUntilRun(N * 0.1);
     const pid = cassandraPid();
     expect(scenario.markFault()).toBeLessThan(N);
+    const linesBefore = worker.lines.length;
     process.kill(pid, 'SIGTERM');
+    let readyAt = 0;
     try {
       for (let i = 0; i < 300; i++) {
         try {
@@ -194,10 +196,20 @@ describe('fault suite', () => {
         }
         await sleep(100);
       }
-      await sleep(5000);
+      await sleep(30000);
     } finally {
       await services({ CASSANDRA_KEEP_DATA: '1' }, 'up');
+      readyAt = Date.now();
     }
+    // The worker saw the node go and come back. Once Cassandra answers, it reconnects within its
+    // 10-s cap (the driver's default schedule, 1 s doubling to 10 minutes, would wait ~30 s here).
+    const isBack = () => worker.lines.slice(linesBefore).some((line) => line.includes('is up again'));
+    while (!isBack() && Date.now() - readyAt < 60000) await sleep(50);
+    const backAfterMs = Date.now() - readyAt;
+    expect(worker.lines.slice(linesBefore).some((line) => /Cassandra node \S+ is down; reconnecting/.test(line))).toBe(true);
+    expect(isBack()).toBe(true);
+    expect(backAfterMs).toBeLessThan(15000);
+    process.stderr.write(`[faults] Cassandra stop 30 s: worker reconnected ${backAfterMs} ms after Cassandra answered\n`);
     const report = await scenario.finish(180000);
     expectClean(report);
   });
