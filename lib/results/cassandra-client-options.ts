@@ -1,4 +1,4 @@
-import { policies } from 'cassandra-driver';
+import { policies, types } from 'cassandra-driver';
 import type { ResolvedCassandraConfig } from '../config/resolved-config';
 import type { TlsMaterial } from '../config/tls-files';
 
@@ -11,7 +11,7 @@ export interface DriverClientOptions {
   cloud?: { secureConnectBundle: string };
   contactPoints?: string[];
   localDataCenter?: string;
-  protocolOptions?: { port: number };
+  protocolOptions?: { port: number; maxVersion?: number };
   credentials?: { username: string; password: string };
   socketOptions?: { connectTimeout: number; readTimeout: number; tcpNoDelay?: boolean };
   pooling?: { maxRequestsPerConnection: number };
@@ -42,7 +42,10 @@ export function cassandraClientOptions(config: ResolvedCassandraConfig, localDat
   }
   options.contactPoints = [...(config.contactPoints ?? [])];
   if (tls) options.sslOptions = tls;
-  options.protocolOptions = { port: config.port };
+  // Protocol v4, the newest this driver speaks: left to negotiate, it opens every connection with
+  // DSE v2, is refused by Apache Cassandra, closes and opens again (two connects per connection),
+  // and a client shut down in that window leaves the second socket open.
+  options.protocolOptions = { port: config.port, maxVersion: types.protocolVersion.v4 };
   if (localDataCenter) options.localDataCenter = localDataCenter;
   return options;
 }

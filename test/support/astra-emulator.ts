@@ -1,5 +1,5 @@
 import AdmZip from 'adm-zip';
-import { Client, auth } from 'cassandra-driver';
+import { Client, auth, types } from 'cassandra-driver';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -173,6 +173,7 @@ async function withSuperuser<T>(fn: (client: Client) => Promise<T>): Promise<T> 
   const client = new Client({
     contactPoints: [`${CASSANDRA_HOST}:${CASSANDRA_PORT}`],
     localDataCenter: 'datacenter1',
+    protocolOptions: { maxVersion: types.protocolVersion.v4 }, // as the library: one connect per connection, no downgrade
     authProvider: new auth.PlainTextAuthProvider(SUPERUSER.username, SUPERUSER.password),
   });
   await client.connect();

@@ -1,5 +1,5 @@
 import * as amqplib from 'amqplib';
-import { auth, Client } from 'cassandra-driver';
+import { auth, Client, types } from 'cassandra-driver';
 import { randomBytes } from 'node:crypto';
 import type { CeleryModuleOptions } from '../../lib';
 
@@ -35,6 +35,7 @@ export async function rawCassandra(): Promise<Client> {
   const client = new Client({
     contactPoints: [`${CASSANDRA_HOST}:${CASSANDRA_PORT}`],
     localDataCenter: 'datacenter1',
+    protocolOptions: { maxVersion: types.protocolVersion.v4 }, // as the library: one connect per connection, no downgrade
     keyspace: KEYSPACE,
     authProvider: new auth.PlainTextAuthProvider(SUPERUSER.username, SUPERUSER.password),
   });

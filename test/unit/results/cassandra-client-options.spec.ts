@@ -40,7 +40,7 @@ describe('cassandraClientOptions: servers mode', () => {
   it('passes the contact points, the port and the local data center', () => {
     const options = cassandraClientOptions(servers, 'dc1');
     expect(options.contactPoints).toEqual(['10.0.0.1', '10.0.0.2:9043']);
-    expect(options.protocolOptions).toEqual({ port: 9142 });
+    expect(options.protocolOptions).toEqual({ port: 9142, maxVersion: 4 });
     expect(options.localDataCenter).toBe('dc1');
     expect(options).not.toHaveProperty('cloud');
   });
