@@ -264,6 +264,10 @@ function messageOf(err: unknown): string {
  * for the same reason every read checks that the rows it got are of the tasks it asked for.
  */
 function rowsOf(rs: types.ResultSet, what: string): types.Row[] {
-  if (!Array.isArray(rs.rows)) throw new CeleryConnectionError(`Cassandra answered a ${what} without rows; retrying`);
+  if (!Array.isArray(rs.rows)) {
+    const info = rs.info as { queriedHost?: unknown; achievedConsistency?: unknown; triedHosts?: unknown } | undefined;
+    const shape = `rowLength ${String(rs.rowLength)}, columns ${rs.columns ? rs.columns.length : 'none'}, host ${String(info?.queriedHost)}, tried ${JSON.stringify(info?.triedHosts ?? null)}, keys ${Object.keys(rs).join('/')}`;
+    throw new CeleryConnectionError(`Cassandra answered a ${what} without rows (${shape}); retrying`);
+  }
   return rs.rows;
 }

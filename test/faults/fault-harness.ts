@@ -347,7 +347,10 @@ export class Scenario {
     // replies the store refused as not fitting their request (retried): how often the driver hands one back
     for (const w of this.workers) {
       const misfits = w.lines.filter((l) => /answered (a|the) .* (without rows|with rows|with the row of)/.test(l));
-      if (misfits.length > 0) process.stderr.write(`[faults] ${this.name}: ${misfits.length} store replies refused as not fitting, first: ${misfits[0]}\n`);
+      if (misfits.length > 0) {
+        const kinds = ['without rows', 'with rows', 'with the row of'].map((k) => `${misfits.filter((l) => l.includes(k)).length} ${k}`).join(', ');
+        process.stderr.write(`[faults] ${this.name}: ${misfits.length} store replies refused as not fitting (${kinds}), first: ${misfits[0]}\n`);
+      }
     }
     const count = (kind: string) => [...outcome.values()].filter((o) => o === kind).length;
     const executions = new Map<string, number>();
