@@ -335,14 +335,17 @@ export function installCleanup(): void {
   }
 }
 
-// Run only as the entry point (bench/sweep.ts imports the helpers above).
-if (require.main === module) {
+/** Runs `main` as a process's entry point: cleanup on signals, its exit code, a failure logged under `tag`. */
+export function runEntryPoint(tag: string, main: () => Promise<number>): void {
   installCleanup();
   main().then(
     (code) => process.exit(code),
     (err: unknown) => {
-      process.stderr.write(`[bench] failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+      process.stderr.write(`[${tag}] failed: ${err instanceof Error ? err.stack : String(err)}\n`);
       process.exit(1);
     },
   );
 }
+
+// Run only as the entry point (bench/sweep.ts imports the helpers above).
+if (require.main === module) runEntryPoint('bench', main);

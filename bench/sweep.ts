@@ -18,7 +18,7 @@ import type { Client } from 'cassandra-driver';
 import { BenchOptions, cassandraClient, deleteQueues, round, SystemResult, WALKTHROUGH_TEXT } from './common';
 import { runNestjs } from './nestjs-system';
 import { runRaw } from './raw-system';
-import { applyPayloadGuards, describeMachine, drawChart, gitInfo, installCleanup, machineInfo, parseArgs } from './run';
+import { applyPayloadGuards, describeMachine, drawChart, gitInfo, machineInfo, parseArgs, runEntryPoint } from './run';
 
 const SYSTEMS = ['nestjs', 'raw'] as const;
 type SystemName = (typeof SYSTEMS)[number];
@@ -326,11 +326,4 @@ async function main(): Promise<number> {
   return results.some((r) => r.error) ? 1 : 0;
 }
 
-installCleanup();
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`[sweep] failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runEntryPoint('sweep', main);

@@ -116,7 +116,8 @@ export class CassandraResultStore extends ResultStore {
     const batch = this.statusChecks.splice(0, STATUS_READ_BATCH);
     if (batch.length === 0) return;
     this.statusReadsInFlight++;
-    const ids = [...new Set(batch.map((c) => c.taskId))];
+    const asked = new Set(batch.map((c) => c.taskId));
+    const ids = [...asked];
     let client: Client;
     try {
       client = this.requireClient();
@@ -128,7 +129,6 @@ export class CassandraResultStore extends ResultStore {
     client
       .execute(this.statusCql, [ids], { prepare: true, consistency: this.readConsistency })
       .then((rs) => {
-        const asked = new Set(ids);
         const rows = rowsOf(rs, 'status read');
         const stray = rows.find((r) => !asked.has(r.task_id as string));
         if (stray) throw new CeleryConnectionError(`Cassandra answered a status read with the row of task ${String(stray.task_id)}, not asked for; retrying`);
@@ -167,7 +167,7 @@ export class CassandraResultStore extends ResultStore {
       [],
       { consistency: this.readConsistency },
     );
-    return rs.rows.map((r) => ({
+    return rowsOf(rs, 'rows read').map((r) => ({
       taskId: r.task_id as string,
       status: r.status,
       result: r.result,
@@ -258,14 +258,14 @@ function messageOf(err: unknown): string {
 }
 
 /**
- * The rows of a SELECT's reply. Seen once in the fault suite after a 20-s Cassandra stall: a
- * status read resolved with no `rows` at all (a write's reply), and reading it crashed the worker.
+ * The rows of a SELECT's reply. Seen in the fault suite after a 20-s Cassandra stall, sometimes
+ * in bursts: a status read resolved with no `rows` at all, and reading it once crashed the worker.
  * Such a reply is an error to retry, never an empty result (which would read as "not stored");
  * for the same reason every read checks that the rows it got are of the tasks it asked for.
  */
 function rowsOf(rs: types.ResultSet, what: string): types.Row[] {
   if (!Array.isArray(rs.rows)) {
-    const info = rs.info as { queriedHost?: unknown; achievedConsistency?: unknown; triedHosts?: unknown } | undefined;
+    const info = rs.info as { queriedHost?: unknown; triedHosts?: unknown } | undefined;
     const shape = `rowLength ${String(rs.rowLength)}, columns ${rs.columns ? rs.columns.length : 'none'}, host ${String(info?.queriedHost)}, tried ${JSON.stringify(info?.triedHosts ?? null)}, keys ${Object.keys(rs).join('/')}`;
     throw new CeleryConnectionError(`Cassandra answered a ${what} without rows (${shape}); retrying`);
   }

@@ -1,5 +1,5 @@
 import AdmZip from 'adm-zip';
-import { Client, auth, types } from 'cassandra-driver';
+import type { Client } from 'cassandra-driver';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { AddressInfo, connect as netConnect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer as createTlsServer, Server as TlsServer, TLSSocket } from 'node:tls';
-import { CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, SUPERUSER } from './real-services';
+import { CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, rawCassandra } from './real-services';
 
 /**
  * DataStax Astra DB's connection path, emulated in front of the real Cassandra node
@@ -170,13 +170,7 @@ function listen(server: HttpsServer | TlsServer, port: number): Promise<void> {
 }
 
 async function withSuperuser<T>(fn: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({
-    contactPoints: [`${CASSANDRA_HOST}:${CASSANDRA_PORT}`],
-    localDataCenter: 'datacenter1',
-    protocolOptions: { maxVersion: types.protocolVersion.v4 }, // as the library: one connect per connection, no downgrade
-    authProvider: new auth.PlainTextAuthProvider(SUPERUSER.username, SUPERUSER.password),
-  });
-  await client.connect();
+  const client = await rawCassandra();
   try {
     return await fn(client);
   } finally {
