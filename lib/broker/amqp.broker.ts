@@ -229,12 +229,16 @@ export class AmqpBroker extends Broker {
   private async startConsumer(model: Pick<ChannelModel, 'createChannel'>, record: ConsumerRecord): Promise<void> {
     const ch = await model.createChannel();
     this.consumerChannels.add(ch);
-    ch.on('close', () => this.consumerChannels.delete(ch));
+    const lost = new AbortController();
+    ch.on('close', () => {
+      this.consumerChannels.delete(ch);
+      lost.abort();
+    });
     ch.on('error', (err: Error) => this.logger.error(`Consumer channel for queue ${record.queue} failed: ${messageOf(err)}`));
     await declareTopology(ch, record.queue, this.options.queueArguments);
     await ch.prefetch(record.prefetch);
     const reply = await ch.consume(record.queue, (msg) => {
-      if (msg) record.onMessage(deliveryOf(ch, msg, this.logger));
+      if (msg) record.onMessage(deliveryOf(ch, lost.signal, msg, this.logger));
     }, { noAck: false });
     record.channel = ch;
     record.tag = reply.consumerTag;
@@ -258,7 +262,7 @@ async function declareTopology(ch: Channel, queue: string, queueArguments?: Reco
   await ch.bindQueue(queue, queue, queue);
 }
 
-function deliveryOf(ch: Channel, msg: ConsumeMessage, logger: Logger): Delivery {
+function deliveryOf(ch: Channel, lost: AbortSignal, msg: ConsumeMessage, logger: Logger): Delivery {
   const p = msg.properties;
   let settled = false;
   const settle = (action: () => void, what: string) => {
@@ -280,6 +284,7 @@ function deliveryOf(ch: Channel, msg: ConsumeMessage, logger: Logger): Delivery 
     priority: p.priority,
     body: msg.content,
     redelivered: msg.fields.redelivered,
+    lost,
     ack: () => settle(() => ch.ack(msg), 'acknowledge'),
     reject: (requeue: boolean) => settle(() => ch.reject(msg, requeue), 'reject'),
   };

@@ -8,9 +8,15 @@ export interface OutgoingMessage {
   body: Buffer;
 }
 
-/** One delivered message. Exactly one of `ack` / `reject` must be called, once. */
+/**
+ * One delivered message. Exactly one of `ack` / `reject` must be called, once — unless `lost`
+ * has fired: then the channel it came on is gone, the broker has already requeued the message
+ * (it is redelivered, to this process or another), and `ack` / `reject` do nothing.
+ */
 export interface Delivery extends IncomingMessage {
   redelivered: boolean;
+  /** Aborts when the channel this message was delivered on closes (AMQP: a delivery tag is specific to its channel). */
+  readonly lost: AbortSignal;
   ack(): void;
   reject(requeue: boolean): void;
 }
@@ -24,7 +30,11 @@ export interface Reply {
 export interface ConsumerHandle {
   /** Stop receiving new messages; unacknowledged ones stay with this consumer until settled. */
   cancel(): Promise<void>;
-  /** Change how many unacknowledged messages the broker may hand over (held ETA tasks raise it). */
+  /**
+   * Change how many unacknowledged messages the broker may hand over (held ETA tasks raise it).
+   * Takes effect at once for the running consumer (AMQP: global QoS on the consumer's own channel)
+   * and is kept for the consumer that replaces it after its channel or connection is lost.
+   */
   setPrefetch(count: number): Promise<void>;
 }
 

@@ -10,6 +10,8 @@ interface MemoryConsumer {
   prefetch: number;
   unacked: number;
   cancelled: boolean;
+  /** Aborted when the consumer's (simulated) channel closes. */
+  channel: AbortController;
   onMessage: (delivery: Delivery) => void;
 }
 
@@ -47,7 +49,7 @@ export class MemoryBroker extends Broker {
 
   async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle> {
     const q = this.queueOf(queue);
-    const consumer: MemoryConsumer = { prefetch, unacked: 0, cancelled: false, onMessage };
+    const consumer: MemoryConsumer = { prefetch, unacked: 0, cancelled: false, channel: new AbortController(), onMessage };
     q.consumers.push(consumer);
     queueMicrotask(() => this.dispatch(q));
     return {
@@ -139,6 +141,7 @@ export class MemoryBroker extends Broker {
       priority: properties.priority,
       body,
       redelivered: stored.redelivered,
+      lost: consumer.channel.signal,
       ack: () => settle(null),
       reject: (requeue: boolean) => settle(requeue),
     };
