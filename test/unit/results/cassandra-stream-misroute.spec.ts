@@ -1,0 +1,137 @@
+import { Client, types } from 'cassandra-driver';
+import { normalizeCeleryOptions } from '../../../lib/config/normalize-options';
+import type { ResolvedCassandraConfig } from '../../../lib/config/resolved-config';
+import { cassandraClientOptions } from '../../../lib/results/cassandra-client-options';
+import { CQL_ERROR, CqlRequest, FakeCqlServer } from '../../support/fake-cql-server';
+
+/**
+ * Replies routed to the wrong request (issue 11 item 4). Apache Cassandra 5.0.8 answers a request
+ * it sheds after native_transport_timeout with OVERLOADED on stream id 0, not on the request's own
+ * stream (CASSANDRA-21508). cassandra-driver 4.10 frees whatever stream a reply names, owned or not,
+ * so the request that owned stream 0 gets the error, stream 0 is reused, and the next request on it
+ * resolves with the previous request's reply: a read with another task's row, a write with another
+ * write's Void (counted as stored while the server never answered it). A fake CQL v4 server plays
+ * the misbehaving node, deterministically; the client is made with the library's own options.
+ */
+
+const SELECT = 'SELECT k, v FROM ks.t WHERE k = ?';
+const INSERT = 'INSERT INTO ks.t (k, v) VALUES (?, ?)';
+/** Per-request read timeout: a request whose reply never comes fails after this. */
+const READ_TIMEOUT_MS = 800;
+
+let server: FakeCqlServer;
+let client: Client;
+
+function optionsFor(port: number): ConstructorParameters<typeof Client>[0] {
+  const config = normalizeCeleryOptions({
+    resultBackend: 'cassandra://',
+    cassandra: { contactPoints: ['127.0.0.1'], port, localDataCenter: 'datacenter1', keyspace: 'ks', table: 't' },
+  }).cassandra as ResolvedCassandraConfig;
+  return cassandraClientOptions(config, 'datacenter1') as ConstructorParameters<typeof Client>[0];
+}
+
+/** The client as the library makes it. */
+function libraryClient(port: number): Client {
+  return new Client(optionsFor(port));
+}
+
+type Outcome = { ok: true; rs: types.ResultSet } | { ok: false; error: string };
+
+function settle(p: Promise<types.ResultSet>): Promise<Outcome> {
+  return p.then(
+    (rs) => ({ ok: true as const, rs }),
+    (err: unknown) => ({ ok: false as const, error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) }),
+  );
+}
+
+function select(key: string): Promise<Outcome> {
+  return settle(client.execute(SELECT, [key], { prepare: true, readTimeout: READ_TIMEOUT_MS }));
+}
+
+function insert(key: string): Promise<Outcome> {
+  return settle(client.execute(INSERT, [key, `value of ${key}`], { prepare: true, readTimeout: READ_TIMEOUT_MS }));
+}
+
+/** The key of the row a SELECT resolved with, or what went wrong. */
+function keyOf(outcome: Outcome): string {
+  if (!outcome.ok) return `failed (${outcome.error})`;
+  return outcome.rs.rows?.length ? String(outcome.rs.rows[0].k) : 'no row';
+}
+
+function byKey(key: string): CqlRequest {
+  const found = server.requests.find((r) => r.values[0] === key);
+  if (!found) throw new Error(`the server never got the request for ${key}`);
+  return found;
+}
+
+function answerOwnRow(request: CqlRequest): void {
+  request.answer([[request.values[0], `value of ${request.values[0]}`]]);
+}
+
+function tick(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+beforeEach(async () => {
+  server = await FakeCqlServer.start();
+  client = libraryClient(server.port);
+  await client.connect();
+});
+
+afterEach(async () => {
+  await client.shutdown();
+  await server.close();
+});
+
+describe('an OVERLOADED error on stream 0 for a request the server shed (Cassandra 5.0.8)', () => {
+  it('does not give a later read the row of another read', async () => {
+    const a = select('a');
+    const b = select('b');
+    await server.untilRequests(2);
+    // the server sheds b, and says so on stream 0 instead of b's stream
+    server.sendError(byKey('b').connection, 0, CQL_ERROR.overloaded, 'Query timed out before it could start');
+    await tick();
+    const c = select('c');
+    await server.untilRequests(3);
+    answerOwnRow(byKey('a'));
+    answerOwnRow(byKey('c'));
+    const [ra, rb, rc] = await Promise.all([a, b, c]);
+    // a may fail (it owned nothing the error named, yet a request may be retried) but never with another's row
+    if (ra.ok) expect(keyOf(ra)).toBe('a');
+    expect(rb.ok).toBe(false);
+    expect(keyOf(rc)).toBe('c');
+  });
+
+  it('does not count a write as done with the Void reply of another write', async () => {
+    const w1 = insert('w1');
+    const w2 = insert('w2');
+    await server.untilRequests(2);
+    server.sendError(byKey('w2').connection, 0, CQL_ERROR.overloaded, 'Query timed out before it could start');
+    await tick();
+    const w3 = insert('w3');
+    await server.untilRequests(3);
+    byKey('w1').answer(); // w3 is never answered: the server has not stored it
+    const outcomes = { w1: await w1, w2: await w2, w3: await w3 };
+    const resolvedWithoutAnAnswer = Object.entries(outcomes)
+      .filter(([key, outcome]) => outcome.ok && !byKey(key).answered)
+      .map(([key]) => key);
+    expect(resolvedWithoutAnAnswer).toEqual([]);
+  });
+});
+
+describe('an error frame on stream 0 while no request owns it', () => {
+  it('does not put two requests on one stream', async () => {
+    // one answered read first, so the pool's connection is known; then, with nothing in flight,
+    // a stray error on stream 0 frees stream 0 a second time
+    server.onRequest = answerOwnRow;
+    expect(keyOf(await select('warm-up'))).toBe('warm-up');
+    server.onRequest = () => undefined;
+    server.sendError(byKey('warm-up').connection, 0, CQL_ERROR.overloaded, 'Query timed out before it could start');
+    await tick();
+    // the freed id comes back after the next ones: the third of three concurrent reads shares a stream
+    const reads = ['x', 'y', 'z'].map(select);
+    await server.untilRequests(4);
+    for (const key of ['x', 'y', 'z']) answerOwnRow(byKey(key));
+    expect(await Promise.all(reads.map(async (r) => keyOf(await r)))).toEqual(['x', 'y', 'z']);
+  });
+});
