@@ -5,6 +5,7 @@ import { CeleryConnectionError } from '../errors/celery.errors';
 import { decodeResultRow, encodeResultRow, pendingMeta, ResultRow, ResultToStore, TaskMeta } from '../protocol/result-row';
 import { cassandraClientOptions, DriverClientOptions, driverConsistencyKey } from './cassandra-client-options';
 import { ResultStore } from './result-store.interface';
+import { guardedClient } from './cassandra-stream-guard';
 import { readTlsFiles, TlsMaterial } from '../config/tls-files';
 import { DEFAULT_JSON_OPTIONS, JsonOptions } from '../protocol/python-json';
 
@@ -184,7 +185,7 @@ export class CassandraResultStore extends ResultStore {
   }
 
   private async open(options: DriverClientOptions): Promise<Client> {
-    const client = new Client(options as ConstructorParameters<typeof Client>[0]);
+    const client = guardedClient(options as ConstructorParameters<typeof Client>[0], this.logger);
     try {
       await client.connect();
       return client;

@@ -2,6 +2,8 @@ import { Client, types } from 'cassandra-driver';
 import { normalizeCeleryOptions } from '../../../lib/config/normalize-options';
 import type { ResolvedCassandraConfig } from '../../../lib/config/resolved-config';
 import { cassandraClientOptions } from '../../../lib/results/cassandra-client-options';
+import { checkDriverInternals, driverConnectionMethods, guardedClient, VERIFIED_DRIVER_VERSIONS } from '../../../lib/results/cassandra-stream-guard';
+import { CeleryConnectionError } from '../../../lib/errors/celery.errors';
 import { CQL_ERROR, CqlRequest, FakeCqlServer } from '../../support/fake-cql-server';
 
 /**
@@ -21,6 +23,7 @@ const READ_TIMEOUT_MS = 800;
 
 let server: FakeCqlServer;
 let client: Client;
+let warnings: string[];
 
 function optionsFor(port: number): ConstructorParameters<typeof Client>[0] {
   const config = normalizeCeleryOptions({
@@ -30,9 +33,9 @@ function optionsFor(port: number): ConstructorParameters<typeof Client>[0] {
   return cassandraClientOptions(config, 'datacenter1') as ConstructorParameters<typeof Client>[0];
 }
 
-/** The client as the library makes it. */
+/** The client as the library makes it (CassandraResultStore.open). */
 function libraryClient(port: number): Client {
-  return new Client(optionsFor(port));
+  return guardedClient(optionsFor(port), { warn: (message) => warnings.push(message) });
 }
 
 type Outcome = { ok: true; rs: types.ResultSet } | { ok: false; error: string };
@@ -73,6 +76,7 @@ function tick(): Promise<void> {
 }
 
 beforeEach(async () => {
+  warnings = [];
   server = await FakeCqlServer.start();
   client = libraryClient(server.port);
   await client.connect();
@@ -133,5 +137,82 @@ describe('an error frame on stream 0 while no request owns it', () => {
     await server.untilRequests(4);
     for (const key of ['x', 'y', 'z']) answerOwnRow(byKey(key));
     expect(await Promise.all(reads.map(async (r) => keyOf(await r)))).toEqual(['x', 'y', 'z']);
+  });
+});
+
+describe('a second reply on a stream whose request was already answered', () => {
+  it('is dropped, and does not put two requests on one stream', async () => {
+    server.onRequest = answerOwnRow;
+    expect(keyOf(await select('first'))).toBe('first');
+    server.onRequest = () => undefined;
+    const first = byKey('first');
+    server.sendError(first.connection, first.stream, CQL_ERROR.serverError, 'a late duplicate');
+    await tick();
+    const reads = ['p', 'q', 'r', 's'].map(select);
+    await server.untilRequests(5);
+    for (const key of ['p', 'q', 'r', 's']) answerOwnRow(byKey(key));
+    expect(await Promise.all(reads.map(async (r) => keyOf(await r)))).toEqual(['p', 'q', 'r', 's']);
+  });
+});
+
+describe('the guard', () => {
+  it('never sends a request on stream 0', async () => {
+    server.onRequest = answerOwnRow;
+    await Promise.all(['a', 'b', 'c'].map(select));
+    expect(server.requests.map((r) => r.stream)).not.toContain(0);
+  });
+
+  it('says when it drops a frame, naming the stream and the error', async () => {
+    server.onRequest = answerOwnRow;
+    await select('warm-up');
+    server.sendError(byKey('warm-up').connection, 0, CQL_ERROR.overloaded, 'Query timed out before it could start');
+    await tick();
+    expect(warnings).toEqual([expect.stringMatching(/reply on stream 0 that no request is waiting for \(error 0x1001 Query timed out before it could start\); dropped \(1 so far/)]);
+  });
+
+  it('leaves other clients of the process alone: a plain driver client still misroutes (remove the guard when this fails)', async () => {
+    const plain = new Client(optionsFor(server.port));
+    await plain.connect();
+    try {
+      const plainSelect = (key: string): Promise<Outcome> => settle(plain.execute(SELECT, [key], { prepare: true, readTimeout: READ_TIMEOUT_MS }));
+      server.onRequest = answerOwnRow;
+      await plainSelect('plain-warm-up');
+      server.onRequest = () => undefined;
+      server.sendError(byKey('plain-warm-up').connection, 0, CQL_ERROR.overloaded, 'Query timed out before it could start');
+      await tick();
+      const before = server.requests.length;
+      const reads = ['x', 'y', 'z'].map(plainSelect);
+      await server.untilRequests(before + 3);
+      for (const key of ['x', 'y', 'z']) answerOwnRow(byKey(key));
+      expect(await Promise.all(reads.map(async (r) => keyOf(await r)))).not.toEqual(['x', 'y', 'z']);
+    } finally {
+      await plain.shutdown();
+    }
+  });
+});
+
+describe('checkDriverInternals', () => {
+  // the driver's own methods (the guard's wrappers are on the prototype once a guarded client exists)
+  const prototype = driverConnectionMethods() as Record<string, unknown>;
+
+  it('accepts the installed driver, a verified version', () => {
+    expect(VERIFIED_DRIVER_VERSIONS).toContain(require('cassandra-driver/package.json').version);
+    expect(checkDriverInternals()).toBeNull();
+  });
+
+  it('warns for a version not verified whose internals are as expected', () => {
+    expect(checkDriverInternals('4.11.0', prototype as never)).toMatch(/cassandra-driver 4.11.0 has not been verified .*the guard is on/);
+  });
+
+  it('refuses a driver whose Connection lacks a method the guard wraps', () => {
+    const { freeStreamId: _dropped, ...rest } = Object.fromEntries(['_getStreamId', 'handleResult', 'handleRow', 'freeStreamId'].map((k) => [k, prototype[k]]));
+    void _dropped;
+    expect(() => checkDriverInternals('5.0.0', rest as never)).toThrow(CeleryConnectionError);
+    expect(() => checkDriverInternals('5.0.0', rest as never)).toThrow(/cassandra-driver 5.0.0 is not what .* expects \(Connection.prototype.freeStreamId is missing\)/);
+  });
+
+  it('refuses a driver whose method no longer does what the guard assumes', () => {
+    const changed = { _getStreamId: prototype._getStreamId, handleResult: prototype.handleResult, handleRow: prototype.handleRow, freeStreamId: function freeStreamId() { return undefined; } };
+    expect(() => checkDriverInternals('4.10.0', changed as never)).toThrow(/freeStreamId no longer does _operations.delete\(streamId\), _streamIds.push\(streamId\)/);
   });
 });
