@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # The integration tests' services, installed when missing and started in the background:
 #   RabbitMQ   Debian's rabbitmq-server, AMQP on 127.0.0.1:5672 (amqp://guest:guest@127.0.0.1:5672)
-#   Cassandra  a single-node Apache Cassandra 5.0.8 run from the Maven Central jars with Java 17,
-#              CQL on 127.0.0.1:9042, data centre 'datacenter1' (../shared/cassandra-test-node.md section 7)
+#   Cassandra  a single-node Apache Cassandra 5.0.9 (CASSANDRA_VERSION) run from the Maven Central jars with
+#              Java 17, CQL on 127.0.0.1:9042, data centre 'datacenter1' (../shared/cassandra-test-node.md section 7)
 #
 # Usage: bash scripts/services.sh up|down|status        (npm run services:up|down|status; `npm test` runs `up`)
 #   up      install what is missing, start what is not running, wait until both accept connections and create
 #           the test keyspace. Quick when both already run. The services keep running after the script exits.
 #   down    stop both (Cassandra: TERM, KILL after 30 s; RabbitMQ: rabbitmqctl stop).
 #   status  one line per service; exit 0 when both are up, 1 otherwise.
+#   node-up / node-down
+#           start (and wait for) / stop a private Cassandra node of a test, never the shared one: needs
+#           CASSANDRA_RUN (its own directory), CASSANDRA_PORT and CASSANDRA_STORAGE_PORT (not 9042 / 7000);
+#           CASSANDRA_EXTRA_YAML (a file) is appended to its cassandra.yaml. Fetches the jars of
+#           CASSANDRA_VERSION first if needed, so a test can run any 5.0.x the machine has not seen.
+#   fetch   fetch the jars of CASSANDRA_VERSION (and of each version in CASSANDRA_EXTRA_VERSIONS) only.
 #
 # Environment overrides:
 #   CASSANDRA_KEYSPACE   keyspace `up` creates (SimpleStrategy, RF 1); default celery_test
@@ -18,6 +24,11 @@
 #                        credentials of the readiness probe and keyspace creation; default cassandra/cassandra
 #                        (the node runs PasswordAuthenticator, see tools/cassandra/cassandra.yaml.in)
 #   CASSANDRA_KEEP_DATA  1: start Cassandra on the data of its last run (a restart) instead of a fresh node
+#   CASSANDRA_VERSION    Apache Cassandra release to run; default 5.0.9, the newest 5.0.x on Maven Central
+#                        (5.0.8 still runs: CASSANDRA_VERSION=5.0.8; its jars go to their own directory)
+#   CASSANDRA_EXTRA_VERSIONS
+#                        more versions `up` fetches (not runs), for the suites that start their own nodes of
+#                        them; default 5.0.8 (the compatibility run of test/integration/cassandra-stream-misroute)
 #   RABBITMQ_NODENAME    default rabbit@localhost: the machine's hostname may not resolve in a container
 #
 # Needs root to install packages and to run Debian's RabbitMQ. Needs `npm install` first (the Cassandra probe uses
@@ -25,6 +36,15 @@
 # ~/.m2 caches them too); each Cassandra start gets a fresh tools/cassandra/.run (yaml, data, logs/cassandra.out,
 # cassandra.pid); RabbitMQ logs in /var/log/rabbitmq.
 set -euo pipefail
+
+# The services outlive this script: they must not inherit its open files. Run under `flock LOCK cmd`
+# (without -o), the lock's descriptor would otherwise stay open in RabbitMQ and Cassandra and hold the
+# lock for as long as they run. Bash keeps 255 for reading this script.
+for fd_path in /proc/$$/fd/*; do
+  fd_number="${fd_path##*/}"
+  if [ "$fd_number" -gt 2 ] && [ "$fd_number" -lt 255 ]; then eval "exec ${fd_number}>&-" 2>/dev/null || true; fi
+done
+unset fd_path fd_number
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -34,11 +54,25 @@ export CASSANDRA_USERNAME="${CASSANDRA_USERNAME:-cassandra}" CASSANDRA_PASSWORD=
 CASSANDRA_HEAP="${CASSANDRA_HEAP:-512m}"
 SERVICES_TIMEOUT="${SERVICES_TIMEOUT:-180}"
 
-CASSANDRA_VERSION=5.0.8
-CASSANDRA_PORT=9042
+# The default version is also CASSANDRA_DEFAULT_VERSION in test/support/private-cassandra.ts.
+CASSANDRA_VERSION="${CASSANDRA_VERSION:-5.0.9}"
+CASSANDRA_EXTRA_VERSIONS="${CASSANDRA_EXTRA_VERSIONS-5.0.8}"
 CASSANDRA_DIR="$REPO_ROOT/tools/cassandra"
+CASSANDRA_SHARED_RUN="$CASSANDRA_DIR/.run"
+# node-up / node-down take these from the environment; up / down / status always mean the shared node.
+case "${1:-}" in
+  node-up | node-down)
+    CASSANDRA_PORT="${CASSANDRA_PORT:-}"
+    CASSANDRA_STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-}"
+    CASSANDRA_RUN="${CASSANDRA_RUN:-}"
+    ;;
+  *)
+    CASSANDRA_PORT=9042
+    CASSANDRA_STORAGE_PORT=7000
+    CASSANDRA_RUN="$CASSANDRA_SHARED_RUN"
+    ;;
+esac
 CASSANDRA_LIB="$CASSANDRA_DIR/.cassandra-$CASSANDRA_VERSION/lib"
-CASSANDRA_RUN="$CASSANDRA_DIR/.run"
 CASSANDRA_PID_FILE="$CASSANDRA_RUN/cassandra.pid"
 CASSANDRA_LOG="$CASSANDRA_RUN/logs/cassandra.out"
 
@@ -274,6 +308,7 @@ find_java() {
 
 # Copies cassandra-all and its runtime dependencies from Maven Central into CASSANDRA_LIB, once.
 cassandra_fetch() {
+  [[ "$CASSANDRA_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "CASSANDRA_VERSION=$CASSANDRA_VERSION is not a release number like 5.0.9"
   [ -f "$CASSANDRA_LIB/cassandra-all-$CASSANDRA_VERSION.jar" ] && return
   command -v mvn >/dev/null 2>&1 || apt_install maven
   local started partial="$CASSANDRA_LIB.partial" mvn_log="$CASSANDRA_LIB.mvn.log"
@@ -324,7 +359,12 @@ cassandra_start() {
     rm -rf "$CASSANDRA_RUN"
   fi
   mkdir -p "$CASSANDRA_RUN"/{conf,data,logs,tmp,triggers}
-  sed -e "s#@RUN@#$CASSANDRA_RUN#g" -e "s#@TLS@#$TLS_DIR#g" "$CASSANDRA_DIR/cassandra.yaml.in" >"$CASSANDRA_RUN/conf/cassandra.yaml"
+  sed -e "s#@RUN@#$CASSANDRA_RUN#g" -e "s#@TLS@#$TLS_DIR#g" -e "s#@NATIVE_PORT@#$CASSANDRA_PORT#g" \
+    -e "s#@STORAGE_PORT@#$CASSANDRA_STORAGE_PORT#g" "$CASSANDRA_DIR/cassandra.yaml.in" >"$CASSANDRA_RUN/conf/cassandra.yaml"
+  if [ -n "${CASSANDRA_EXTRA_YAML:-}" ]; then
+    printf '# from CASSANDRA_EXTRA_YAML=%s\n' "$CASSANDRA_EXTRA_YAML" >>"$CASSANDRA_RUN/conf/cassandra.yaml"
+    cat "$CASSANDRA_EXTRA_YAML" >>"$CASSANDRA_RUN/conf/cassandra.yaml"
+  fi
   cp "$CASSANDRA_DIR/logback.xml" "$CASSANDRA_RUN/conf/logback.xml"
   local jamm=("$CASSANDRA_LIB"/jamm-*.jar)
 
@@ -378,7 +418,7 @@ cassandra_wait() {
   local started rc=0
   started="$(now)"
   CASS_PID="$CASSANDRA_WAIT_PID" CASS_WAIT_MS=$((SERVICES_TIMEOUT * 1000)) CASSANDRA_KEYSPACE="$CASSANDRA_KEYSPACE" \
-    node "$REPO_ROOT/scripts/wait-for-cassandra.js" || rc=$?
+    CASS_PORT="$CASSANDRA_PORT" node "$REPO_ROOT/scripts/wait-for-cassandra.js" || rc=$?
   if [ "$rc" != 0 ]; then
     show_log "$CASSANDRA_LOG" 100
     fail "Cassandra is not ready (wait-for-cassandra.js exited with $rc)"
@@ -453,6 +493,38 @@ down() {
   rabbitmq_stop
 }
 
+# Fetches the jars of CASSANDRA_VERSION and of CASSANDRA_EXTRA_VERSIONS (cached in ~/.m2 and tools/cassandra).
+fetch_all() {
+  local version
+  find_java
+  cassandra_fetch
+  for version in $CASSANDRA_EXTRA_VERSIONS; do
+    [ "$version" = "$CASSANDRA_VERSION" ] && continue
+    CASSANDRA_VERSION="$version" CASSANDRA_LIB="$CASSANDRA_DIR/.cassandra-$version/lib" cassandra_fetch
+  done
+}
+
+# A private node of a test: never the shared node's port, storage port or directory.
+private_node_checks() {
+  [[ "$CASSANDRA_PORT" =~ ^[0-9]+$ ]] && [ "$CASSANDRA_PORT" != 9042 ] ||
+    fail "node-up/node-down need CASSANDRA_PORT, a port other than the shared node's 9042 (got '$CASSANDRA_PORT')"
+  [[ "$CASSANDRA_STORAGE_PORT" =~ ^[0-9]+$ ]] && [ "$CASSANDRA_STORAGE_PORT" != 7000 ] ||
+    fail "node-up/node-down need CASSANDRA_STORAGE_PORT, a port other than the shared node's 7000 (got '$CASSANDRA_STORAGE_PORT')"
+  [[ "$CASSANDRA_RUN" = /* ]] || fail "node-up/node-down need CASSANDRA_RUN, an absolute directory (got '$CASSANDRA_RUN')"
+  [ "$(readlink -f "$CASSANDRA_RUN")" != "$(readlink -f "$CASSANDRA_SHARED_RUN")" ] || fail "CASSANDRA_RUN is the shared node's directory"
+  CASSANDRA_PID_FILE="$CASSANDRA_RUN/cassandra.pid"
+  CASSANDRA_LOG="$CASSANDRA_RUN/logs/cassandra.out"
+}
+
+node_up() {
+  private_node_checks
+  ! port_open "$CASSANDRA_PORT" || fail "something already listens on 127.0.0.1:$CASSANDRA_PORT"
+  command -v node >/dev/null 2>&1 || fail "node is not on PATH"
+  tls_certs
+  cassandra_start
+  cassandra_wait
+}
+
 status() {
   local rc=0
   rabbitmq_status || rc=1
@@ -461,15 +533,24 @@ status() {
 }
 
 case "${1:-}" in
-  up) up ;;
+  up)
+    up
+    fetch_all # the versions of the suites' private nodes, while the shared one serves
+    ;;
   down) down ;;
+  node-up) node_up ;;
+  node-down)
+    private_node_checks
+    cassandra_stop
+    ;;
+  fetch) fetch_all ;;
   status)
     FAILURE_REPORTED=1 # a stopped service is an answer, not a failure of this script
     status
     ;;
   *)
     FAILURE_REPORTED=1
-    echo "usage: bash scripts/services.sh up|down|status" >&2
+    echo "usage: bash scripts/services.sh up|down|status|node-up|node-down|fetch" >&2
     exit 2
     ;;
 esac

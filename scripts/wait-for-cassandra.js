@@ -6,6 +6,7 @@
 // Environment:
 //   CASS_WAIT_MS         give up after this many milliseconds (default 180000)
 //   CASS_PID             pid of the Cassandra JVM; stop waiting at once if it dies
+//   CASS_PORT            CQL port on 127.0.0.1 (default 9042)
 //   CASSANDRA_KEYSPACE   keyspace to create if it does not exist (SimpleStrategy, RF 1); none if empty.
 //                        It goes into the CQL as it is: services.sh admits only plain identifiers.
 //   CASSANDRA_USERNAME / CASSANDRA_PASSWORD   log in with these (needed with PasswordAuthenticator)
@@ -15,7 +16,7 @@
 const fs = require('fs');
 const cassandra = require('cassandra-driver');
 
-const CONTACT_POINT = '127.0.0.1:9042';
+const CONTACT_POINT = `127.0.0.1:${process.env.CASS_PORT || 9042}`;
 const waitMs = Number(process.env.CASS_WAIT_MS || 180000);
 const pid = Number(process.env.CASS_PID || 0);
 const keyspace = process.env.CASSANDRA_KEYSPACE || '';
