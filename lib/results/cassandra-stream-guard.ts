@@ -26,7 +26,7 @@ import { CeleryConnectionError } from '../errors/celery.errors';
  * It relies on these internals of cassandra-driver's `Connection` (lib/connection.js):
  * `_getStreamId()`, `handleResult(header, …)`, `handleRow(header, …)`, `freeStreamId(header)`,
  * `_operations` (Map of stream id → operation, filled before the request is written) and
- * `_streamIds.inUse`. `checkDriverInternals()` verifies them; on a driver version other than the
+ * `_streamIds.inUse` (lib/stream-id-stack.js `pop` counts it). `checkDriverInternals()` verifies them; on a driver version other than the
  * ones verified here it warns once, and it refuses to connect when they are not there.
  * The same change is offered upstream: patches/cassandra-driver-stream-id.patch.
  */
@@ -104,7 +104,11 @@ export function driverConnectionMethods(): Partial<ConnectionMethods> {
  * warning for a version not verified here whose internals still look as expected; throws
  * `CeleryConnectionError` naming what is missing when they do not.
  */
-export function checkDriverInternals(version = driverVersion(), prototype: Partial<ConnectionMethods> = driverConnectionMethods()): string | null {
+export function checkDriverInternals(
+  version = driverVersion(),
+  prototype: Partial<ConnectionMethods> = driverConnectionMethods(),
+  stack: { pop?: unknown } = (require('cassandra-driver/lib/stream-id-stack') as { prototype: { pop?: unknown } }).prototype,
+): string | null {
   const problems: string[] = [];
   for (const [name, fragments] of Object.entries(EXPECTED) as [keyof ConnectionMethods, string[]][]) {
     const method = prototype[name];
@@ -116,6 +120,7 @@ export function checkDriverInternals(version = driverVersion(), prototype: Parti
     const absent = fragments.filter((f) => !source.includes(f));
     if (absent.length) problems.push(`Connection.prototype.${name} no longer does ${absent.join(', ')}`);
   }
+  if (!Function.prototype.toString.call(stack.pop).includes('this.inUse++')) problems.push('StreamIdStack.prototype.pop no longer counts inUse');
   if (problems.length) {
     throw new CeleryConnectionError(
       `cassandra-driver ${version} is not what nestjs-celery's stream-id guard expects (${problems.join('; ')}). ` +

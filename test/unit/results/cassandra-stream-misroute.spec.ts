@@ -170,6 +170,14 @@ describe('the guard', () => {
     expect(warnings).toEqual([expect.stringMatching(/reply on stream 0 that no request is waiting for \(error 0x1001 Query timed out before it could start\); dropped \(1 so far/)]);
   });
 
+  it('logs dropped frames at the 1st, 10th, 100th…, not each one', async () => {
+    server.onRequest = answerOwnRow;
+    await select('warm-up');
+    for (let i = 0; i < 12; i++) server.sendError(byKey('warm-up').connection, 0, CQL_ERROR.overloaded, 'Query timed out before it could start');
+    await tick();
+    expect(warnings.map((w) => /\((\d+) so far/.exec(w)?.[1])).toEqual(['1', '10']);
+  });
+
   it('leaves other clients of the process alone: a plain driver client still misroutes (remove the guard when this fails)', async () => {
     const plain = new Client(optionsFor(server.port));
     await plain.connect();
@@ -209,6 +217,10 @@ describe('checkDriverInternals', () => {
     void _dropped;
     expect(() => checkDriverInternals('5.0.0', rest as never)).toThrow(CeleryConnectionError);
     expect(() => checkDriverInternals('5.0.0', rest as never)).toThrow(/cassandra-driver 5.0.0 is not what .* expects \(Connection.prototype.freeStreamId is missing\)/);
+  });
+
+  it('refuses a driver whose stream-id pool no longer counts ids in use', () => {
+    expect(() => checkDriverInternals('4.10.0', prototype as never, { pop: () => 0 })).toThrow(/StreamIdStack.prototype.pop no longer counts inUse/);
   });
 
   it('refuses a driver whose method no longer does what the guard assumes', () => {
