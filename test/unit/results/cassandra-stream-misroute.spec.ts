@@ -88,18 +88,26 @@ afterEach(async () => {
 });
 
 describe('an OVERLOADED error on stream 0 for a request the server shed (Cassandra 5.0.8)', () => {
-  it('does not give a later read the row of another read', async () => {
-    const a = select('a');
-    const b = select('b');
+  /**
+   * Sends `send(first)` and `send(second)`, sheds the second (its OVERLOADED on stream 0, 5.0.8's
+   * way), then sends `send(third)` once that frame is in: the requests' outcomes in that order.
+   */
+  async function shedOnStreamZero(send: (key: string) => Promise<Outcome>, [first, second, third]: string[], answer: () => void): Promise<Outcome[]> {
+    const sent = [send(first), send(second)];
     await server.untilRequests(2);
-    // the server sheds b, and says so on stream 0 instead of b's stream
-    server.sendError(byKey('b').connection, 0, CQL_ERROR.overloaded, 'Query timed out before it could start');
+    server.sendError(byKey(second).connection, 0, CQL_ERROR.overloaded, 'Query timed out before it could start');
     await tick();
-    const c = select('c');
+    sent.push(send(third));
     await server.untilRequests(3);
-    answerOwnRow(byKey('a'));
-    answerOwnRow(byKey('c'));
-    const [ra, rb, rc] = await Promise.all([a, b, c]);
+    answer();
+    return Promise.all(sent);
+  }
+
+  it('does not give a later read the row of another read', async () => {
+    const [ra, rb, rc] = await shedOnStreamZero(select, ['a', 'b', 'c'], () => {
+      answerOwnRow(byKey('a'));
+      answerOwnRow(byKey('c'));
+    });
     // a may fail (it owned nothing the error named, yet a request may be retried) but never with another's row
     if (ra.ok) expect(keyOf(ra)).toBe('a');
     expect(rb.ok).toBe(false);
@@ -107,18 +115,10 @@ describe('an OVERLOADED error on stream 0 for a request the server shed (Cassand
   });
 
   it('does not count a write as done with the Void reply of another write', async () => {
-    const w1 = insert('w1');
-    const w2 = insert('w2');
-    await server.untilRequests(2);
-    server.sendError(byKey('w2').connection, 0, CQL_ERROR.overloaded, 'Query timed out before it could start');
-    await tick();
-    const w3 = insert('w3');
-    await server.untilRequests(3);
-    byKey('w1').answer(); // w3 is never answered: the server has not stored it
-    const outcomes = { w1: await w1, w2: await w2, w3: await w3 };
-    const resolvedWithoutAnAnswer = Object.entries(outcomes)
-      .filter(([key, outcome]) => outcome.ok && !byKey(key).answered)
-      .map(([key]) => key);
+    // w3 is never answered: the server has not stored it
+    const keys = ['w1', 'w2', 'w3'];
+    const outcomes = await shedOnStreamZero(insert, keys, () => byKey('w1').answer());
+    const resolvedWithoutAnAnswer = keys.filter((key, i) => outcomes[i].ok && !byKey(key).answered);
     expect(resolvedWithoutAnAnswer).toEqual([]);
   });
 });
