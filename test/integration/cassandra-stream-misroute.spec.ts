@@ -2,6 +2,7 @@ import { Client } from 'cassandra-driver';
 import { normalizeCeleryOptions } from '../../lib/config/normalize-options';
 import type { ResolvedCassandraConfig } from '../../lib/config/resolved-config';
 import { cassandraClientOptions } from '../../lib/results/cassandra-client-options';
+import { CassandraResultStore } from '../../lib/results/cassandra.result-store';
 import { DroppedFrame, guardStreamIds } from '../../lib/results/cassandra-stream-guard';
 import { createLoadTables, misroutes, MisrouteReport, runKeyedPairs } from '../support/misroute-load';
 import { CASSANDRA_COMPAT_VERSIONS, PrivateCassandra } from '../support/private-cassandra';
@@ -14,19 +15,23 @@ import { SUPERUSER } from '../support/real-services';
  * slow filler load makes it shed requests. Keyed INSERT/SELECT pairs then check every reply.
  * 5.0.8 sends the OVERLOADED error of a shed request on stream 0 (CASSANDRA-21508): the plain
  * driver hands replies to the wrong requests; the library's guard drops those frames, and no
- * request gets another's reply. 5.0.9 answers on the request's own stream.
+ * request gets another's reply. 5.0.9 answers on the request's own stream. The result store itself
+ * is also run on each version (the compatibility run of the versions users have).
  */
 
 const KEYSPACE = 'misroute';
 const SHEDDING_YAML = 'native_transport_max_threads: 1\nnative_transport_timeout: 200ms\n';
 const LOAD = { durationMs: Number(process.env.MISROUTE_LOAD_MS ?? 8000), pairConcurrency: 16, fillerConcurrency: 16, maxFillers: 96, shedTarget: 40, readTimeoutMs: 3000 };
 
-function optionsFor(port: number): ConstructorParameters<typeof Client>[0] {
-  const config = normalizeCeleryOptions({
+function configFor(port: number, table: string): ResolvedCassandraConfig {
+  return normalizeCeleryOptions({
     resultBackend: 'cassandra://',
-    cassandra: { contactPoints: ['127.0.0.1'], port, localDataCenter: 'datacenter1', keyspace: KEYSPACE, table: 'kv', credentials: { ...SUPERUSER } },
+    cassandra: { contactPoints: ['127.0.0.1'], port, localDataCenter: 'datacenter1', keyspace: KEYSPACE, table, credentials: { ...SUPERUSER } },
   }).cassandra as ResolvedCassandraConfig;
-  return cassandraClientOptions(config, 'datacenter1') as ConstructorParameters<typeof Client>[0];
+}
+
+function optionsFor(port: number): ConstructorParameters<typeof Client>[0] {
+  return cassandraClientOptions(configFor(port, 'kv'), 'datacenter1') as ConstructorParameters<typeof Client>[0];
 }
 
 function summary(version: string, which: string, report: MisrouteReport, dropped: DroppedFrame[]): string {
@@ -60,6 +65,19 @@ describe.each(VERSIONS.map((version, i) => [version, 9142 + i, 7100 + i] as cons
       await Promise.all(clients.map((c) => c.shutdown().catch(() => undefined)));
       await node?.stop();
     }, 60000);
+
+    it('the result store creates its table, stores and reads results (with the guard on)', async () => {
+      const store = new CassandraResultStore(configFor(port, 'results'));
+      try {
+        await store.connect({ forWrites: true });
+        const taskId = `compat-${version}-${Date.now()}`;
+        expect(await store.storeUnlessSucceeded({ taskId, status: 'SUCCESS', result: { version }, children: [] })).toBeNull();
+        expect(await store.getTaskMeta(taskId)).toMatchObject({ taskId, status: 'SUCCESS', result: { version } });
+        expect((await store.rows()).map((r) => r.taskId)).toContain(taskId);
+      } finally {
+        await store.close();
+      }
+    });
 
     it('the plain driver', async () => {
       const plain = await connected(new Client(optionsFor(port)));
