@@ -17,6 +17,8 @@ import { SUPERUSER } from '../support/real-services';
  * driver hands replies to the wrong requests; the library's guard drops those frames, and no
  * request gets another's reply. 5.0.9 answers on the request's own stream. The result store itself
  * is also run on each version (the compatibility run of the versions users have).
+ * MISROUTE_VERSIONS=5.0.8 runs one version only; MISROUTE_LOAD_MS sets each load's length (8000).
+ * No services lock: it never touches the shared node or RabbitMQ.
  */
 
 const KEYSPACE = 'misroute';
