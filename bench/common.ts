@@ -196,6 +196,24 @@ export function percentile(samples: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
 }
 
+/** `[N] [rounds] [concurrency]` from the command line of an alternating-rounds bench, with defaults. */
+export function roundsArgs(defaults: { n: number; rounds: number; concurrency: number }): { n: number; rounds: number; concurrency: number } {
+  const [n, rounds, concurrency] = [2, 3, 4].map((i) => (process.argv[i] === undefined ? undefined : Number(process.argv[i])));
+  return { n: n ?? defaults.n, rounds: rounds ?? defaults.rounds, concurrency: concurrency ?? defaults.concurrency };
+}
+
+/**
+ * Runs `run` once per mode per round, alternating which mode goes first so that drift in the
+ * machine's load hits both, and returns each mode's results in order.
+ */
+export async function alternatingRounds<M extends string, R>(modes: readonly [M, M], rounds: number, run: (mode: M, round: number) => Promise<R>): Promise<Record<M, R[]>> {
+  const out = Object.fromEntries(modes.map((m) => [m, [] as R[]])) as Record<M, R[]>;
+  for (let r = 0; r < rounds; r++) {
+    for (const mode of r % 2 === 0 ? modes : ([modes[1], modes[0]] as const)) out[mode].push(await run(mode, r + 1));
+  }
+  return out;
+}
+
 export function round(value: number, digits = 1): number {
   if (!Number.isFinite(value)) return value;
   const f = 10 ** digits;

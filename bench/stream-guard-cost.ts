@@ -11,7 +11,7 @@ import { Client } from 'cassandra-driver';
 import { normalizeCeleryOptions } from '../lib/config/normalize-options';
 import type { ResolvedCassandraConfig } from '../lib/config/resolved-config';
 import { CassandraResultStore } from '../lib/results/cassandra.result-store';
-import { cassandraClient, CASSANDRA_HOST, CASSANDRA_PORT, CREDENTIALS, KEYSPACE, mapLimit, round } from './common';
+import { alternatingRounds, roundsArgs, cassandraClient, CASSANDRA_HOST, CASSANDRA_PORT, CREDENTIALS, KEYSPACE, mapLimit, percentile, round } from './common';
 
 type Mode = 'guarded' | 'plain';
 
@@ -50,29 +50,24 @@ async function round1(table: string, mode: Mode, n: number, concurrency: number)
 }
 
 async function main(): Promise<void> {
-  const n = Number(process.argv[2] ?? 10000);
-  const rounds = Number(process.argv[3] ?? 3);
-  const concurrency = Number(process.argv[4] ?? 64);
+  const { n, rounds, concurrency } = roundsArgs({ n: 10000, rounds: 3, concurrency: 64 });
   const table = `guard_cost_${randomBytes(4).toString('hex')}`;
-  const rates: Record<Mode, number[]> = { guarded: [], plain: [] };
   const admin = cassandraClient();
   await admin.connect();
+  let rates: Record<Mode, number[]>;
   try {
     await round1(table, 'plain', Math.min(n, 2000), concurrency); // warm-up: table, prepared statements, JIT
-    for (let r = 0; r < rounds; r++) {
-      for (const mode of (r % 2 === 0 ? ['guarded', 'plain'] : ['plain', 'guarded']) as Mode[]) {
-        const rate = await round1(table, mode, n, concurrency);
-        rates[mode].push(rate);
-        console.log(`round ${r + 1} ${mode}: ${round(rate)} results/s (status read + INSERT + result read each)`);
-      }
-    }
+    rates = await alternatingRounds(['guarded', 'plain'] as const, rounds, async (mode, r) => {
+      const rate = await round1(table, mode, n, concurrency);
+      console.log(`round ${r} ${mode}: ${round(rate)} results/s (status read + INSERT + result read each)`);
+      return rate;
+    });
   } finally {
     await admin.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`).catch(() => undefined);
     await admin.shutdown();
   }
-  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const g = median(rates.guarded);
-  const p = median(rates.plain);
+  const g = percentile(rates.guarded, 50);
+  const p = percentile(rates.plain, 50);
   console.log(JSON.stringify({ n, rounds, concurrency, guardedMedian: round(g), plainMedian: round(p), guardedVsPlainPct: round(((g - p) / p) * 100), guarded: rates.guarded.map((x) => round(x)), plain: rates.plain.map((x) => round(x)) }));
 }
 

@@ -12,7 +12,7 @@ import type { ResolvedCassandraConfig } from '../lib/config/resolved-config';
 import { cassandraClientOptions } from '../lib/results/cassandra-client-options';
 import { guardedClient } from '../lib/results/cassandra-stream-guard';
 import { FakeCqlServer } from '../test/support/fake-cql-server';
-import { mapLimit, round } from './common';
+import { alternatingRounds, roundsArgs, mapLimit, percentile, round } from './common';
 
 type Mode = 'guarded' | 'plain';
 
@@ -38,26 +38,21 @@ async function oneRound(port: number, mode: Mode, n: number, concurrency: number
 }
 
 async function main(): Promise<void> {
-  const n = Number(process.argv[2] ?? 50000);
-  const rounds = Number(process.argv[3] ?? 5);
-  const concurrency = Number(process.argv[4] ?? 64);
+  const { n, rounds, concurrency } = roundsArgs({ n: 50000, rounds: 5, concurrency: 64 });
   const server = await FakeCqlServer.start();
   server.onRequest = (request) => request.answer([[request.values[0], 'v']]);
-  const results: Record<Mode, { rate: number; cpuUs: number }[]> = { guarded: [], plain: [] };
+  let results: Record<Mode, { rate: number; cpuUs: number }[]>;
   try {
     await oneRound(server.port, 'plain', 5000, concurrency); // warm-up
-    for (let r = 0; r < rounds; r++) {
-      for (const mode of (r % 2 === 0 ? ['guarded', 'plain'] : ['plain', 'guarded']) as Mode[]) {
-        const result = await oneRound(server.port, mode, n, concurrency);
-        results[mode].push(result);
-        console.log(`round ${r + 1} ${mode}: ${round(result.rate)} requests/s, ${round(result.cpuUs, 2)} µs CPU per request (client and fake server)`);
-      }
-    }
+    results = await alternatingRounds(['guarded', 'plain'] as const, rounds, async (mode, r) => {
+      const result = await oneRound(server.port, mode, n, concurrency);
+      console.log(`round ${r} ${mode}: ${round(result.rate)} requests/s, ${round(result.cpuUs, 2)} µs CPU per request (client and fake server)`);
+      return result;
+    });
   } finally {
     await server.close();
   }
-  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const summary = (mode: Mode) => ({ rate: round(median(results[mode].map((x) => x.rate))), cpuUs: round(median(results[mode].map((x) => x.cpuUs)), 2) });
+  const summary = (mode: Mode) => ({ rate: round(percentile(results[mode].map((x) => x.rate), 50)), cpuUs: round(percentile(results[mode].map((x) => x.cpuUs), 50), 2) });
   console.log(JSON.stringify({ n, rounds, concurrency, guarded: summary('guarded'), plain: summary('plain') }));
 }
 
