@@ -4,6 +4,8 @@ import type { ResolvedCassandraConfig } from '../../../lib/config/resolved-confi
 import { cassandraClientOptions } from '../../../lib/results/cassandra-client-options';
 import { checkDriverInternals, driverConnectionMethods, guardedClient, VERIFIED_DRIVER_VERSIONS } from '../../../lib/results/cassandra-stream-guard';
 import { CeleryConnectionError } from '../../../lib/errors/celery.errors';
+import { CassandraResultStore } from '../../../lib/results/cassandra.result-store';
+import { Logger } from '@nestjs/common';
 import { CQL_ERROR, CqlRequest, FakeCqlServer } from '../../support/fake-cql-server';
 
 /**
@@ -226,5 +228,30 @@ describe('checkDriverInternals', () => {
   it('refuses a driver whose method no longer does what the guard assumes', () => {
     const changed = { _getStreamId: prototype._getStreamId, handleResult: prototype.handleResult, handleRow: prototype.handleRow, freeStreamId: function freeStreamId() { return undefined; } };
     expect(() => checkDriverInternals('4.10.0', changed as never)).toThrow(/freeStreamId no longer does _operations.delete\(streamId\), _streamIds.push\(streamId\)/);
+  });
+});
+
+describe('the Cassandra result store', () => {
+  it('connects through the guard: its requests never use stream 0 and a stray frame is dropped', async () => {
+    const store = new CassandraResultStore(
+      normalizeCeleryOptions({
+        resultBackend: 'cassandra://',
+        cassandra: { contactPoints: ['127.0.0.1'], port: server.port, localDataCenter: 'datacenter1', keyspace: 'ks', table: 't', createKeyspace: true },
+      }).cassandra as ResolvedCassandraConfig,
+    );
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    server.onRequest = (request) => request.answer([[request.values[0] ?? null, null, null, null, null, null]]);
+    try {
+      await store.connect({ forWrites: false });
+      const connection = server.requests[0].connection;
+      server.sendError(connection, 0, CQL_ERROR.overloaded, 'Query timed out before it could start');
+      await tick();
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/reply on stream 0 that no request is waiting for/));
+      expect((await store.getTaskMeta('some-task')).taskId).toBe('some-task');
+      expect(server.requests.map((r) => r.stream)).not.toContain(0);
+    } finally {
+      warn.mockRestore();
+      await store.close();
+    }
   });
 });
