@@ -26,6 +26,15 @@
 # cassandra.pid); RabbitMQ logs in /var/log/rabbitmq.
 set -euo pipefail
 
+# The services outlive this script: they must not inherit its open files. Run under `flock LOCK cmd`
+# (without -o), the lock's descriptor would otherwise stay open in RabbitMQ and Cassandra and hold the
+# lock for as long as they run. Bash keeps 255 for reading this script.
+for fd_path in /proc/$$/fd/*; do
+  fd_number="${fd_path##*/}"
+  if [ "$fd_number" -gt 2 ] && [ "$fd_number" -lt 255 ]; then eval "exec ${fd_number}>&-" 2>/dev/null || true; fi
+done
+unset fd_path fd_number
+
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
