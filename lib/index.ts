@@ -26,6 +26,7 @@ export {
   CeleryError,
   CeleryConfigError,
   CeleryConnectionError,
+  CeleryBrokerRefusedError,
   InvalidTaskMessageError,
   TaskFailedError,
   TaskNotRegisteredError,

@@ -26,7 +26,7 @@ const CASSANDRA_KEYS = new Set([
   'contactPoints', 'port', 'localDataCenter', 'keyspace', 'table', 'readConsistency', 'writeConsistency',
   'entryTtl', 'credentials', 'secureConnectBundle', 'token', 'createKeyspace', 'tls',
 ]);
-const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'successCheck']);
+const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'successCheck', 'etaTaskLimit']);
 
 /** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
 const PYTHON_KEYS: Record<string, string> = {
@@ -51,6 +51,7 @@ const PYTHON_KEYS: Record<string, string> = {
   task_default_queue: 'defaultQueue',
   worker_concurrency: 'worker.concurrency',
   worker_prefetch_multiplier: 'prefetchMultiplier',
+  worker_eta_task_limit: 'worker.etaTaskLimit',
 };
 
 type Mutable = CeleryModuleOptions & {
@@ -232,6 +233,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       shutdownTimeoutMs: optInt(w.shutdownTimeoutMs, 'worker.shutdownTimeoutMs', 0) ?? 30000,
       maxMessageBytes: optInt(w.maxMessageBytes, 'worker.maxMessageBytes', 1) ?? 10 * 1024 * 1024,
       successCheck: resolveSuccessCheck(w.successCheck),
+      etaTaskLimit: optInt(w.etaTaskLimit, 'worker.etaTaskLimit', 0) ?? 10000,
     },
     publishTimeoutMs: optInt(o.publishTimeoutMs, 'publishTimeoutMs', 0) ?? 30000,
     accept,

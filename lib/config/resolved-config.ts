@@ -41,6 +41,7 @@ export interface ResolvedCeleryConfig {
     shutdownTimeoutMs: number;
     maxMessageBytes: number;
     successCheck: 'always' | 'redelivered';
+    etaTaskLimit: number;
   };
   publishTimeoutMs: number;
   accept: string[];

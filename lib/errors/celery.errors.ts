@@ -70,3 +70,10 @@ export class TaskTimeoutError extends CeleryError {
 
 /** The broker or the result store cannot be reached or refused an operation. */
 export class CeleryConnectionError extends CeleryError {}
+
+/**
+ * The broker refused an operation for a reason that trying again cannot fix: for example a queue
+ * declared with arguments other than those it exists with (406 PRECONDITION_FAILED). The message
+ * carries the broker's own reason.
+ */
+export class CeleryBrokerRefusedError extends CeleryError {}

@@ -69,6 +69,13 @@ export interface WorkerOptions {
    * read per task; a task id that is published twice can then replace a stored SUCCESS.
    */
   successCheck?: 'always' | 'redelivered';
+  /**
+   * Celery's `worker_eta_task_limit`: how many ETA/countdown tasks waiting for their time may each
+   * raise the prefetch by one, so that they do not hold up the tasks behind them. Default 10000
+   * (Celery: no limit). Beyond it, further ETA tasks wait in ordinary prefetch slots, and once
+   * those are all taken by waiting tasks the queue waits too: the bound on the memory they hold.
+   */
+  etaTaskLimit?: number;
 }
 
 /**
@@ -138,6 +145,7 @@ export interface PythonCeleryConfig {
   task_default_queue?: string;
   worker_concurrency?: number;
   worker_prefetch_multiplier?: number;
+  worker_eta_task_limit?: number;
 }
 
 export type CeleryOptionsInput = CeleryModuleOptions | PythonCeleryConfig | (CeleryModuleOptions & PythonCeleryConfig);

@@ -10,6 +10,9 @@ import { decodeTaskMessageAsync, DecodedTask } from '../protocol/task-message';
 import type { ResultStore } from '../results/result-store.interface';
 import { NOTIFY_HEADER } from '../results/result-notifier';
 
+/** How an ETA hold ended: the ETA came, the worker is stopping, or the message's channel was lost. */
+export type HoldEnd = 'run' | 'stop' | 'lost';
+
 /** How a durable store ended: written, skipped because a SUCCESS was already stored, or given up (stopping). */
 export type StoreOutcome = { kind: 'stored' } | { kind: 'kept'; meta: TaskMeta } | { kind: 'abandoned' };
 
@@ -21,10 +24,12 @@ export interface RequestContext {
   accept: readonly string[];
   /** Largest body accepted, compressed or not. */
   maxMessageBytes: number;
-  /** Waits until `etaMicros`; resolves false when the worker is stopping (the message goes back). */
-  holdUntil(etaMicros: number): Promise<boolean>;
+  /** Waits until `etaMicros`, or until the worker stops or the delivery's channel is lost. */
+  holdUntil(etaMicros: number, lost: AbortSignal): Promise<HoldEnd>;
   /** Runs `fn` within the worker's concurrency limit. */
   withSlot<T>(fn: () => Promise<T>): Promise<T>;
+  /** Runs `fn` once every earlier request of the same task id in this process has ended. */
+  oneAtATime(taskId: string, fn: () => Promise<void>): Promise<void>;
   /** Stores a result, retrying with back-off, unless a SUCCESS is already stored (then it is kept). */
   storeDurably(result: ResultToStore, redelivered: boolean): Promise<StoreOutcome>;
   /** Pushes a stored result to the producer's reply queue. */
@@ -35,6 +40,11 @@ export interface RequestContext {
  * One message's life in the worker (like celery/worker/request.py): decode → look up the task →
  * wait for its ETA → check expiry → run → store the result → acknowledge. The message is
  * acknowledged only after its result is stored; if it cannot be stored it goes back to the queue.
+ *
+ * When the channel the message came on closes (`delivery.lost`), RabbitMQ has already requeued
+ * it: a hold or a run not yet started is dropped; a run under way finishes, stores a SUCCESS (so
+ * the redelivered copy finds it and does not run again) but not a failure (the redelivered copy
+ * decides), and acknowledges nothing.
  */
 export class TaskRequest {
   constructor(
@@ -52,20 +62,26 @@ export class TaskRequest {
       this.delivery.reject(false);
       return;
     }
+    if (this.delivery.lost.aborted) return;
     const entry = this.ctx.registry.get(task.task);
     if (!entry) return this.rejectUnregistered(task);
+    return this.ctx.oneAtATime(task.id, () => this.process(task, entry));
+  }
+
+  private async process(task: DecodedTask, entry: RegisteredTask): Promise<void> {
+    if (this.delivery.lost.aborted) return;
     if (this.delivery.redelivered && (await this.alreadySucceeded(task))) return;
     // Expiry is checked on receipt (an expired ETA task does not wait for its ETA) and again before running.
     if (isExpired(task)) return this.revokeExpired(task);
     if (task.eta !== null && task.eta > nowMicros()) {
-      if (!(await this.ctx.holdUntil(task.eta))) {
-        this.delivery.reject(true);
-        return;
-      }
+      const end = await this.ctx.holdUntil(task.eta, this.delivery.lost);
+      if (end === 'stop') return this.delivery.reject(true);
+      if (end === 'lost') return;
       if (isExpired(task)) return this.revokeExpired(task);
     }
     const ignoreResult = task.ignoreResult ?? entry.ignoreResult;
-    const outcome = await this.ctx.withSlot(() => this.run(task, entry));
+    const outcome = await this.ctx.withSlot(async () => (this.delivery.lost.aborted ? null : this.run(task, entry)));
+    if (!outcome) return; // its channel closed while it waited for a slot: the redelivered copy runs it
     return this.finish(task, outcome, ignoreResult && outcome.status === 'SUCCESS');
   }
 
@@ -90,6 +106,7 @@ export class TaskRequest {
   }
 
   private async finish(task: DecodedTask, result: ResultToStore, skipStore: boolean): Promise<void> {
+    if (this.delivery.lost.aborted) return this.finishLost(task, result, skipStore);
     if (skipStore) {
       this.delivery.ack();
       return;
@@ -106,6 +123,17 @@ export class TaskRequest {
       return this.notify(task, successOf(outcome.meta));
     }
     this.notify(task, result);
+  }
+
+  /** The run ended after its channel closed: the message is already back in the queue and runs again. */
+  private async finishLost(task: DecodedTask, result: ResultToStore, skipStore: boolean): Promise<void> {
+    if (result.status !== 'SUCCESS' || skipStore) {
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}] ended ${result.status} after its channel closed; not stored: the broker redelivers it`);
+      return;
+    }
+    const outcome = await this.ctx.storeDurably(result, true);
+    this.ctx.logger.warn(`Task ${task.task}[${task.id}] succeeded after its channel closed; its SUCCESS is ${outcome.kind === 'abandoned' ? 'not ' : ''}stored, so the redelivered message is not run again`);
+    if (outcome.kind !== 'abandoned') this.notify(task, outcome.kind === 'kept' ? successOf(outcome.meta) : result);
   }
 
   private notify(task: DecodedTask, result: ResultToStore): void {

@@ -26,7 +26,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       cassandra: null,
       defaultQueue: 'celery',
       queueArguments: null,
-      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760, successCheck: 'always' },
+      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760, successCheck: 'always', etaTaskLimit: 10000 },
       accept: ['application/json'],
       peerCompat: '5.3',
       resultPollIntervalMs: 100,
@@ -390,6 +390,13 @@ describe('normalizeCeleryOptions: TLS', () => {
   it('refuses TLS options next to a secure-connect bundle, and cert without key', () => {
     expect(() => normalizeCeleryOptions({ resultBackend: 'cassandra', cassandra: { secureConnectBundle: '/b.zip', keyspace: 'ks', tls: { ca: '/ca.pem' } } })).toThrow(/cassandra\.tls/);
     expect(() => normalizeCeleryOptions({ brokerUrl: 'amqps://h', brokerTls: { cert: '/c.pem' } })).toThrow(/brokerTls: give cert and key together/);
+  });
+
+  it('takes worker.etaTaskLimit (and worker_eta_task_limit as Celery writes it) as a count from 0, default 10000', () => {
+    expect(normalizeCeleryOptions({ worker: { etaTaskLimit: 0 } }).worker.etaTaskLimit).toBe(0);
+    expect(normalizeCeleryOptions({ worker_eta_task_limit: 500 }).worker.etaTaskLimit).toBe(500);
+    expect(() => normalizeCeleryOptions({ worker: { etaTaskLimit: -1 } })).toThrow(/worker\.etaTaskLimit/);
+    expect(() => normalizeCeleryOptions({ worker_eta_task_limit: 'many' as unknown as number })).toThrow(/worker_eta_task_limit/);
   });
 
   it("takes worker.successCheck 'always' or 'redelivered' and refuses anything else, naming the key", () => {
