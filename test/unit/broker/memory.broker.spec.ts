@@ -90,14 +90,14 @@ describe('MemoryBroker: delivery', () => {
     expect(broker.depth('celery')).toBe(0);
   });
 
-  it('drops a message published to a queue nobody declared, like the default exchange', async () => {
+  it('declares the queue a message is published to, as AmqpBroker does: it waits there for a consumer', async () => {
     const broker = await brokerWithQueue('celery');
-    await broker.publish('undeclared', taskMessage('lost'));
-    await broker.assertQueue('undeclared');
+    await broker.publish('undeclared', taskMessage('kept'));
+    expect(broker.depth('undeclared')).toBe(1);
     const c = collect();
     await broker.consume('undeclared', 10, c.onMessage);
     await settle();
-    expect(c.deliveries).toHaveLength(0);
+    expect(c.ids()).toEqual(['kept']);
     expect(broker.depth('undeclared')).toBe(0);
   });
 
