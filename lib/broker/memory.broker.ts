@@ -145,6 +145,19 @@ export class MemoryBroker extends Broker {
     queueMicrotask(() => this.dispatch(q));
   }
 
+  /**
+   * For tests: the queue is deleted on the server and declared again at once by its consumers (as
+   * `AmqpBroker` does when RabbitMQ cancels them): waiting and unacknowledged messages are gone,
+   * and the unacknowledged ones' ack / reject do nothing. The channels stay open (`lost` does not fire).
+   */
+  simulateQueueDeletion(queue: string): void {
+    const q = this.queues.get(queue);
+    if (!q) return;
+    q.ready = [];
+    for (const consumer of [...q.consumers, ...q.cancelled]) consumer.unacked.clear();
+    q.cancelled.clear();
+  }
+
   private closeChannel(q: MemoryQueue, consumer: MemoryConsumer): void {
     q.ready.unshift(...[...consumer.unacked].map((stored) => ({ message: stored.message, redelivered: true })));
     consumer.unacked.clear();
@@ -194,9 +207,8 @@ export class MemoryBroker extends Broker {
     const settle = (requeue: boolean | null) => {
       if (settled) throw new Error('message already acknowledged or rejected');
       settled = true;
-      // Its channel is gone: the message is already back in the queue.
-      if (lost.aborted) return;
-      consumer.unacked.delete(stored);
+      // Its channel is gone (the message is already back in the queue), or its queue was deleted.
+      if (lost.aborted || !consumer.unacked.delete(stored)) return;
       if (consumer.cancelled && consumer.unacked.size === 0) q.cancelled.delete(consumer);
       if (requeue) q.ready.unshift({ message: stored.message, redelivered: true });
       else if (requeue === false) this.deadLetter(q, stored.message);

@@ -19,6 +19,8 @@ export interface BrokerContractAdapter {
    * by the server), and resolves once it is closed. Called inside `inChannelLossScope`.
    */
   loseChannel(broker: Broker, queue: string, held: Delivery[]): Promise<void>;
+  /** Deletes `queue` on the server (AMQP: the server cancels its consumers, basic.cancel), keeping its messages nowhere. */
+  deleteQueue(broker: Broker, queue: string): Promise<void>;
   /** How long a test waits for an expected delivery. */
   deliveryTimeoutMs: number;
   /** How long a test watches to be sure that nothing more is delivered. */
@@ -307,6 +309,27 @@ export function defineBrokerContract(name: string, makeAdapter: () => BrokerCont
       });
       expect(inbox.ids()).toEqual(['k1', 'k1', 'k2', 'k3', 'k4', 'k5']);
       expect(inbox.deliveries[1].redelivered).toBe(true);
+    });
+
+    it('after its queue is deleted under it (server-side cancel), the consumer declares it again and consumes what is published next', async () => {
+      const broker = await adapter.make();
+      const queue = adapter.queueName('deleted');
+      const inbox = new Inbox();
+      inbox.autoAck = true;
+      await broker.consume(queue, 10, inbox.onMessage);
+      await publishAll(broker, queue, ['before']);
+      await inbox.waitFor(1, wait);
+      await adapter.deleteQueue(broker, queue);
+      // Until the queue is declared again a publish to it is unroutable and gone (RabbitMQ confirms it all the same): keep publishing.
+      const deadline = Date.now() + wait;
+      let published = 0;
+      while (inbox.deliveries.length < 2) {
+        if (Date.now() > deadline) throw new Error(`nothing delivered within ${wait} ms after the queue was deleted (${published} published): the consumer does not consume again`);
+        await broker.publish(queue, message(`after-${++published}`));
+        await inbox.waitFor(2, 250).catch(() => undefined);
+      }
+      expect(inbox.ids()[0]).toBe('before');
+      expect(inbox.ids().slice(1).every((id) => id.startsWith('after-'))).toBe(true);
     });
   });
 }

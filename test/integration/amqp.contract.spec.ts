@@ -34,6 +34,14 @@ defineBrokerContract('AmqpBroker on RabbitMQ', () => {
         throw new Error(`RabbitMQ did not close the channel of the consumer of ${queue} within ${ms} ms (consumer_timeout ${CONSUMER_TIMEOUT_MS} ms)`);
       });
     },
+    async deleteQueue(_broker, queue) {
+      const amqp = await RawAmqp.open();
+      try {
+        await amqp.channel.deleteQueue(queue);
+      } finally {
+        await amqp.close();
+      }
+    },
     deliveryTimeoutMs: 5000,
     quietMs: 300,
     async cleanup() {

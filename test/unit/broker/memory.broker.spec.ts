@@ -261,6 +261,21 @@ describe('MemoryBroker: lost channels and dead-lettering (beyond the shared cont
     expect(first.deliveries).toHaveLength(1);
   });
 
+  it('on a simulated queue deletion, drops waiting and unacknowledged messages; the consumer stays and gets what is published next', async () => {
+    const broker = await brokerWithQueue();
+    const c = collect();
+    await broker.consume('celery', 1, c.onMessage);
+    for (const id of ['t1', 't2']) await broker.publish('celery', taskMessage(id));
+    await settle();
+    broker.simulateQueueDeletion('celery');
+    expect(broker.depth('celery')).toBe(0);
+    expect(c.deliveries[0].lost.aborted).toBe(false);
+    expect(() => c.deliveries[0].reject(true)).not.toThrow();
+    await broker.publish('celery', taskMessage('t3'));
+    await settle();
+    expect(c.ids()).toEqual(['t1', 't3']);
+  });
+
   it('on close, fires lost on unsettled deliveries and puts their messages back, redelivered', async () => {
     const broker = await brokerWithQueue();
     const c = collect();

@@ -17,6 +17,9 @@ defineBrokerContract('MemoryBroker', () => {
     async loseChannel(broker, queue) {
       (broker as MemoryBroker).simulateChannelLoss(queue);
     },
+    async deleteQueue(broker, queue) {
+      (broker as MemoryBroker).simulateQueueDeletion(queue);
+    },
     deliveryTimeoutMs: 1000,
     quietMs: 30,
     async cleanup() {
