@@ -52,6 +52,8 @@ interface MemoryQueue {
  * - A lost channel (`simulateChannelLoss`, or `close`) puts its unacknowledged messages back at
  *   the head of the queue as redelivered and aborts their deliveries' `lost` signal; their
  *   ack / reject then do nothing.
+ * - A deleted queue (`simulateQueueDeletion`) loses its messages and is declared again by its
+ *   consumers, which keep consuming.
  *
  * No durability: a process exit loses the queues.
  */
