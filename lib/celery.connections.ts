@@ -29,7 +29,7 @@ export class CeleryConnections implements OnApplicationShutdown {
   static async open(config: ResolvedCeleryConfig): Promise<CeleryConnections> {
     const broker: Broker =
       config.brokerKind === 'memory'
-        ? new MemoryBroker()
+        ? new MemoryBroker({ queueArguments: config.queueArguments ?? undefined })
         : new AmqpBroker({
             url: config.brokerUrl,
             retryOnStartup: config.brokerConnectionRetryOnStartup,
