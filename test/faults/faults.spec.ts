@@ -102,7 +102,7 @@ describe('fault suite', () => {
     expect(scenario.redelivered).toBeGreaterThan(0);
     expect(scenario.redelivered).toBeLessThanOrEqual(worker.prefetch);
     // a task may run twice only if it was in flight: one of the messages redelivered
-    scenario.duplicateBound = { max: scenario.redelivered, why: 'redelivered (in flight at the kill, at most prefetch)' };
+    scenario.duplicateBound = { max: scenario.redelivered, why: 'the messages redelivered' };
     await scenario.startWorker();
     const report = await scenario.finish(120000);
     expectClean(report);
@@ -157,7 +157,7 @@ describe('fault suite', () => {
     const worker = await scenario.startWorker();
     await scenario.waitUntilRun(N * 0.1);
     expect(scenario.markFault()).toBeLessThan(N);
-    scenario.duplicateBound = { max: worker.prefetch, why: 'in flight when the connection went (at most prefetch)' };
+    scenario.duplicateBound = { max: worker.prefetch, why: 'prefetch' };
     await rabbitmqctl('stop_app');
     const downAt = Date.now();
     const port = watchBrokerPort();
@@ -183,7 +183,7 @@ describe('fault suite', () => {
     const worker = await scenario.startWorker();
     await scenario.waitUntilRun(N * 0.1);
     expect(scenario.markFault()).toBeLessThan(N);
-    scenario.duplicateBound = { max: worker.prefetch, why: 'in flight when the connection went (at most prefetch)' };
+    scenario.duplicateBound = { max: worker.prefetch, why: 'prefetch' };
     // asynchronous stop and start: the event loop runs on, so the 50 sends really wait through the outage
     await rabbitmqctl('stop', RABBITMQ_PID_FILE);
     const downAt = Date.now();
@@ -317,7 +317,7 @@ describe('fault suite', () => {
       while (!/PRECONDITION.FAILED/.test(worker.output) && Date.now() < deadline) await sleep(50);
       scenario.markFault();
       // the long task was the only delivery out when its channel closed: it alone may run twice
-      scenario.duplicateBound = { max: 1, why: 'the long task, running when its channel closed' };
+      scenario.duplicateBound = { max: 1, why: 'the long task' };
       await scenario.send(300);
       return scenario.finish(60000);
     });
@@ -340,7 +340,7 @@ describe('fault suite', () => {
     scenario.markFault();
     await closeConnections('fault suite: connection cut');
     // only the tasks running at the cut may run twice (their copies come back redelivered while they run)
-    scenario.duplicateBound = { max: long.length, why: 'the 64 long tasks running at the cut' };
+    scenario.duplicateBound = { max: long.length, why: 'the tasks running' };
     const report = await scenario.finish(120000);
     expect(worker.lines.some((l) => /Broker connection lost/.test(l))).toBe(true);
     expectClean(report);
