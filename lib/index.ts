@@ -26,6 +26,7 @@ export {
   CeleryError,
   CeleryConfigError,
   CeleryConnectionError,
+  ResultTooLargeError,
   InvalidTaskMessageError,
   TaskFailedError,
   TaskNotRegisteredError,
