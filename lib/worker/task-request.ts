@@ -8,10 +8,10 @@ import { pythonJsonDumps } from '../protocol/python-json';
 import type { ResultToStore, TaskMeta } from '../protocol/result-row';
 import { decodeTaskMessageAsync, DecodedTask } from '../protocol/task-message';
 import type { ResultStore } from '../results/result-store.interface';
+import type { StoreOutcome } from '../results/result-writer';
 import { NOTIFY_HEADER } from '../results/result-notifier';
 
-/** How a durable store ended: written, skipped because a SUCCESS was already stored, or given up (stopping). */
-export type StoreOutcome = { kind: 'stored' } | { kind: 'kept'; meta: TaskMeta } | { kind: 'abandoned' };
+export type { StoreOutcome } from '../results/result-writer';
 
 /** What a request needs from the worker that owns it. */
 export interface RequestContext {
@@ -98,6 +98,14 @@ export class TaskRequest {
     if (outcome.kind === 'abandoned') {
       this.ctx.logger.warn(`Result of ${task.task}[${task.id}] not stored; message returned to the queue`);
       this.delivery.reject(true);
+      return;
+    }
+    if (outcome.kind === 'unstorable') {
+      // retrying cannot help: reject without requeue (dead-lettered when the queue has a dead-letter exchange)
+      const stored = outcome.stored ? `a FAILURE saying so is stored` : 'no FAILURE could be stored either';
+      this.ctx.logger.error(`Result of ${task.task}[${task.id}] cannot be stored: ${outcome.reason}; ${stored}; message rejected without requeue`);
+      this.delivery.reject(false);
+      if (outcome.stored) this.notify(task, outcome.stored);
       return;
     }
     this.delivery.ack();
