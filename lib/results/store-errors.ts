@@ -50,10 +50,12 @@ const TRANSIENT_CODES = new Set([
 ]);
 
 /**
- * How the server says a write is too large, whatever the code it sends it with:
- * "Rejected an oversized mutation (…/…)" (Cassandra 4.0+, above half of commitlog_segment_size),
- * "Request is too big: length … exceeds maximum allowed length …" (native_transport_max_frame_size),
- * "Mutation of … bytes is too large for the maximum size of …" (Cassandra 3.x).
+ * How the server says a write is too large, whatever the code it sends it with. Measured on 5.0.8
+ * over protocol v4: a blob of 15.99 MiB is stored, one of 16 MiB gets INVALID "Request is too big:
+ * length 16777308 exceeds maximum allowed length 16777216." (native_transport_max_frame_size, which
+ * binds before the mutation limit) and the connection stays usable. Also matched: "Rejected an
+ * oversized mutation (…/…)" (4.0+, above half of commitlog_segment_size; what large v5 requests
+ * get) and "Mutation of … bytes is too large for the maximum size of …" (3.x).
  */
 const TOO_LARGE = /oversized mutation|request is too big|is too large for the maximum size|exceeds maximum allowed length/i;
 
@@ -91,9 +93,10 @@ function transient(label: string): StoreErrorClass {
 }
 
 /**
- * Default `worker.maxResultBytes`: half of what one Cassandra write takes by default (a mutation
- * may be up to half of `commitlog_segment_size`, 32 MiB, and a request frame up to
- * `native_transport_max_frame_size`, 16 MiB), leaving room for the rest of the mutation.
+ * Default `worker.maxResultBytes`: half of what one Cassandra write takes by default (a request
+ * frame up to `native_transport_max_frame_size`, 16 MiB; a mutation up to half of
+ * `commitlog_segment_size`, 16 MiB), leaving room for the rest of the row and for nodes and
+ * services configured lower.
  */
 export const DEFAULT_MAX_RESULT_BYTES = 8 * 1024 * 1024;
 
