@@ -1,26 +1,14 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Logger } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { CeleryModule, CeleryModuleOptions, Producer, Task, TaskFailedError } from '../../lib';
+import { CeleryModule, CeleryModuleOptions, Producer, TaskFailedError } from '../../lib';
 import { eventually, KEYSPACE, RawAmqp, rawCassandra, realOptions, uniqueName } from '../support/real-services';
 import { createTableCql } from '../../lib/results/cassandra.result-store';
+import { ResultTasks } from '../support/result-tasks';
 
 const MiB = 1024 * 1024;
 
-@Injectable()
-class ResultTasks {
-  @Task('tasks.bigResult')
-  bigResult(bytes: number): string {
-    return 'x'.repeat(bytes);
-  }
-
-  @Task('tasks.small')
-  small(value: string): string {
-    return value;
-  }
-}
-
 /**
- * Results the real Cassandra refuses for good: too large for one mutation, too large for
+ * Results the real Cassandra refuses for good: too large for one write (16 MiB frame), too large for
  * worker.maxResultBytes, or written by a role without MODIFY permission. Each ends with the message
  * rejected (here dead-lettered), a FAILURE row where one can be stored, and a worker that runs the next task.
  */

@@ -1,22 +1,10 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Logger } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import { errors, types } from 'cassandra-driver';
-import { Broker, CeleryModule, CeleryWorker, Delivery, MemoryBroker, Producer, ResultStore, Task, TaskFailedError } from '../../../lib';
+import { Broker, CeleryModule, CeleryWorker, Delivery, MemoryBroker, Producer, ResultStore, TaskFailedError } from '../../../lib';
 import type { ResultToStore } from '../../../lib/protocol/result-row';
 import { MemoryResultStore } from '../../../lib/results/memory.result-store';
-
-@Injectable()
-class ResultTasks {
-  @Task('tasks.bigResult')
-  bigResult(bytes: number): string {
-    return 'x'.repeat(bytes);
-  }
-
-  @Task('tasks.small')
-  small(value: string): string {
-    return value;
-  }
-}
+import { ResultTasks } from '../../support/result-tasks';
 
 /** Records how each message was settled. */
 class RecordingBroker extends MemoryBroker {
