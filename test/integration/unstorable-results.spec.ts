@@ -6,6 +6,8 @@ import { createTableCql } from '../../lib/results/cassandra.result-store';
 import { ResultTasks } from '../support/result-tasks';
 
 const MiB = 1024 * 1024;
+/** A result that was stored after all, shown by its length rather than its megabytes. */
+const stored = (value: unknown) => `stored a ${String(value).length}-character result`;
 
 /**
  * Results the real Cassandra refuses for good: too large for one write (16 MiB frame), too large for
@@ -80,7 +82,7 @@ describe('results that can never be stored (real RabbitMQ and Cassandra)', () =>
     try {
       const producer = app.get(Producer);
       const big = await producer.sendTask('tasks.bigResult', { args: [17 * MiB] });
-      const error = (await big.get({ timeout: 30000 }).catch((e: unknown) => e)) as TaskFailedError;
+      const error = (await big.get({ timeout: 30000 }).then(stored, (e: unknown) => e)) as TaskFailedError;
       expect(error).toBeInstanceOf(TaskFailedError);
       expect(error).toMatchObject({ excType: 'ValueError', excModule: 'builtins' });
       expect(String(error.excMessage[0])).toMatch(new RegExp(`^The SUCCESS result of task ${big.id} was not stored: Request is too big: length \\d+ exceeds maximum allowed length 16777216\\.$`));
@@ -101,7 +103,7 @@ describe('results that can never be stored (real RabbitMQ and Cassandra)', () =>
     try {
       const producer = app.get(Producer);
       const big = await producer.sendTask('tasks.bigResult', { args: [9 * MiB] });
-      const error = (await big.get({ timeout: 30000 }).catch((e: unknown) => e)) as TaskFailedError;
+      const error = (await big.get({ timeout: 30000 }).then(stored, (e: unknown) => e)) as TaskFailedError;
       expect(error).toMatchObject({ excType: 'ValueError', excModule: 'builtins' });
       expect(String(error.excMessage[0])).toBe(
         `The SUCCESS result of task ${big.id} was not stored: The result row of task ${big.id} is ${9 * MiB + 2 + 4 + 2 + Buffer.byteLength(big.id) + 7} bytes, over worker.maxResultBytes (${8 * MiB} bytes)`,
