@@ -39,9 +39,9 @@ export class CeleryConnections implements OnApplicationShutdown {
           });
     const store: ResultStore =
       config.resultBackend === 'cassandra' && config.cassandra
-        ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' })
+        ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' }, config.worker.maxResultBytes)
         : config.resultBackend === 'memory'
-          ? new MemoryResultStore()
+          ? new MemoryResultStore({ maxResultBytes: config.worker.maxResultBytes })
           : new DisabledResultStore();
     await broker.connect();
     try {

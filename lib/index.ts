@@ -27,6 +27,7 @@ export {
   CeleryConfigError,
   CeleryConnectionError,
   CeleryBrokerRefusedError,
+  ResultTooLargeError,
   InvalidTaskMessageError,
   TaskFailedError,
   TaskNotRegisteredError,

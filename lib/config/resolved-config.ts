@@ -40,6 +40,7 @@ export interface ResolvedCeleryConfig {
     prefetch: number;
     shutdownTimeoutMs: number;
     maxMessageBytes: number;
+    maxResultBytes: number;
     successCheck: 'always' | 'redelivered';
     etaTaskLimit: number;
   };

@@ -77,3 +77,17 @@ export class CeleryConnectionError extends CeleryError {}
  * carries the broker's own reason.
  */
 export class CeleryBrokerRefusedError extends CeleryError {}
+
+/**
+ * A task's result is too large to store: its encoded row exceeds `worker.maxResultBytes`, or the
+ * database refused it as too large. Never retried; the worker stores a FAILURE saying so instead.
+ */
+export class ResultTooLargeError extends CeleryError {
+  constructor(
+    readonly taskId: string,
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(`The result row of task ${taskId} is ${bytes} bytes, over worker.maxResultBytes (${limit} bytes)`);
+  }
+}

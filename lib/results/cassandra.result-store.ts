@@ -5,6 +5,7 @@ import { CeleryConnectionError } from '../errors/celery.errors';
 import { decodeResultRow, encodeResultRow, pendingMeta, ResultRow, ResultToStore, TaskMeta } from '../protocol/result-row';
 import { cassandraClientOptions, DriverClientOptions, driverConsistencyKey } from './cassandra-client-options';
 import { ResultStore } from './result-store.interface';
+import { checkRowSize, DEFAULT_MAX_RESULT_BYTES } from './store-errors';
 import { readTlsFiles, TlsMaterial } from '../config/tls-files';
 import { DEFAULT_JSON_OPTIONS, JsonOptions } from '../protocol/python-json';
 
@@ -44,6 +45,8 @@ export class CassandraResultStore extends ResultStore {
   constructor(
     private readonly config: ResolvedCassandraConfig,
     private readonly json: JsonOptions = DEFAULT_JSON_OPTIONS,
+    /** Largest encoded row written (`worker.maxResultBytes`); a larger one is refused before the write. */
+    private readonly maxResultBytes = DEFAULT_MAX_RESULT_BYTES,
   ) {
     super();
     const target = `${config.keyspace}.${config.table}`;
@@ -81,6 +84,7 @@ export class CassandraResultStore extends ResultStore {
 
   async store(result: ResultToStore): Promise<void> {
     const row = encodeResultRow(result, new Date(), this.json);
+    checkRowSize(row, this.maxResultBytes);
     const rs = await this.requireClient().execute(
       this.insertCql,
       [row.taskId, row.status, row.result, row.dateDone, row.traceback, row.children],

@@ -5,6 +5,7 @@ import type { ResolvedCeleryConfig } from '../config/resolved-config';
 import { TaskRegistry } from '../discovery/task.registry';
 import { encodeResultMessage, ResultToStore } from '../protocol/result-row';
 import { ResultStore } from '../results/result-store.interface';
+import { ResultWriter } from '../results/result-writer';
 import { HoldEnd, RequestContext, StoreOutcome, TaskRequest } from './task-request';
 
 /** The longest delay setTimeout honours. */
@@ -39,6 +40,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   private running = 0;
   private stopping = false;
   private readonly ctx: Omit<RequestContext, 'holdUntil'>;
+  private readonly writer: ResultWriter;
 
   constructor(
     @Inject(CELERY_CONFIG) private readonly config: ResolvedCeleryConfig,
@@ -46,6 +48,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     private readonly store: ResultStore,
     private readonly registry: TaskRegistry,
   ) {
+    this.writer = new ResultWriter(store, this.logger, () => this.stopping);
     this.ctx = {
       registry,
       store,
@@ -193,32 +196,11 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   }
 
   /**
-   * Stores a result, retrying with back-off for as long as the worker runs: while the store is
-   * down the message stays unacknowledged, and since every prefetched message is then held, the
-   * broker stops delivering (consuming pauses, memory stays bounded). Only a stopping worker
-   * gives up, and then the message goes back to the queue — never to a FAILURE row. A task whose
-   * SUCCESS is already stored keeps it: the new result is not written (Celery 5.7's rule; with
-   * `worker.successCheck: 'redelivered'` only redelivered messages are checked).
+   * Stores a result (see ResultWriter): transient errors are retried with back-off for as long as
+   * the worker runs; a result the store refuses for good gets a FAILURE saying why in its place.
+   * A stopping worker gives up, and then the message goes back to the queue — never to a FAILURE row.
    */
-  private async storeDurably(result: ResultToStore, checkFirst: boolean): Promise<StoreOutcome> {
-    let delay = 100;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const kept = checkFirst ? await this.store.storeUnlessSucceeded(result) : await this.store.store(result).then(() => null);
-        // a kept SUCCESS after a failed attempt is usually that attempt's own write, landed after its reply was lost
-        if (attempt > 1) this.logger.log(`${kept ? 'Found the stored SUCCESS' : 'Stored the result'} of ${result.taskId} after ${attempt} attempts`);
-        return kept ? { kind: 'kept', meta: kept } : { kind: 'stored' };
-      } catch (err) {
-        if (this.stopping) {
-          this.logger.warn(`Storing the result of ${result.taskId} failed while stopping: ${(err as Error).message}`);
-          return { kind: 'abandoned' };
-        }
-        if (attempt === 1 || attempt % 10 === 0) {
-          this.logger.warn(`Storing the result of ${result.taskId} failed (attempt ${attempt}): ${(err as Error).message}; retrying with back-off`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, delay));
-        delay = Math.min(5000, delay * 2);
-      }
-    }
+  private storeDurably(result: ResultToStore, checkFirst: boolean): Promise<StoreOutcome> {
+    return this.writer.write(result, checkFirst);
   }
 }

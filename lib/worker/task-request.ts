@@ -8,13 +8,13 @@ import { pythonJsonDumps } from '../protocol/python-json';
 import type { ResultToStore, TaskMeta } from '../protocol/result-row';
 import { decodeTaskMessageAsync, DecodedTask } from '../protocol/task-message';
 import type { ResultStore } from '../results/result-store.interface';
+import type { StoreOutcome } from '../results/result-writer';
 import { NOTIFY_HEADER } from '../results/result-notifier';
 
 /** How an ETA hold ended: the ETA came, the worker is stopping, or the message's channel was lost. */
 export type HoldEnd = 'run' | 'stop' | 'lost';
 
-/** How a durable store ended: written, skipped because a SUCCESS was already stored, or given up (stopping). */
-export type StoreOutcome = { kind: 'stored' } | { kind: 'kept'; meta: TaskMeta } | { kind: 'abandoned' };
+export type { StoreOutcome } from '../results/result-writer';
 
 /** What a request needs from the worker that owns it. */
 export interface RequestContext {
@@ -117,6 +117,14 @@ export class TaskRequest {
       this.delivery.reject(true);
       return;
     }
+    if (outcome.kind === 'unstorable') {
+      // retrying cannot help: reject without requeue (dead-lettered when the queue has a dead-letter exchange)
+      const stored = outcome.stored ? `a FAILURE saying so is stored` : 'no FAILURE could be stored either';
+      this.ctx.logger.error(`Result of ${task.task}[${task.id}] cannot be stored: ${outcome.reason}; ${stored}; message rejected without requeue`);
+      this.delivery.reject(false);
+      if (outcome.stored) this.notify(task, outcome.stored);
+      return;
+    }
     this.delivery.ack();
     if (outcome.kind === 'kept') {
       this.ctx.logger.warn(`Task ${task.task}[${task.id}] already has a stored SUCCESS; kept it, this run's ${result.status} is not stored`);
@@ -132,8 +140,13 @@ export class TaskRequest {
       return;
     }
     const outcome = await this.ctx.storeDurably(result, true);
-    this.ctx.logger.warn(`Task ${task.task}[${task.id}] succeeded after its channel closed; its SUCCESS is ${outcome.kind === 'abandoned' ? 'not ' : ''}stored, so the redelivered message is not run again`);
-    if (outcome.kind !== 'abandoned') this.notify(task, outcome.kind === 'kept' ? successOf(outcome.meta) : result);
+    if (outcome.kind === 'stored' || outcome.kind === 'kept') {
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}] succeeded after its channel closed; its SUCCESS is stored, so the redelivered message is not run again`);
+      this.notify(task, outcome.kind === 'kept' ? successOf(outcome.meta) : result);
+    } else {
+      // the redelivered copy runs again and meets the same store
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}] succeeded after its channel closed; its SUCCESS is not stored (${outcome.kind === 'unstorable' ? outcome.reason : 'the worker is stopping'})`);
+    }
   }
 
   private notify(task: DecodedTask, result: ResultToStore): void {
