@@ -29,7 +29,7 @@ export class CeleryConnections implements OnApplicationShutdown {
   static async open(config: ResolvedCeleryConfig): Promise<CeleryConnections> {
     const broker: Broker =
       config.brokerKind === 'memory'
-        ? new MemoryBroker()
+        ? new MemoryBroker({ queueArguments: config.queueArguments ?? undefined })
         : new AmqpBroker({
             url: config.brokerUrl,
             retryOnStartup: config.brokerConnectionRetryOnStartup,
@@ -39,9 +39,9 @@ export class CeleryConnections implements OnApplicationShutdown {
           });
     const store: ResultStore =
       config.resultBackend === 'cassandra' && config.cassandra
-        ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' })
+        ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' }, config.worker.maxResultBytes)
         : config.resultBackend === 'memory'
-          ? new MemoryResultStore()
+          ? new MemoryResultStore({ maxResultBytes: config.worker.maxResultBytes })
           : new DisabledResultStore();
     await broker.connect();
     try {

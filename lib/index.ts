@@ -26,6 +26,8 @@ export {
   CeleryError,
   CeleryConfigError,
   CeleryConnectionError,
+  CeleryBrokerRefusedError,
+  ResultTooLargeError,
   InvalidTaskMessageError,
   TaskFailedError,
   TaskNotRegisteredError,

@@ -29,6 +29,9 @@
 #   CASSANDRA_EXTRA_VERSIONS
 #                        more versions `up` fetches (not runs), for the suites that start their own nodes of
 #                        them; default 5.0.8 (the compatibility run of test/integration/cassandra-stream-misroute)
+#   CASSANDRA_SKIP_SYNC  1: start Cassandra with -Dcassandra.skip_sync=true (no fsync of the commit log or of
+#                        sstables, as Cassandra's own unit tests). Default 0: fsync as in production (the fault suite
+#                        needs it; it costs the suites next to nothing with periodic commit log sync)
 #   RABBITMQ_NODENAME    default rabbit@localhost: the machine's hostname may not resolve in a container
 #
 # Needs root to install packages and to run Debian's RabbitMQ. Needs `npm install` first (the Cassandra probe uses
@@ -400,11 +403,15 @@ cassandra_start() {
     "-Djava.io.tmpdir=$CASSANDRA_RUN/tmp" "-Djna.tmpdir=$CASSANDRA_RUN/tmp"
     -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000
     -Dcassandra.load_ring_state=false -Dcassandra.superuser_setup_delay_ms=500
-    -Dcassandra.skip_sync=true -Dcassandra.unsafesystem=true
+    -Dcassandra.unsafesystem=true
     -Dcassandra.test.flush_local_schema_changes=false
     -Dcassandra.memtable_row_overhead_computation_step=100
     -cp "$CASSANDRA_RUN/conf:$CASSANDRA_LIB/*"
   )
+  if [ "${CASSANDRA_SKIP_SYNC:-0}" = 1 ]; then
+    jvm_options=(-Dcassandra.skip_sync=true "${jvm_options[@]}")
+    log "cassandra: no fsync (CASSANDRA_SKIP_SYNC=1)"
+  fi
   # setsid + nohup + no inherited stdio: the JVM outlives this script and does not hold the caller's pipes open.
   setsid nohup "$JAVA" "${jvm_options[@]}" org.apache.cassandra.service.CassandraDaemon \
     </dev/null >"$CASSANDRA_LOG" 2>&1 &

@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import * as amqplib from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
-import { CeleryConnectionError } from '../errors/celery.errors';
+import { CeleryBrokerRefusedError, CeleryConnectionError } from '../errors/celery.errors';
 import { randomUUID } from 'node:crypto';
 import { Broker, ConsumerHandle, Delivery, OutgoingMessage, Reply } from './broker.interface';
 import { redactUrl } from './redact-url';
@@ -25,11 +25,21 @@ export interface AmqpBrokerOptions {
 
 interface ConsumerRecord {
   queue: string;
+  /** The prefetch the worker asked for last: applied at once, and again to the channel that replaces a lost one. */
   prefetch: number;
   onMessage: (delivery: Delivery) => void;
   channel: Channel | null;
   tag: string | null;
+  /** A channel is being opened for it (by a restart or by the connection's setup). */
+  starting: boolean;
+  restartTimer: NodeJS.Timeout | null;
+  restartDelay: number;
 }
+
+/** Consumer and publish channels lost on a live connection are opened again after this, doubling up to the maximum. */
+const CHANNEL_RETRY_MS = { initial: 200, max: 5000 };
+/** basic.qos takes a short; 0 would mean "no limit". */
+const MAX_PREFETCH = 65535;
 
 type RecoveringModel = Awaited<ReturnType<typeof connectRecovering>>;
 
@@ -46,14 +56,28 @@ function connectRecovering(url: string, setup: (model: ChannelModel) => Promise<
 /**
  * RabbitMQ through amqplib. One connection with amqplib's recovery on: after a reconnect the
  * publish channel, the declared topology and every consumer are set up again (Celery's #3201 is a
- * worker that reconnects but never consumes again). Publishes use a confirm channel, so `publish`
- * resolves only once RabbitMQ has the message.
+ * worker that reconnects but never consumes again). A channel the server closes on a live
+ * connection (consumer_timeout, a failed declaration, ...) is opened again too, and a consumer
+ * the server cancels (its queue deleted) declares its queue and consumes again. Publishes use a
+ * confirm channel, so `publish` resolves only once RabbitMQ has the message; declarations go on a
+ * channel of their own, so a refused one fails that publish with the server's reason and
+ * leaves the confirm channel (and every other queue's publishes) alone.
+ *
+ * Prefetch is a global QoS on each consumer's own channel (as Celery sets it on RabbitMQ 3.x), so
+ * raising it for held ETA tasks takes effect on the running consumer: a per-consumer QoS only
+ * applies to consumers created after it.
  */
 export class AmqpBroker extends Broker {
   private readonly logger = new Logger('CeleryBroker');
   private readonly url: string;
   private model: RecoveringModel | null = null;
   private publishChannel: Promise<ConfirmChannel> | null = null;
+  /** Where queues are declared: a refused declaration closes this channel, not the confirm channel. */
+  private declareChannel: Promise<Channel> | null = null;
+  /** Task messages the broker returned as unroutable (queue, correlation id), seen before their confirm. */
+  private readonly returned = new Set<string>();
+  /** True from the end of a connection's setup until it is lost. */
+  private connected = false;
   private declared = new Map<string, Promise<void>>();
   private readonly consumers = new Set<ConsumerRecord>();
   /** Open consumer channels, including those of cancelled consumers still settling their messages. */
@@ -85,6 +109,7 @@ export class AmqpBroker extends Broker {
       throw new CeleryConnectionError(`Cannot connect to the broker at ${this.describe()}: ${messageOf(err)}`);
     }
     this.model.on('disconnect', (err: Error) => {
+      this.connected = false;
       this.resetReady();
       if (!this.closing) this.logger.warn(`Broker connection lost (${messageOf(err)}); reconnecting`);
     });
@@ -97,13 +122,53 @@ export class AmqpBroker extends Broker {
   /** Runs after every (re)connect: fresh channels, topology and consumers. */
   private async onConnected(model: ChannelModel): Promise<void> {
     this.declared = new Map();
+    await this.openPublishChannel(model);
+    this.openDeclareChannel(model);
+    for (const record of this.consumers) {
+      // channels of the lost connection are gone, whether or not their close has been seen yet
+      record.channel = null;
+      record.tag = null;
+      await this.ensureConsumer(record, model);
+    }
+    if (this.replies) await this.startReplyConsumer(model);
+    this.connected = true;
+    this.markReady();
+  }
+
+  /** The confirm channel; opened again when the server closes it on a live connection. */
+  private async openPublishChannel(model: Pick<ChannelModel, 'createConfirmChannel'>): Promise<void> {
     const channel = model.createConfirmChannel();
     this.publishChannel = channel;
     const ch = await channel;
     ch.on('error', (err: Error) => this.logger.error(`Publish channel error: ${messageOf(err)}`));
-    for (const record of this.consumers) await this.startConsumer(model, record);
-    if (this.replies) await this.startReplyConsumer(model);
-    this.markReady();
+    // RabbitMQ sends basic.return before the confirm of a mandatory message no queue took
+    ch.on('return', (msg: ConsumeMessage) => this.returned.add(returnKey(msg.fields.routingKey, msg.properties.correlationId)));
+    ch.on('close', () =>
+      // a lost connection closes its channels before it reports itself lost: look once that has happened
+      setImmediate(() => {
+        if (this.publishChannel !== channel || this.closing || !this.connected || !this.model) return;
+        this.logger.warn('Publish channel closed by the broker; opening it again');
+        // publishes waiting for a confirm on it fail and are sent again on the new channel
+        this.openPublishChannel(this.model).catch((err: unknown) => this.logger.error(`Could not reopen the publish channel: ${messageOf(err)}`));
+      }),
+    );
+  }
+
+  /** The channel queue declarations go on; a refused declaration closes it and the next one opens a new one. */
+  private openDeclareChannel(model: Pick<ChannelModel, 'createChannel'>): Promise<Channel> {
+    const channel = model.createChannel();
+    this.declareChannel = channel;
+    channel
+      .then((ch) => {
+        ch.on('error', () => undefined); // the declaration that closed it reports the reason
+        ch.on('close', () => {
+          if (this.declareChannel === channel) this.declareChannel = null;
+        });
+      })
+      .catch(() => {
+        if (this.declareChannel === channel) this.declareChannel = null;
+      });
+    return channel;
   }
 
   async consumeReplies(onReply: (reply: Reply) => void): Promise<string> {
@@ -127,7 +192,16 @@ export class AmqpBroker extends Broker {
     if (!replies) return;
     const ch = await model.createChannel();
     this.consumerChannels.add(ch);
-    ch.on('close', () => this.consumerChannels.delete(ch));
+    ch.on('close', () => {
+      this.consumerChannels.delete(ch);
+      if (replies.channel !== ch) return;
+      replies.channel = null;
+      // closed alone on a live connection: consume the reply queue again (a lost connection's setup does it otherwise)
+      setImmediate(() => {
+        if (this.closing || !this.connected || !this.model || replies.channel) return;
+        this.startReplyConsumer(this.model).catch((err: unknown) => this.logger.error(`Could not consume the reply queue again: ${messageOf(err)}`));
+      });
+    });
     ch.on('error', (err: Error) => this.logger.error(`Reply channel failed: ${messageOf(err)}`));
     await ch.assertQueue(replies.queue, { exclusive: true, autoDelete: true, durable: false });
     await ch.consume(replies.queue, (msg) => {
@@ -139,13 +213,30 @@ export class AmqpBroker extends Broker {
   async assertQueue(queue: string): Promise<void> {
     let pending = this.declared.get(queue);
     if (!pending) {
-      pending = this.channel().then(async (ch) => {
-        await declareTopology(ch, queue, this.options.queueArguments);
-      });
+      pending = this.declare(queue);
       this.declared.set(queue, pending);
       pending.catch(() => this.declared.delete(queue));
     }
     return pending;
+  }
+
+  private async declare(queue: string): Promise<void> {
+    const model = this.requireModel();
+    const ch = await (this.declareChannel ?? this.openDeclareChannel(model));
+    try {
+      await declareTopology(ch, queue, this.options.queueArguments);
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (typeof code === 'number' && code >= 400 && code < 500) {
+        // 403/404/405/406: the server refused this declaration (for example the queue exists with other
+        // arguments); trying again cannot help, and the confirm channel is untouched.
+        throw new CeleryBrokerRefusedError(
+          `Broker ${this.describe()} refused to declare queue ${queue}` +
+            `${this.options.queueArguments ? ` with arguments ${JSON.stringify(this.options.queueArguments)}` : ''}: ${messageOf(err)}`,
+        );
+      }
+      throw err;
+    }
   }
 
   /**
@@ -171,7 +262,8 @@ export class AmqpBroker extends Broker {
         );
         return;
       } catch (err) {
-        if (this.closing || err instanceof CeleryConnectionError || Date.now() >= deadline) {
+        if (this.closing || err instanceof CeleryConnectionError || err instanceof CeleryBrokerRefusedError || Date.now() >= deadline) {
+          if (err instanceof CeleryBrokerRefusedError) throw err;
           throw err instanceof CeleryConnectionError ? err : new CeleryConnectionError(`Broker did not confirm the message for queue ${queue}: ${messageOf(err)}`);
         }
         // The channel or connection went away under the publish: wait for the reconnect and try again.
@@ -180,12 +272,21 @@ export class AmqpBroker extends Broker {
     }
   }
 
+  /**
+   * Publishes as mandatory: when the queue was deleted after we declared it, RabbitMQ returns the
+   * message instead of dropping it, and it is declared and published again.
+   */
   private async publishOnce(queue: string, message: OutgoingMessage): Promise<void> {
     await this.assertQueue(queue);
     const ch = await this.channel();
     await new Promise<void>((resolve, reject) => {
-      ch.publish('', queue, message.body, { ...message.properties, headers: message.headers }, (err: unknown) => (err ? reject(err) : resolve()));
+      ch.publish('', queue, message.body, { ...message.properties, headers: message.headers, mandatory: true }, (err: unknown) => (err ? reject(err) : resolve()));
     });
+    if (this.returned.size > 0 && this.returned.delete(returnKey(queue, message.properties.correlationId))) {
+      this.declared.delete(queue);
+      this.logger.warn(`Queue ${queue} no longer exists (message ${message.properties.correlationId} returned unroutable); declaring it again`);
+      throw new Error(`queue ${queue} missing`);
+    }
   }
 
   private async waitReady(deadline: number, queue: string): Promise<void> {
@@ -197,17 +298,34 @@ export class AmqpBroker extends Broker {
   }
 
   async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle> {
-    const record: ConsumerRecord = { queue, prefetch, onMessage, channel: null, tag: null };
+    const record: ConsumerRecord = {
+      queue,
+      prefetch: clampPrefetch(prefetch),
+      onMessage,
+      channel: null,
+      tag: null,
+      starting: true,
+      restartTimer: null,
+      restartDelay: CHANNEL_RETRY_MS.initial,
+    };
     this.consumers.add(record);
-    await this.startConsumer(this.requireModel(), record);
+    try {
+      await this.startConsumer(this.requireModel(), record);
+    } catch (err) {
+      this.consumers.delete(record);
+      throw err;
+    } finally {
+      record.starting = false;
+    }
     return {
       cancel: async () => {
         this.consumers.delete(record);
+        if (record.restartTimer) clearTimeout(record.restartTimer);
         if (record.channel && record.tag) await record.channel.cancel(record.tag).catch(() => undefined);
       },
       setPrefetch: async (count: number) => {
-        record.prefetch = count;
-        await record.channel?.prefetch(count).catch(() => undefined);
+        record.prefetch = clampPrefetch(count);
+        await record.channel?.prefetch(record.prefetch, true).catch(() => undefined);
       },
     };
   }
@@ -226,21 +344,79 @@ export class AmqpBroker extends Broker {
     if (model) await model.close().catch(() => undefined);
   }
 
+  /** Opens a channel for a consumer that has none, unless one is being opened; a failure is retried with back-off. */
+  private async ensureConsumer(record: ConsumerRecord, model: Pick<ChannelModel, 'createChannel'>): Promise<void> {
+    if (this.closing || !this.consumers.has(record) || record.channel || record.starting) return;
+    record.starting = true;
+    try {
+      await this.startConsumer(model, record);
+      record.restartDelay = CHANNEL_RETRY_MS.initial;
+    } catch (err) {
+      this.logger.error(`Could not consume queue ${record.queue} again: ${messageOf(err)}; retrying in ${record.restartDelay} ms`);
+      this.scheduleRestart(record);
+    } finally {
+      record.starting = false;
+    }
+  }
+
+  /** A consumer's channel was lost on a live connection: open a new one after a short back-off. */
+  private scheduleRestart(record: ConsumerRecord): void {
+    if (record.restartTimer || this.closing || !this.consumers.has(record)) return;
+    const delay = record.restartDelay;
+    record.restartDelay = Math.min(CHANNEL_RETRY_MS.max, delay * 2);
+    record.restartTimer = setTimeout(() => {
+      record.restartTimer = null;
+      // a lost connection is the connection's setup to handle (it starts every consumer)
+      if (this.connected && this.model) void this.ensureConsumer(record, this.model);
+    }, delay);
+  }
+
   private async startConsumer(model: Pick<ChannelModel, 'createChannel'>, record: ConsumerRecord): Promise<void> {
     const ch = await model.createChannel();
     this.consumerChannels.add(ch);
     const lost = new AbortController();
     ch.on('close', () => {
       this.consumerChannels.delete(ch);
+      // every unacknowledged message of this channel is back in the queue: its deliveries are void
       lost.abort();
+      if (record.channel !== ch) return;
+      record.channel = null;
+      record.tag = null;
+      if (this.closing || !this.consumers.has(record)) return;
+      setImmediate(() => {
+        if (this.connected) this.logger.warn(`Consumer channel for queue ${record.queue} closed by the broker; consuming again`);
+      });
+      this.scheduleRestart(record);
     });
     ch.on('error', (err: Error) => this.logger.error(`Consumer channel for queue ${record.queue} failed: ${messageOf(err)}`));
-    await declareTopology(ch, record.queue, this.options.queueArguments);
-    await ch.prefetch(record.prefetch);
-    const reply = await ch.consume(record.queue, (msg) => {
-      if (msg) record.onMessage(deliveryOf(ch, lost.signal, msg, this.logger));
-    }, { noAck: false });
+    try {
+      await this.consumeOn(ch, record, lost.signal);
+    } catch (err) {
+      await ch.close().catch(() => undefined);
+      throw err;
+    }
     record.channel = ch;
+  }
+
+  /** Declares the queue, sets the channel's prefetch and consumes; again on the same channel if the server cancels the consumer. */
+  private async consumeOn(ch: Channel, record: ConsumerRecord, lost: AbortSignal): Promise<void> {
+    await declareTopology(ch, record.queue, this.options.queueArguments);
+    await ch.prefetch(record.prefetch, true);
+    const reply = await ch.consume(record.queue, (msg) => {
+      if (msg) {
+        record.onMessage(deliveryOf(ch, lost, msg, this.logger));
+        return;
+      }
+      // basic.cancel from the server: the queue was deleted (or moved). Messages delivered so far can still be
+      // acknowledged on this channel; declare the queue and consume again.
+      record.tag = null;
+      if (this.closing || !this.consumers.has(record) || record.channel !== ch) return;
+      this.logger.warn(`The broker cancelled the consumer of queue ${record.queue} (queue deleted?); declaring it and consuming again`);
+      this.consumeOn(ch, record, lost).catch((err: unknown) => {
+        this.logger.error(`Could not consume queue ${record.queue} again: ${messageOf(err)}`);
+        ch.close().catch(() => undefined); // the close handler opens a new channel with back-off
+      });
+    }, { noAck: false });
     record.tag = reply.consumerTag;
   }
 
@@ -268,6 +444,11 @@ function deliveryOf(ch: Channel, lost: AbortSignal, msg: ConsumeMessage, logger:
   const settle = (action: () => void, what: string) => {
     if (settled) throw new Error('message already acknowledged or rejected');
     settled = true;
+    if (lost.aborted) {
+      // its channel is gone and RabbitMQ has requeued it: a tag of a dead channel means nothing on another one
+      logger.debug?.(`Not ${what === 'acknowledge' ? 'acknowledging' : 'rejecting'} message ${p.correlationId ?? ''}: its channel is closed and the broker has requeued it`);
+      return;
+    }
     try {
       action();
     } catch (err) {
@@ -288,6 +469,14 @@ function deliveryOf(ch: Channel, lost: AbortSignal, msg: ConsumeMessage, logger:
     ack: () => settle(() => ch.ack(msg), 'acknowledge'),
     reject: (requeue: boolean) => settle(() => ch.reject(msg, requeue), 'reject'),
   };
+}
+
+function returnKey(queue: string, correlationId: string | undefined): string {
+  return `${queue}\u0000${correlationId ?? ''}`;
+}
+
+function clampPrefetch(count: number): number {
+  return Math.min(MAX_PREFETCH, Math.max(1, Math.floor(count)));
 }
 
 /** Settles as `work` does, or rejects with `timeoutError()` at `deadline` (epoch ms), whichever comes first. */

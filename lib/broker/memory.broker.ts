@@ -1,5 +1,13 @@
-import { fromAmqpFieldValue } from '../protocol/amqp-field-table';
+import { fromAmqpFieldValue, toAmqpFieldValue, type AmqpFieldValue } from '../protocol/amqp-field-table';
 import { Broker, ConsumerHandle, Delivery, OutgoingMessage, Reply } from './broker.interface';
+
+export interface MemoryBrokerOptions {
+  /**
+   * Arguments every queue is created with, as `AmqpBroker`'s `queueArguments`. Only dead-lettering
+   * is modelled: `x-dead-letter-exchange` and `x-dead-letter-routing-key` (see `MemoryBroker`).
+   */
+  queueArguments?: Record<string, unknown>;
+}
 
 interface Stored {
   message: OutgoingMessage;
@@ -8,27 +16,54 @@ interface Stored {
 
 interface MemoryConsumer {
   prefetch: number;
-  unacked: number;
+  /** Handed over on the current channel and not settled yet, in delivery order. */
+  unacked: Set<Stored>;
   cancelled: boolean;
-  /** Aborted when the consumer's (simulated) channel closes. */
+  /** Aborted when the consumer's (simulated) channel closes; a replacement channel gets a new one. */
   channel: AbortController;
   onMessage: (delivery: Delivery) => void;
 }
 
 interface MemoryQueue {
+  name: string;
+  /** Fixed when the queue is created, as RabbitMQ fixes a queue's arguments at its first declaration. */
+  arguments: Record<string, unknown>;
   ready: Stored[];
   consumers: MemoryConsumer[];
+  /** Cancelled consumers that still hold unacknowledged messages. */
+  cancelled: Set<MemoryConsumer>;
   next: number;
 }
 
 /**
- * An in-process broker with AMQP's delivery semantics where they matter: per-consumer prefetch,
- * ack / reject with or without requeue, redelivery of what was not acknowledged on close.
- * No durability: a process exit loses the queue.
+ * An in-process broker with RabbitMQ's semantics where the library depends on them, checked by the
+ * same contract suite as `AmqpBroker` on a real RabbitMQ (test/contract/broker-contract.ts):
+ *
+ * - A queue exists once either side declares it: `assertQueue`, `consume`, or `publish` (which
+ *   declares the queue first, as `AmqpBroker` does). Messages wait in it until a consumer comes.
+ * - Per-consumer prefetch; `setPrefetch` applies at once to the running consumer.
+ * - ack / reject(requeue) once per delivery; a requeued message goes back to the head of the queue,
+ *   flagged redelivered. reject(false) drops the message, or dead-letters it when the queue has
+ *   `x-dead-letter-exchange`: it is routed as a publish to that exchange with the routing key
+ *   `x-dead-letter-routing-key` (default: the queue's name), with an `x-death` header. The only
+ *   exchanges are the default one (`''`, routing key = queue name) and each queue's Celery
+ *   exchange (same name as the queue, routing key = queue name); a dead-letter that routes to no
+ *   declared queue is dropped, as RabbitMQ drops an unroutable one.
+ * - A lost channel (`simulateChannelLoss`, or `close`) puts its unacknowledged messages back at
+ *   the head of the queue as redelivered and aborts their deliveries' `lost` signal; their
+ *   ack / reject then do nothing.
+ * - A deleted queue (`simulateQueueDeletion`) loses its messages and is declared again by its
+ *   consumers, which keep consuming.
+ *
+ * No durability: a process exit loses the queues.
  */
 export class MemoryBroker extends Broker {
   private readonly queues = new Map<string, MemoryQueue>();
   private closed = false;
+
+  constructor(private readonly options: MemoryBrokerOptions = {}) {
+    super();
+  }
 
   async connect(): Promise<void> {
     this.closed = false;
@@ -40,22 +75,22 @@ export class MemoryBroker extends Broker {
 
   async publish(queue: string, message: OutgoingMessage): Promise<void> {
     if (this.closed) throw new Error('memory broker is closed');
-    // Like the default exchange: a message for a queue nobody declared is dropped.
-    const q = this.queues.get(queue);
-    if (!q) return;
-    q.ready.push({ message: { ...message, body: Buffer.from(message.body) }, redelivered: false });
-    queueMicrotask(() => this.dispatch(q));
+    // AmqpBroker declares the queue before it publishes: the message waits for a consumer.
+    const q = this.queueOf(queue);
+    this.enqueue(q, { message: { ...message, body: Buffer.from(message.body) }, redelivered: false });
   }
 
   async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle> {
     const q = this.queueOf(queue);
-    const consumer: MemoryConsumer = { prefetch, unacked: 0, cancelled: false, channel: new AbortController(), onMessage };
+    const consumer: MemoryConsumer = { prefetch, unacked: new Set(), cancelled: false, channel: new AbortController(), onMessage };
     q.consumers.push(consumer);
     queueMicrotask(() => this.dispatch(q));
     return {
       cancel: async () => {
+        if (consumer.cancelled) return;
         consumer.cancelled = true;
         q.consumers = q.consumers.filter((c) => c !== consumer);
+        if (consumer.unacked.size > 0) q.cancelled.add(consumer);
       },
       setPrefetch: async (count: number) => {
         consumer.prefetch = count;
@@ -77,10 +112,15 @@ export class MemoryBroker extends Broker {
     if (listener && !this.closed) queueMicrotask(() => listener({ correlationId: reply.correlationId, body: Buffer.from(reply.body) }));
   }
 
+  /** Closes every channel: unacknowledged messages go back to their queues (redelivered) and their deliveries' `lost` fires. */
   async close(): Promise<void> {
     this.closed = true;
     this.replyQueues.clear();
-    for (const q of this.queues.values()) q.consumers = [];
+    for (const q of this.queues.values()) {
+      for (const consumer of [...q.consumers, ...q.cancelled]) this.closeChannel(q, consumer);
+      q.consumers = [];
+      q.cancelled.clear();
+    }
   }
 
   describe(): string {
@@ -92,13 +132,54 @@ export class MemoryBroker extends Broker {
     return this.queues.get(queue)?.ready.length ?? 0;
   }
 
+  /**
+   * For tests: the channels of the consumers of `queue` close, as when RabbitMQ closes a channel
+   * (consumer_timeout, a channel error) and `AmqpBroker` reopens it. Their unacknowledged messages
+   * go back to the head of the queue flagged redelivered, the `lost` signal of those deliveries
+   * aborts and their ack / reject do nothing; each live consumer continues on a new channel with
+   * the same callback and its current prefetch. A cancelled consumer's messages come back too.
+   */
+  simulateChannelLoss(queue: string): void {
+    const q = this.queues.get(queue);
+    if (!q) return;
+    for (const consumer of [...q.consumers, ...q.cancelled]) this.closeChannel(q, consumer);
+    q.cancelled.clear();
+    queueMicrotask(() => this.dispatch(q));
+  }
+
+  /**
+   * For tests: the queue is deleted on the server and declared again at once by its consumers (as
+   * `AmqpBroker` does when RabbitMQ cancels them): waiting and unacknowledged messages are gone,
+   * and the unacknowledged ones' ack / reject do nothing. The channels stay open (`lost` does not fire).
+   */
+  simulateQueueDeletion(queue: string): void {
+    const q = this.queues.get(queue);
+    if (!q) return;
+    q.ready = [];
+    for (const consumer of [...q.consumers, ...q.cancelled]) consumer.unacked.clear();
+    q.cancelled.clear();
+  }
+
+  private closeChannel(q: MemoryQueue, consumer: MemoryConsumer): void {
+    q.ready.unshift(...[...consumer.unacked].map((stored) => ({ message: stored.message, redelivered: true })));
+    consumer.unacked.clear();
+    const old = consumer.channel;
+    consumer.channel = new AbortController();
+    old.abort(new Error(`memory broker: channel of the consumer of queue ${q.name} closed`));
+  }
+
   private queueOf(name: string): MemoryQueue {
     let q = this.queues.get(name);
     if (!q) {
-      q = { ready: [], consumers: [], next: 0 };
+      q = { name, arguments: { ...this.options.queueArguments }, ready: [], consumers: [], cancelled: new Set(), next: 0 };
       this.queues.set(name, q);
     }
     return q;
+  }
+
+  private enqueue(q: MemoryQueue, stored: Stored): void {
+    q.ready.push(stored);
+    queueMicrotask(() => this.dispatch(q));
   }
 
   private dispatch(q: MemoryQueue): void {
@@ -106,7 +187,7 @@ export class MemoryBroker extends Broker {
       const consumer = this.pickConsumer(q);
       if (!consumer) return;
       const stored = q.ready.shift() as Stored;
-      consumer.unacked++;
+      consumer.unacked.add(stored);
       consumer.onMessage(this.deliveryOf(q, consumer, stored));
     }
   }
@@ -114,7 +195,7 @@ export class MemoryBroker extends Broker {
   private pickConsumer(q: MemoryQueue): MemoryConsumer | undefined {
     for (let i = 0; i < q.consumers.length; i++) {
       const c = q.consumers[(q.next + i) % q.consumers.length];
-      if (!c.cancelled && c.unacked < c.prefetch) {
+      if (!c.cancelled && c.unacked.size < c.prefetch) {
         q.next = (q.next + i + 1) % q.consumers.length;
         return c;
       }
@@ -123,12 +204,16 @@ export class MemoryBroker extends Broker {
   }
 
   private deliveryOf(q: MemoryQueue, consumer: MemoryConsumer, stored: Stored): Delivery {
+    const lost = consumer.channel.signal;
     let settled = false;
     const settle = (requeue: boolean | null) => {
       if (settled) throw new Error('message already acknowledged or rejected');
       settled = true;
-      consumer.unacked--;
+      // Its channel is gone (the message is already back in the queue), or its queue was deleted.
+      if (lost.aborted || !consumer.unacked.delete(stored)) return;
+      if (consumer.cancelled && consumer.unacked.size === 0) q.cancelled.delete(consumer);
       if (requeue) q.ready.unshift({ message: stored.message, redelivered: true });
+      else if (requeue === false) this.deadLetter(q, stored.message);
       queueMicrotask(() => this.dispatch(q));
     };
     const { properties, headers, body } = stored.message;
@@ -141,9 +226,30 @@ export class MemoryBroker extends Broker {
       priority: properties.priority,
       body,
       redelivered: stored.redelivered,
-      lost: consumer.channel.signal,
+      lost,
       ack: () => settle(null),
       reject: (requeue: boolean) => settle(requeue),
     };
   }
+
+  /** reject(false): dropped, or routed on as RabbitMQ dead-letters (see the class comment). */
+  private deadLetter(q: MemoryQueue, message: OutgoingMessage): void {
+    const exchange = q.arguments['x-dead-letter-exchange'];
+    if (typeof exchange !== 'string') return;
+    const dlKey = q.arguments['x-dead-letter-routing-key'];
+    const routingKey = typeof dlKey === 'string' ? dlKey : q.name;
+    // The default exchange routes by queue name; a queue's Celery exchange only by its own name.
+    const target = exchange === '' || exchange === routingKey ? this.queues.get(routingKey) : undefined;
+    if (!target) return;
+    const headers = { ...message.headers, 'x-death': xDeath(message.headers['x-death'], q.name) };
+    this.enqueue(target, { message: { ...message, headers }, redelivered: false });
+  }
+}
+
+/** RabbitMQ's `x-death` after one more rejection from `queue`: its entry counted up and moved first. */
+function xDeath(previous: AmqpFieldValue | undefined, queue: string): AmqpFieldValue {
+  const entries = Array.isArray(previous) ? (fromAmqpFieldValue(previous) as Record<string, unknown>[]) : [];
+  const same = entries.find((e) => e.queue === queue && e.reason === 'rejected');
+  const entry = { reason: 'rejected', queue, exchange: '', 'routing-keys': [queue], count: same ? Number(same.count) + 1 : 1, time: Math.floor(Date.now() / 1000) };
+  return toAmqpFieldValue([entry, ...entries.filter((e) => e !== same)]);
 }

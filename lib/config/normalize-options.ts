@@ -1,5 +1,6 @@
 import { CeleryConfigError } from '../errors/celery.errors';
 import type { CassandraOptions, CeleryModuleOptions, CeleryOptionsInput, WorkerOptions } from '../interfaces/celery-options.interface';
+import { DEFAULT_MAX_RESULT_BYTES } from '../results/store-errors';
 import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedTls } from './resolved-config';
 
 /**
@@ -26,7 +27,9 @@ const CASSANDRA_KEYS = new Set([
   'contactPoints', 'port', 'localDataCenter', 'keyspace', 'table', 'readConsistency', 'writeConsistency',
   'entryTtl', 'credentials', 'secureConnectBundle', 'token', 'createKeyspace', 'tls',
 ]);
-const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'successCheck']);
+/** Smallest `worker.maxResultBytes`: room for the FAILURE row that says a result was too large. */
+const MIN_RESULT_BYTES = 4096;
+const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit']);
 
 /** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
 const PYTHON_KEYS: Record<string, string> = {
@@ -51,6 +54,7 @@ const PYTHON_KEYS: Record<string, string> = {
   task_default_queue: 'defaultQueue',
   worker_concurrency: 'worker.concurrency',
   worker_prefetch_multiplier: 'prefetchMultiplier',
+  worker_eta_task_limit: 'worker.etaTaskLimit',
 };
 
 type Mutable = CeleryModuleOptions & {
@@ -231,7 +235,9 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       prefetch,
       shutdownTimeoutMs: optInt(w.shutdownTimeoutMs, 'worker.shutdownTimeoutMs', 0) ?? 30000,
       maxMessageBytes: optInt(w.maxMessageBytes, 'worker.maxMessageBytes', 1) ?? 10 * 1024 * 1024,
+      maxResultBytes: optInt(w.maxResultBytes, 'worker.maxResultBytes', MIN_RESULT_BYTES) ?? DEFAULT_MAX_RESULT_BYTES,
       successCheck: resolveSuccessCheck(w.successCheck),
+      etaTaskLimit: optInt(w.etaTaskLimit, 'worker.etaTaskLimit', 0) ?? 10000,
     },
     publishTimeoutMs: optInt(o.publishTimeoutMs, 'publishTimeoutMs', 0) ?? 30000,
     accept,

@@ -40,7 +40,9 @@ export interface ResolvedCeleryConfig {
     prefetch: number;
     shutdownTimeoutMs: number;
     maxMessageBytes: number;
+    maxResultBytes: number;
     successCheck: 'always' | 'redelivered';
+    etaTaskLimit: number;
   };
   publishTimeoutMs: number;
   accept: string[];

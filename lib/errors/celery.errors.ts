@@ -70,3 +70,24 @@ export class TaskTimeoutError extends CeleryError {
 
 /** The broker or the result store cannot be reached or refused an operation. */
 export class CeleryConnectionError extends CeleryError {}
+
+/**
+ * The broker refused an operation for a reason that trying again cannot fix: for example a queue
+ * declared with arguments other than those it exists with (406 PRECONDITION_FAILED). The message
+ * carries the broker's own reason.
+ */
+export class CeleryBrokerRefusedError extends CeleryError {}
+
+/**
+ * A task's result is too large to store: its encoded row exceeds `worker.maxResultBytes`, or the
+ * database refused it as too large. Never retried; the worker stores a FAILURE saying so instead.
+ */
+export class ResultTooLargeError extends CeleryError {
+  constructor(
+    readonly taskId: string,
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(`The result row of task ${taskId} is ${bytes} bytes, over worker.maxResultBytes (${limit} bytes)`);
+  }
+}

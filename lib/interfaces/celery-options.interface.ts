@@ -62,6 +62,14 @@ export interface WorkerOptions {
   /** Largest message body accepted (compressed and decompressed); larger ones are rejected without requeue. Default 10 MiB. */
   maxMessageBytes?: number;
   /**
+   * Largest result row stored (result, traceback and children, JSON-encoded). A larger one is
+   * never written: a FAILURE (Python `ValueError`) naming the size and this limit is stored instead
+   * and the message is rejected without requeue. Default 8 MiB, half of what one Cassandra write
+   * takes by default (16 MiB: half of `commitlog_segment_size`, and `native_transport_max_frame_size`).
+   * At least 4096. Applies to the memory result store too.
+   */
+  maxResultBytes?: number;
+  /**
    * When the worker reads a task's stored state before writing its result, so that a stored
    * SUCCESS is never replaced (Celery 5.7's "keep the first SUCCESS"). `'always'` (default): before
    * every write, which also covers a task id published twice. `'redelivered'`: only for messages
@@ -69,6 +77,13 @@ export interface WorkerOptions {
    * read per task; a task id that is published twice can then replace a stored SUCCESS.
    */
   successCheck?: 'always' | 'redelivered';
+  /**
+   * Celery's `worker_eta_task_limit`: how many ETA/countdown tasks waiting for their time may each
+   * raise the prefetch by one, so that they do not hold up the tasks behind them. Default 10000
+   * (Celery: no limit). Beyond it, further ETA tasks wait in ordinary prefetch slots, and once
+   * those are all taken by waiting tasks the queue waits too: the bound on the memory they hold.
+   */
+  etaTaskLimit?: number;
 }
 
 /**
@@ -138,6 +153,7 @@ export interface PythonCeleryConfig {
   task_default_queue?: string;
   worker_concurrency?: number;
   worker_prefetch_multiplier?: number;
+  worker_eta_task_limit?: number;
 }
 
 export type CeleryOptionsInput = CeleryModuleOptions | PythonCeleryConfig | (CeleryModuleOptions & PythonCeleryConfig);

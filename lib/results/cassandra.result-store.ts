@@ -6,6 +6,7 @@ import { decodeResultRow, encodeResultRow, pendingMeta, ResultRow, ResultToStore
 import { cassandraClientOptions, DriverClientOptions, driverConsistencyKey } from './cassandra-client-options';
 import { ResultStore } from './result-store.interface';
 import { guardedClient } from './cassandra-stream-guard';
+import { checkRowSize, DEFAULT_MAX_RESULT_BYTES } from './store-errors';
 import { readTlsFiles, TlsMaterial } from '../config/tls-files';
 import { DEFAULT_JSON_OPTIONS, JsonOptions } from '../protocol/python-json';
 
@@ -45,6 +46,8 @@ export class CassandraResultStore extends ResultStore {
   constructor(
     private readonly config: ResolvedCassandraConfig,
     private readonly json: JsonOptions = DEFAULT_JSON_OPTIONS,
+    /** Largest encoded row written (`worker.maxResultBytes`); a larger one is refused before the write. */
+    private readonly maxResultBytes = DEFAULT_MAX_RESULT_BYTES,
   ) {
     super();
     const target = `${config.keyspace}.${config.table}`;
@@ -82,6 +85,7 @@ export class CassandraResultStore extends ResultStore {
 
   async store(result: ResultToStore): Promise<void> {
     const row = encodeResultRow(result, new Date(), this.json);
+    checkRowSize(row, this.maxResultBytes);
     const rs = await this.requireClient().execute(
       this.insertCql,
       [row.taskId, row.status, row.result, row.dateDone, row.traceback, row.children],

@@ -5,10 +5,23 @@ import type { ResolvedCeleryConfig } from '../config/resolved-config';
 import { TaskRegistry } from '../discovery/task.registry';
 import { encodeResultMessage, ResultToStore } from '../protocol/result-row';
 import { ResultStore } from '../results/result-store.interface';
-import { RequestContext, StoreOutcome, TaskRequest } from './task-request';
+import { ResultWriter } from '../results/result-writer';
+import { HoldEnd, RequestContext, StoreOutcome, TaskRequest } from './task-request';
 
 /** The longest delay setTimeout honours. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** One queue's consumer, and how many of its held ETA tasks have raised its prefetch. */
+interface ConsumerState {
+  handle: ConsumerHandle | null;
+  raised: number;
+  ctx: RequestContext;
+}
+
+interface Hold {
+  timer: NodeJS.Timeout;
+  end: (how: HoldEnd) => void;
+}
 
 /**
  * Consumes the configured queues (one consumer per queue, dispatching by the `task` header),
@@ -18,14 +31,16 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 @Injectable()
 export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger('CeleryWorker');
-  private readonly consumers: ConsumerHandle[] = [];
+  private readonly consumers: ConsumerState[] = [];
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly holds = new Set<{ timer: NodeJS.Timeout; resolve: (run: boolean) => void }>();
+  private readonly holds = new Set<Hold>();
   private readonly waitingForSlot: (() => void)[] = [];
+  /** The last request of each task id in this process: a later delivery of the same id waits for it. */
+  private readonly byTaskId = new Map<string, Promise<void>>();
   private running = 0;
-  private held = 0;
   private stopping = false;
-  private readonly ctx: RequestContext;
+  private readonly ctx: Omit<RequestContext, 'holdUntil'>;
+  private readonly writer: ResultWriter;
 
   constructor(
     @Inject(CELERY_CONFIG) private readonly config: ResolvedCeleryConfig,
@@ -33,14 +48,15 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     private readonly store: ResultStore,
     private readonly registry: TaskRegistry,
   ) {
+    this.writer = new ResultWriter(store, this.logger, () => this.stopping);
     this.ctx = {
       registry,
       store,
       logger: this.logger,
       accept: config.accept,
       maxMessageBytes: config.worker.maxMessageBytes,
-      holdUntil: (eta) => this.holdUntil(eta),
       withSlot: (fn) => this.withSlot(fn),
+      oneAtATime: (taskId, fn) => this.oneAtATime(taskId, fn),
       storeDurably: (result, redelivered) => this.storeDurably(result, redelivered || config.worker.successCheck === 'always'),
       notify: (queue, result) =>
         this.broker.publishReply(queue, { correlationId: result.taskId, body: encodeResultMessage(result, { envelopes: config.peerCompat !== '5.2' }) }),
@@ -60,7 +76,11 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     const { queues, prefetch, concurrency } = this.config.worker;
     if (this.registry.names().length === 0) this.logger.warn('No @Task() methods found: every message will be rejected as unregistered');
     for (const queue of queues) {
-      this.consumers.push(await this.broker.consume(queue, prefetch, (delivery) => this.onDelivery(delivery)));
+      const consumer: ConsumerState = { handle: null, raised: 0, ctx: { ...this.ctx, holdUntil: (eta, lost) => this.holdUntil(eta, lost, consumer) } };
+      this.consumers.push(consumer);
+      // messages can arrive before consume() resolves: those held by then are applied right after
+      consumer.handle = await this.broker.consume(queue, prefetch, (delivery) => this.onDelivery(delivery, consumer.ctx));
+      if (consumer.raised > 0) this.applyPrefetch(consumer);
     }
     this.logger.log(
       `Worker consuming ${queues.join(', ')} on ${this.broker.describe()} (prefetch ${prefetch}, concurrency ${concurrency}); ` +
@@ -72,12 +92,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    await Promise.all(this.consumers.splice(0).map((c) => c.cancel()));
-    for (const hold of this.holds) {
-      clearTimeout(hold.timer);
-      hold.resolve(false);
-    }
-    this.holds.clear();
+    await Promise.all(this.consumers.splice(0).map((c) => c.handle?.cancel()));
+    for (const hold of this.holds) hold.end('stop');
     if (this.inFlight.size === 0) return;
     this.logger.log(`Waiting for ${this.inFlight.size} task(s) in flight`);
     let timer: NodeJS.Timeout | undefined;
@@ -89,12 +105,12 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     }
   }
 
-  private onDelivery(delivery: Delivery): void {
+  private onDelivery(delivery: Delivery, ctx: RequestContext): void {
     if (this.stopping) {
       delivery.reject(true);
       return;
     }
-    const done = new TaskRequest(delivery, this.ctx)
+    const done = new TaskRequest(delivery, ctx)
       .handle()
       .catch((err: unknown) => {
         this.logger.error(`Unexpected worker error: ${err instanceof Error ? err.stack : String(err)}`);
@@ -103,34 +119,67 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     this.inFlight.add(done);
   }
 
-  /** ETA tasks wait unacknowledged; each one held raises the prefetch by one so others keep flowing (as Celery). */
-  private holdUntil(etaMicros: number): Promise<boolean> {
-    if (this.stopping) return Promise.resolve(false);
-    this.adjustHeld(+1);
-    return new Promise<boolean>((resolve) => {
+  /**
+   * ETA tasks wait unacknowledged; each one held raises its consumer's prefetch by one (up to
+   * `worker.etaTaskLimit` held tasks) so the tasks behind it keep flowing, as Celery does. Ends
+   * 'run' at the ETA, 'stop' when the worker stops (the message goes back), 'lost' when the
+   * message's channel closed (the broker has requeued it: the hold is dropped, as Celery drops
+   * the ETA requests of a lost channel).
+   */
+  private holdUntil(etaMicros: number, lost: AbortSignal, consumer: ConsumerState): Promise<HoldEnd> {
+    if (this.stopping) return Promise.resolve('stop');
+    if (lost.aborted) return Promise.resolve('lost');
+    const raises = consumer.raised < this.config.worker.etaTaskLimit;
+    if (raises) {
+      consumer.raised++;
+      this.applyPrefetch(consumer);
+    }
+    return new Promise<HoldEnd>((resolve) => {
       // setTimeout fires at once for delays over 2^31 - 1 ms (24.8 days): wait in steps up to the ETA.
       const arm = (): NodeJS.Timeout => {
         const left = etaMicros / 1000 - Date.now();
-        return setTimeout(() => (left > MAX_TIMER_MS ? (entry.timer = arm()) : finish(true)), Math.min(Math.max(0, left), MAX_TIMER_MS));
+        return setTimeout(() => (left > MAX_TIMER_MS ? (hold.timer = arm()) : hold.end('run')), Math.min(Math.max(0, left), MAX_TIMER_MS));
       };
-      const entry: { timer: NodeJS.Timeout; resolve: (run: boolean) => void } = {
+      const onLost = () => hold.end('lost');
+      const hold: Hold = {
         timer: undefined as unknown as NodeJS.Timeout,
-        resolve: (run: boolean) => finish(run),
+        end: (how) => {
+          if (!this.holds.delete(hold)) return;
+          clearTimeout(hold.timer);
+          lost.removeEventListener('abort', onLost);
+          if (raises) {
+            consumer.raised--;
+            this.applyPrefetch(consumer);
+          }
+          resolve(how);
+        },
       };
-      const finish = (run: boolean) => {
-        if (!this.holds.delete(entry)) return;
-        this.adjustHeld(-1);
-        resolve(run);
-      };
-      this.holds.add(entry);
-      entry.timer = arm();
+      this.holds.add(hold);
+      lost.addEventListener('abort', onLost, { once: true });
+      hold.timer = arm();
     });
   }
 
-  private adjustHeld(delta: number): void {
-    this.held += delta;
-    const prefetch = this.config.worker.prefetch + this.held;
-    for (const consumer of this.consumers) void consumer.setPrefetch(prefetch);
+  private applyPrefetch(consumer: ConsumerState): void {
+    void consumer.handle?.setPrefetch(this.config.worker.prefetch + consumer.raised);
+  }
+
+  /**
+   * Runs `fn` after every earlier request of the same task id in this process has ended. A
+   * delivery whose channel closed may still be running when RabbitMQ hands the message over
+   * again: the new delivery then waits, finds the stored SUCCESS and does not run it twice (and
+   * two copies can never race each other's read-before-write here).
+   */
+  private oneAtATime(taskId: string, fn: () => Promise<void>): Promise<void> {
+    const before = this.byTaskId.get(taskId);
+    if (before) this.logger.warn(`Task ${taskId} is still being handled from an earlier delivery; this delivery waits for it`);
+    const mine = before ? before.then(fn) : fn();
+    const tail = mine.catch(() => undefined);
+    this.byTaskId.set(taskId, tail);
+    void tail.then(() => {
+      if (this.byTaskId.get(taskId) === tail) this.byTaskId.delete(taskId);
+    });
+    return mine;
   }
 
   private async withSlot<T>(fn: () => Promise<T>): Promise<T> {
@@ -147,32 +196,11 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   }
 
   /**
-   * Stores a result, retrying with back-off for as long as the worker runs: while the store is
-   * down the message stays unacknowledged, and since every prefetched message is then held, the
-   * broker stops delivering (consuming pauses, memory stays bounded). Only a stopping worker
-   * gives up, and then the message goes back to the queue — never to a FAILURE row. A task whose
-   * SUCCESS is already stored keeps it: the new result is not written (Celery 5.7's rule; with
-   * `worker.successCheck: 'redelivered'` only redelivered messages are checked).
+   * Stores a result (see ResultWriter): transient errors are retried with back-off for as long as
+   * the worker runs; a result the store refuses for good gets a FAILURE saying why in its place.
+   * A stopping worker gives up, and then the message goes back to the queue — never to a FAILURE row.
    */
-  private async storeDurably(result: ResultToStore, checkFirst: boolean): Promise<StoreOutcome> {
-    let delay = 100;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const kept = checkFirst ? await this.store.storeUnlessSucceeded(result) : await this.store.store(result).then(() => null);
-        // a kept SUCCESS after a failed attempt is usually that attempt's own write, landed after its reply was lost
-        if (attempt > 1) this.logger.log(`${kept ? 'Found the stored SUCCESS' : 'Stored the result'} of ${result.taskId} after ${attempt} attempts`);
-        return kept ? { kind: 'kept', meta: kept } : { kind: 'stored' };
-      } catch (err) {
-        if (this.stopping) {
-          this.logger.warn(`Storing the result of ${result.taskId} failed while stopping: ${(err as Error).message}`);
-          return { kind: 'abandoned' };
-        }
-        if (attempt === 1 || attempt % 10 === 0) {
-          this.logger.warn(`Storing the result of ${result.taskId} failed (attempt ${attempt}): ${(err as Error).message}; retrying with back-off`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, delay));
-        delay = Math.min(5000, delay * 2);
-      }
-    }
+  private storeDurably(result: ResultToStore, checkFirst: boolean): Promise<StoreOutcome> {
+    return this.writer.write(result, checkFirst);
   }
 }

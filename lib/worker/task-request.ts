@@ -8,10 +8,13 @@ import { pythonJsonDumps } from '../protocol/python-json';
 import type { ResultToStore, TaskMeta } from '../protocol/result-row';
 import { decodeTaskMessageAsync, DecodedTask } from '../protocol/task-message';
 import type { ResultStore } from '../results/result-store.interface';
+import type { StoreOutcome } from '../results/result-writer';
 import { NOTIFY_HEADER } from '../results/result-notifier';
 
-/** How a durable store ended: written, skipped because a SUCCESS was already stored, or given up (stopping). */
-export type StoreOutcome = { kind: 'stored' } | { kind: 'kept'; meta: TaskMeta } | { kind: 'abandoned' };
+/** How an ETA hold ended: the ETA came, the worker is stopping, or the message's channel was lost. */
+export type HoldEnd = 'run' | 'stop' | 'lost';
+
+export type { StoreOutcome } from '../results/result-writer';
 
 /** What a request needs from the worker that owns it. */
 export interface RequestContext {
@@ -21,10 +24,12 @@ export interface RequestContext {
   accept: readonly string[];
   /** Largest body accepted, compressed or not. */
   maxMessageBytes: number;
-  /** Waits until `etaMicros`; resolves false when the worker is stopping (the message goes back). */
-  holdUntil(etaMicros: number): Promise<boolean>;
+  /** Waits until `etaMicros`, or until the worker stops or the delivery's channel is lost. */
+  holdUntil(etaMicros: number, lost: AbortSignal): Promise<HoldEnd>;
   /** Runs `fn` within the worker's concurrency limit. */
   withSlot<T>(fn: () => Promise<T>): Promise<T>;
+  /** Runs `fn` once every earlier request of the same task id in this process has ended. */
+  oneAtATime(taskId: string, fn: () => Promise<void>): Promise<void>;
   /** Stores a result, retrying with back-off, unless a SUCCESS is already stored (then it is kept). */
   storeDurably(result: ResultToStore, redelivered: boolean): Promise<StoreOutcome>;
   /** Pushes a stored result to the producer's reply queue. */
@@ -35,6 +40,11 @@ export interface RequestContext {
  * One message's life in the worker (like celery/worker/request.py): decode → look up the task →
  * wait for its ETA → check expiry → run → store the result → acknowledge. The message is
  * acknowledged only after its result is stored; if it cannot be stored it goes back to the queue.
+ *
+ * When the channel the message came on closes (`delivery.lost`), RabbitMQ has already requeued
+ * it: a hold or a run not yet started is dropped; a run under way finishes, stores a SUCCESS (so
+ * the redelivered copy finds it and does not run again) but not a failure (the redelivered copy
+ * decides), and acknowledges nothing.
  */
 export class TaskRequest {
   constructor(
@@ -52,20 +62,26 @@ export class TaskRequest {
       this.delivery.reject(false);
       return;
     }
+    if (this.delivery.lost.aborted) return;
     const entry = this.ctx.registry.get(task.task);
     if (!entry) return this.rejectUnregistered(task);
+    return this.ctx.oneAtATime(task.id, () => this.process(task, entry));
+  }
+
+  private async process(task: DecodedTask, entry: RegisteredTask): Promise<void> {
+    if (this.delivery.lost.aborted) return;
     if (this.delivery.redelivered && (await this.alreadySucceeded(task))) return;
     // Expiry is checked on receipt (an expired ETA task does not wait for its ETA) and again before running.
     if (isExpired(task)) return this.revokeExpired(task);
     if (task.eta !== null && task.eta > nowMicros()) {
-      if (!(await this.ctx.holdUntil(task.eta))) {
-        this.delivery.reject(true);
-        return;
-      }
+      const end = await this.ctx.holdUntil(task.eta, this.delivery.lost);
+      if (end === 'stop') return this.delivery.reject(true);
+      if (end === 'lost') return;
       if (isExpired(task)) return this.revokeExpired(task);
     }
     const ignoreResult = task.ignoreResult ?? entry.ignoreResult;
-    const outcome = await this.ctx.withSlot(() => this.run(task, entry));
+    const outcome = await this.ctx.withSlot(async () => (this.delivery.lost.aborted ? null : this.run(task, entry)));
+    if (!outcome) return; // its channel closed while it waited for a slot: the redelivered copy runs it
     return this.finish(task, outcome, ignoreResult && outcome.status === 'SUCCESS');
   }
 
@@ -90,6 +106,7 @@ export class TaskRequest {
   }
 
   private async finish(task: DecodedTask, result: ResultToStore, skipStore: boolean): Promise<void> {
+    if (this.delivery.lost.aborted) return this.finishLost(task, result, skipStore);
     if (skipStore) {
       this.delivery.ack();
       return;
@@ -100,12 +117,36 @@ export class TaskRequest {
       this.delivery.reject(true);
       return;
     }
+    if (outcome.kind === 'unstorable') {
+      // retrying cannot help: reject without requeue (dead-lettered when the queue has a dead-letter exchange)
+      const stored = outcome.stored ? `a FAILURE saying so is stored` : 'no FAILURE could be stored either';
+      this.ctx.logger.error(`Result of ${task.task}[${task.id}] cannot be stored: ${outcome.reason}; ${stored}; message rejected without requeue`);
+      this.delivery.reject(false);
+      if (outcome.stored) this.notify(task, outcome.stored);
+      return;
+    }
     this.delivery.ack();
     if (outcome.kind === 'kept') {
       this.ctx.logger.warn(`Task ${task.task}[${task.id}] already has a stored SUCCESS; kept it, this run's ${result.status} is not stored`);
       return this.notify(task, successOf(outcome.meta));
     }
     this.notify(task, result);
+  }
+
+  /** The run ended after its channel closed: the message is already back in the queue and runs again. */
+  private async finishLost(task: DecodedTask, result: ResultToStore, skipStore: boolean): Promise<void> {
+    if (result.status !== 'SUCCESS' || skipStore) {
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}] ended ${result.status} after its channel closed; not stored: the broker redelivers it`);
+      return;
+    }
+    const outcome = await this.ctx.storeDurably(result, true);
+    if (outcome.kind === 'stored' || outcome.kind === 'kept') {
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}] succeeded after its channel closed; its SUCCESS is stored, so the redelivered message is not run again`);
+      this.notify(task, outcome.kind === 'kept' ? successOf(outcome.meta) : result);
+    } else {
+      // the redelivered copy runs again and meets the same store
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}] succeeded after its channel closed; its SUCCESS is not stored (${outcome.kind === 'unstorable' ? outcome.reason : 'the worker is stopping'})`);
+    }
   }
 
   private notify(task: DecodedTask, result: ResultToStore): void {

@@ -1,10 +1,12 @@
 import { Test, TestingModule } from '@nestjs/testing';
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { AsyncResult, CeleryModule, Producer } from '../../lib';
+import { isDeepStrictEqual } from 'node:util';
+import type { Client } from 'cassandra-driver';
+import { CeleryModule, Producer } from '../../lib';
 import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, SUPERUSER, rawCassandra, realOptions, uniqueName } from '../support/real-services';
 
 const ROOT = join(__dirname, '..', '..');
@@ -49,7 +51,7 @@ export async function dropWorkerRole(): Promise<void> {
 
 /** The sample worker (`npm run sample:worker`) as a separate process, with its log parsed line by line. */
 export class WorkerProcess {
-  /** Task id -> times the worker logged it as run (succeeded). */
+  /** Task id -> times the worker logged it as run (succeeded), any task. */
   readonly executions = new Map<string, number>();
   /** Every complete log line, stdout and stderr, in arrival order. */
   readonly lines: string[] = [];
@@ -60,6 +62,8 @@ export class WorkerProcess {
   prefetch = 0;
   /** Highest resident set size seen in /proc/<pid>/status, in kB (sampled every 100 ms). */
   peakRssKb = 0;
+  /** Every RSS sample: [epoch ms, kB]. */
+  readonly rssSamples: [number, number][] = [];
   /** Whether the suite signalled the worker; a worker that exits unasked has crashed. */
   signalled = false;
   private readonly exited: Promise<void>;
@@ -96,7 +100,7 @@ export class WorkerProcess {
 
   private onLine(line: string): void {
     this.lines.push(line);
-    const run = /tasks\.sortWords\[([0-9a-f-]{36})\] succeeded/.exec(line);
+    const run = /Task tasks\.\w+\[([0-9a-f-]{36})\] succeeded/.exec(line);
     if (run) this.executions.set(run[1], (this.executions.get(run[1]) ?? 0) + 1);
     const consuming = /Worker consuming .*\(prefetch (\d+),/.exec(line);
     if (consuming) this.prefetch = Number(consuming[1]);
@@ -107,6 +111,7 @@ export class WorkerProcess {
       const status = readFileSync(`/proc/${this.child.pid}/status`, 'utf8');
       const kb = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
       if (kb > this.peakRssKb) this.peakRssKb = kb;
+      if (kb > 0) this.rssSamples.push([Date.now(), kb]);
     } catch {
       // the process is gone
     }
@@ -139,6 +144,12 @@ export class WorkerProcess {
       await sleep(50);
     }
     return worker;
+  }
+
+  /** Highest RSS sampled between `from` and `to` (epoch ms), in MB. */
+  peakRssMbBetween(from: number, to: number): number {
+    const kb = Math.max(0, ...this.rssSamples.filter(([at]) => at >= from && at <= to).map(([, kb]) => kb));
+    return Math.round(kb / 1024);
   }
 
   get alive(): boolean {
@@ -180,29 +191,65 @@ export function sleep(ms: number): Promise<void> {
 
 export interface ScenarioReport {
   scenario: string;
+  /** What else the scenario measured, for the README's table (e.g. how soon the worker stored again). */
+  detail?: string;
   sent: number;
+  /** Tasks whose rows in Cassandra are SUCCESS rows with exactly the task's expected value, read with a raw client. */
   completed: number;
+  /** Tasks with no SUCCESS row when the scenario's deadline passed. */
   lost: number;
-  /** Valid tasks with a FAILURE or REVOKED row (any row, not only the newest) or a wrong result. */
+  /** Tasks with a FAILURE or REVOKED row (any row, not only the newest) or a SUCCESS row with another value. */
   wronglyFailed: number;
+  /** Tasks the workers logged as run more than once. */
   executedTwice: number;
+  /** The most `executedTwice` may be, and why (what was in flight at the fault). */
+  executedTwiceBound: number;
+  executedTwiceBoundWhy: string;
   crashes: number;
   /** Tasks run when the fault struck (fewer than sent: the fault hit mid-run). */
   completedAtFault: number | null;
+  /** Messages RabbitMQ handed back marked redelivered after the fault, when the scenario counted them. */
+  redelivered?: number;
   /** Highest RSS of any worker process of the scenario, in MB. */
   peakRssMb: number;
   /** Highest count of unacknowledged messages sampled during the fault, when the scenario sampled it. */
   peakUnacked?: number;
   seconds: number;
+  /** `git rev-parse --short HEAD` when it ran, `+changes` when lib/, sample/ or test/faults had uncommitted changes. */
+  commit: string;
+  measuredAt: string;
 }
 
 export interface SentTask {
   id: string;
-  result: AsyncResult<string>;
-  expected: string;
+  /** The task's name (`tasks.sortWords`, `tasks.sleep`). */
+  task: string;
+  /** Its own result (every task gets distinct input): what its SUCCESS row must hold. */
+  expected: unknown;
+  /** Just before the send (the producer computes the ETA after this). */
+  sentAt: number;
   /** When the producer's send resolved (the broker confirmed the message). */
   resolvedAt: number;
+  /** The earliest its ETA can be (sentAt + countdown), or null. */
+  etaAt: number | null;
 }
+
+export interface SendOptions {
+  /** Seconds from the send before the task may run (the producer's `countdown`). */
+  countdown?: number;
+  /** Send `tasks.sleep` tasks of about this many seconds (each a distinct fraction more) instead of `tasks.sortWords`. */
+  sleepSeconds?: number;
+}
+
+/** One row of the result table, as a raw cassandra-driver client reads it. */
+export interface StoredRow {
+  status: string;
+  /** The `result` blob as text (JSON). */
+  result: string;
+  dateDone: Date | null;
+}
+
+type Outcome = 'ok' | 'wrong' | 'lost';
 
 /** One fault scenario: a producer app, workers, N walkthrough tasks, and the tally. */
 export class Scenario {
@@ -213,10 +260,15 @@ export class Scenario {
   producer!: Producer;
   readonly results: SentTask[] = [];
   /** Every row of the result table after the run: task id -> the statuses and results of its rows. */
-  readonly rows = new Map<string, { status: string; result: string }[]>();
+  readonly rows = new Map<string, StoredRow[]>();
   private readonly started = Date.now();
+  private cql: Client | null = null;
   completedAtFault: number | null = null;
   peakUnacked: number | undefined;
+  redelivered: number | undefined;
+  detail: string | undefined;
+  /** Default: nothing was in flight at the fault, so no task may run twice. */
+  duplicateBound = { max: 0, why: 'nothing in flight' };
 
   constructor(readonly name: string) {}
 
@@ -237,6 +289,18 @@ export class Scenario {
     return ids.size;
   }
 
+  /** Task id -> runs logged, over every worker of the scenario. */
+  executions(): Map<string, number> {
+    const executions = new Map<string, number>();
+    for (const w of this.workers) for (const [id, n] of w.executions) executions.set(id, (executions.get(id) ?? 0) + n);
+    return executions;
+  }
+
+  /** Ids of the tasks logged as run more than once. */
+  executedTwiceIds(): string[] {
+    return [...this.executions()].filter(([, n]) => n > 1).map(([id]) => id);
+  }
+
   async open(): Promise<void> {
     this.app = await Test.createTestingModule({
       imports: [CeleryModule.forRoot(realOptions(this.queue, this.table, { worker: { enabled: false }, resultPollIntervalMs: 200, publishTimeoutMs: 60000 }))],
@@ -251,16 +315,31 @@ export class Scenario {
     return worker;
   }
 
-  /** Sends `count` sortWords tasks, each with its own text; resolves with them once every send has resolved. */
-  async send(count: number): Promise<SentTask[]> {
+  /**
+   * Sends `count` tasks, each with its own input and so its own expected value: sortWords with its
+   * own text, or sleep with its own number of seconds. Resolves once every send has resolved.
+   */
+  async send(count: number, options: SendOptions = {}): Promise<SentTask[]> {
     const sends: Promise<SentTask>[] = [];
     for (let i = 0; i < count; i++) {
       const n = this.results.length + sends.length;
-      const text = `w${n} storage yay my DB is powerful results Astra`;
-      const expected = text.split(' ').sort((a, b) => (a.toLowerCase() < b.toLowerCase() ? -1 : a.toLowerCase() > b.toLowerCase() ? 1 : 0)).join(' ');
+      let task: string;
+      let args: unknown[];
+      let expected: unknown;
+      if (options.sleepSeconds !== undefined) {
+        task = 'tasks.sleep';
+        expected = Math.round((options.sleepSeconds + (n + 1) / 100000) * 100000) / 100000;
+        args = [expected];
+      } else {
+        task = 'tasks.sortWords';
+        const text = `w${n} storage yay my DB is powerful results Astra`;
+        expected = text.split(' ').sort((a, b) => (a.toLowerCase() < b.toLowerCase() ? -1 : a.toLowerCase() > b.toLowerCase() ? 1 : 0)).join(' ');
+        args = [text, false];
+      }
+      const sentAt = Date.now();
       sends.push(
-        this.producer.sendTask<string>('tasks.sortWords', { args: [text, false] }).then((result) => {
-          const sent = { id: result.id, result, expected, resolvedAt: Date.now() };
+        this.producer.sendTask(task, { args, countdown: options.countdown }).then((result) => {
+          const sent: SentTask = { id: result.id, task, expected, sentAt, resolvedAt: Date.now(), etaAt: options.countdown ? sentAt + options.countdown * 1000 : null };
           this.results.push(sent);
           return sent;
         }),
@@ -282,66 +361,102 @@ export class Scenario {
     }
   }
 
-  /** Reads every row of the result table (all rows of every task, not only the newest). */
+  /**
+   * Reads every row of the result table (all rows of every task, not only the newest) with a raw
+   * cassandra-driver client: the source of truth, not the library's reads or its pushed replies.
+   */
   async readAllRows(): Promise<void> {
-    this.rows.clear();
-    const cql = await rawCassandra();
+    const rows = new Map<string, StoredRow[]>();
     try {
+      this.cql ??= await rawCassandra();
       let pageState: string | undefined;
       do {
-        const rs = await cql.execute(`SELECT task_id, status, result FROM ${KEYSPACE}.${this.table}`, [], { prepare: true, fetchSize: 5000, pageState });
+        const rs = await this.cql.execute(`SELECT task_id, status, result, date_done FROM ${KEYSPACE}.${this.table}`, [], { prepare: true, fetchSize: 5000, pageState });
         for (const row of rs.rows) {
           const id = row.task_id as string;
-          const list = this.rows.get(id) ?? [];
-          list.push({ status: row.status as string, result: row.result ? (row.result as Buffer).toString('utf8') : '' });
-          this.rows.set(id, list);
+          const list = rows.get(id) ?? [];
+          list.push({ status: row.status as string, result: row.result ? (row.result as Buffer).toString('utf8') : '', dateDone: (row.date_done as Date | null) ?? null });
+          rows.set(id, list);
         }
         pageState = rs.pageState ?? undefined;
       } while (pageState);
-    } finally {
-      await cql.shutdown();
+    } catch (err) {
+      // a client that saw Cassandra go away is replaced on the next read
+      await this.cql?.shutdown().catch(() => undefined);
+      this.cql = null;
+      throw err;
     }
+    this.rows.clear();
+    for (const [id, list] of rows) this.rows.set(id, list);
   }
 
-  /** Waits for every result, reads every row, and tallies the report. */
-  async finish(timeoutMs: number): Promise<ScenarioReport> {
-    const outcome = new Map<string, 'ok' | 'wrong' | 'lost'>();
+  /** A task's outcome from its rows: ok only for SUCCESS rows holding exactly its value and no FAILURE or REVOKED row. */
+  outcomeOf(task: SentTask): Outcome {
+    const rows = this.rows.get(task.id) ?? [];
+    if (rows.some((r) => r.status === 'FAILURE' || r.status === 'REVOKED')) return 'wrong';
+    const successes = rows.filter((r) => r.status === 'SUCCESS');
+    if (successes.length === 0) return 'lost';
+    return successes.every((r) => sameValue(r.result, task.expected)) ? 'ok' : 'wrong';
+  }
+
+  /**
+   * Polls the table (raw client, every second) until each of `tasks` has its outcome or `timeoutMs`
+   * pass; resolves with the epoch ms at which the last of them had its SUCCESS row (from the rows'
+   * date_done), or null if some have none.
+   */
+  async waitForRows(tasks: SentTask[], timeoutMs: number): Promise<number | null> {
     const deadline = Date.now() + timeoutMs;
-    for (const { id, result, expected } of this.results) {
-      if (Date.now() >= deadline) {
-        // past the deadline every remaining task counts as lost at once (not one second each),
-        // so the scenario ends with its report instead of at Jest's timeout
-        outcome.set(id, 'lost');
-        continue;
-      }
+    for (;;) {
       try {
-        const value = await result.get({ timeout: Math.max(1000, deadline - Date.now()) });
-        outcome.set(id, value === expected ? 'ok' : 'wrong');
-        if (value !== expected) process.stderr.write(`[faults] wrong value of ${id}: ${JSON.stringify(value)} expected ${expected}\n`);
+        await this.readAllRows();
       } catch (err) {
-        outcome.set(id, (err as Error).name === 'TaskTimeoutError' ? 'lost' : 'wrong');
-        process.stderr.write(`[faults] get() rejected for ${id}: ${(err as Error).name} ${(err as Error).message} ${JSON.stringify(err)}\n`);
+        process.stderr.write(`[faults] ${this.name}: reading the result table failed (${(err as Error).message}); retrying\n`);
+      }
+      if (tasks.every((t) => this.outcomeOf(t) !== 'lost')) break;
+      if (Date.now() > deadline) return null;
+      await sleep(1000);
+    }
+    return Math.max(0, ...tasks.map((t) => Math.max(0, ...(this.rows.get(t.id) ?? []).filter((r) => r.status === 'SUCCESS').map((r) => r.dateDone?.getTime() ?? 0))));
+  }
+
+  /**
+   * Waits (up to `timeoutMs`) for every task's row, lets the workers finish what they hold
+   * (SIGTERM: in-flight tasks finish and are stored, so a late duplicate or a late FAILURE row
+   * is seen), reads every row once more and tallies the report.
+   */
+  async finish(timeoutMs: number): Promise<ScenarioReport> {
+    await this.waitForRows(this.results, timeoutMs);
+    const crashes = this.workers.filter((w) => w.crashed || /Unexpected worker error|FATAL|Unhandled/i.test(w.output)).length;
+    const aliveAtDeadline = this.workers.map((w) => w.alive);
+    await Promise.allSettled(this.workers.map((w) => w.stop()));
+    for (let i = 0; ; i++) {
+      try {
+        await this.readAllRows();
+        break;
+      } catch (err) {
+        if (i >= 30) throw err;
+        await sleep(1000);
       }
     }
-    // A valid task is wrongly failed if ANY of its rows is FAILURE or REVOKED, even under a later SUCCESS.
-    await this.readAllRows();
-    for (const { id } of this.results) {
-      if ((this.rows.get(id) ?? []).some((r) => r.status === 'FAILURE' || r.status === 'REVOKED')) {
-        outcome.set(id, 'wrong');
-        process.stderr.write(`[faults] FAILURE or REVOKED row for ${id}: ${JSON.stringify(this.rows.get(id))}\n`);
-        for (const w of this.workers) for (const line of w.output.split('\n')) if (line.includes(id)) process.stderr.write(`[faults]   worker log: ${line}\n`);
+    const outcome = new Map<string, Outcome>();
+    for (const task of this.results) {
+      const o = this.outcomeOf(task);
+      outcome.set(task.id, o);
+      if (o === 'wrong') {
+        process.stderr.write(`[faults] wrong rows for ${task.id} (expected SUCCESS ${JSON.stringify(task.expected)}): ${JSON.stringify(this.rows.get(task.id))}\n`);
+        for (const w of this.workers) for (const line of w.lines) if (line.includes(task.id)) process.stderr.write(`[faults]   worker log: ${line}\n`);
       }
     }
     const lostIds = [...outcome].filter(([, o]) => o === 'lost').map(([id]) => id);
     if (lostIds.length > 0) {
-      // what the lost tasks have in common: stored but not seen by get(), or never stored; and what the workers said last
-      const stored = lostIds.filter((id) => (this.rows.get(id) ?? []).length > 0).length;
+      // what the lost tasks have in common: a row of another status, or none; run by a worker or not; and what the workers said last
+      const withRow = lostIds.filter((id) => (this.rows.get(id) ?? []).length > 0).length;
       const executed = lostIds.filter((id) => this.workers.some((w) => w.executions.has(id))).length;
       process.stderr.write(
-        `[faults] ${this.name}: ${lostIds.length} lost after ${timeoutMs} ms: ${stored} have a row in the table, ${executed} were run by a worker; first lost ${lostIds[0]}\n`,
+        `[faults] ${this.name}: ${lostIds.length} lost after ${timeoutMs} ms: ${withRow} have a row in the table, ${executed} were run by a worker; first lost ${lostIds[0]}\n`,
       );
       for (const [i, w] of this.workers.entries()) {
-        process.stderr.write(`[faults]   worker ${i} (alive ${w.alive}) last lines:\n${w.lines.slice(-40).map((l) => `[faults]     ${l}`).join('\n')}\n`);
+        process.stderr.write(`[faults]   worker ${i} (alive at the deadline: ${aliveAtDeadline[i]}) last lines:\n${w.lines.slice(-40).map((l) => `[faults]     ${l}`).join('\n')}\n`);
       }
     }
     // replies the store refused as not fitting their request (retried): how often the driver hands one back
@@ -352,21 +467,24 @@ export class Scenario {
         process.stderr.write(`[faults] ${this.name}: ${misfits.length} store replies refused as not fitting (${kinds}), first: ${misfits[0]}\n`);
       }
     }
-    const count = (kind: string) => [...outcome.values()].filter((o) => o === kind).length;
-    const executions = new Map<string, number>();
-    for (const w of this.workers) for (const [id, n] of w.executions) executions.set(id, (executions.get(id) ?? 0) + n);
+    const count = (kind: Outcome) => [...outcome.values()].filter((o) => o === kind).length;
     const report: ScenarioReport = {
       scenario: this.name,
+      ...(this.detail !== undefined ? { detail: this.detail } : {}),
       sent: this.results.length,
       completed: count('ok'),
       lost: count('lost'),
       wronglyFailed: count('wrong'),
-      executedTwice: [...executions.values()].filter((n) => n > 1).length,
-      crashes: this.workers.filter((w) => w.crashed || /Unexpected worker error|FATAL|Unhandled/i.test(w.output)).length,
+      executedTwice: this.executedTwiceIds().length,
+      executedTwiceBound: this.duplicateBound.max,
+      executedTwiceBoundWhy: this.duplicateBound.why,
+      crashes,
       completedAtFault: this.completedAtFault,
+      ...(this.redelivered !== undefined ? { redelivered: this.redelivered } : {}),
       peakRssMb: Math.round(Math.max(0, ...this.workers.map((w) => w.peakRssKb)) / 1024),
       ...(this.peakUnacked !== undefined ? { peakUnacked: this.peakUnacked } : {}),
       seconds: Math.round((Date.now() - this.started) / 100) / 10,
+      ...measuredAt(),
     };
     recordReport(report);
     return report;
@@ -375,6 +493,8 @@ export class Scenario {
   async close(): Promise<void> {
     await Promise.allSettled(this.workers.map((w) => w.stop()));
     await this.app?.close();
+    await this.cql?.shutdown().catch(() => undefined);
+    this.cql = null;
     const amqp = await RawAmqp.open();
     await amqp.deleteQueues(this.queue).catch(() => undefined);
     await amqp.close();
@@ -384,23 +504,86 @@ export class Scenario {
   }
 }
 
-const REPORT_FILE = join(__dirname, 'results', 'latest.json');
+/** Whether a row's `result` blob (JSON text) holds exactly `expected`. */
+function sameValue(blob: string, expected: unknown): boolean {
+  try {
+    return isDeepStrictEqual(JSON.parse(blob), expected);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Counts the messages RabbitMQ put back on `queue` marked redelivered, once the queue has no
+ * consumer left (a killed worker's channel is gone, its unacknowledged messages requeued at their
+ * old places, at the head): `basic.get` from the head until a message not marked redelivered.
+ * Closing the channel returns every message taken to its place (the one not marked redelivered
+ * is marked so from then on).
+ */
+export async function countRedelivered(queue: string): Promise<number> {
+  const amqp = await RawAmqp.open();
+  try {
+    const deadline = Date.now() + 10000;
+    while ((await amqp.channel.checkQueue(queue)).consumerCount > 0) {
+      if (Date.now() > deadline) throw new Error(`queue ${queue} still has a consumer 10 s after its worker died`);
+      await sleep(20);
+    }
+    let redelivered = 0;
+    for (;;) {
+      const msg = await amqp.channel.get(queue, { noAck: false });
+      if (msg === false || !msg.fields.redelivered) return redelivered;
+      redelivered++;
+    }
+  } finally {
+    await amqp.close();
+  }
+}
+
+/** The results of the last run of each scenario (committed; README's fault table is written from it after each scenario). */
+export const RESULTS_FILE = join(__dirname, 'results.json');
+
+export interface ResultsFile {
+  about: string;
+  scenarios: ScenarioReport[];
+}
+
+function measuredAt(): { commit: string; measuredAt: string } {
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const changes = execFileSync('git', ['status', '--porcelain', '--', 'lib', 'sample', 'test/faults', 'test/support', 'scripts'], { cwd: ROOT, encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.trim() && !l.endsWith('test/faults/results.json'));
+    if (changes.length > 0) commit += '+changes';
+  } catch {
+    // not a git checkout
+  }
+  return { commit, measuredAt: new Date().toISOString().slice(0, 10) };
+}
 
 function recordReport(report: ScenarioReport): void {
-  mkdirSync(join(__dirname, 'results'), { recursive: true });
-  let all: ScenarioReport[] = [];
+  let file: ResultsFile = { about: '', scenarios: [] };
   try {
-    all = JSON.parse(readFileSync(REPORT_FILE, 'utf8')) as ScenarioReport[];
+    file = JSON.parse(readFileSync(RESULTS_FILE, 'utf8')) as ResultsFile;
   } catch {
-    // first scenario of the run
+    // no results yet
   }
-  all = all.filter((r) => r.scenario !== report.scenario).concat(report);
-  writeFileSync(REPORT_FILE, JSON.stringify(all, null, 1) + '\n');
+  // a scenario keeps its place in the file; a new one goes at the end
+  const at = file.scenarios.findIndex((r) => r.scenario === report.scenario);
+  if (at >= 0) file.scenarios[at] = report;
+  else file.scenarios.push(report);
+  file.about = 'The fault suite (test/faults) writes each scenario\'s last run here; README "Reliability" is generated from it by `npm run faults:table`.';
+  writeFileSync(RESULTS_FILE, JSON.stringify(file, null, 1) + '\n');
+  // README's table follows the results file at once (a unit test compares the two)
+  (require('../../scripts/faults-table.js') as { writeReadme(): void }).writeReadme();
   process.stdout.write(
     `[faults] ${report.scenario}: sent ${report.sent}, completed ${report.completed}, lost ${report.lost}, ` +
-      `wrongly failed ${report.wronglyFailed}, executed twice ${report.executedTwice}, crashes ${report.crashes}, ` +
-      `completed at the fault ${report.completedAtFault ?? '-'}, peak RSS ${report.peakRssMb} MB, ` +
+      `wrongly failed ${report.wronglyFailed}, executed twice ${report.executedTwice} (bound ${report.executedTwiceBound}), crashes ${report.crashes}, ` +
+      `completed at the fault ${report.completedAtFault ?? '-'}, ` +
+      (report.redelivered !== undefined ? `redelivered ${report.redelivered}, ` : '') +
+      `peak RSS ${report.peakRssMb} MB, ` +
       (report.peakUnacked !== undefined ? `peak unacked ${report.peakUnacked}, ` : '') +
+      (report.detail ? `${report.detail}, ` : '') +
       `${report.seconds} s\n`,
   );
 }
@@ -446,6 +629,44 @@ export function services(env: Record<string, string>, ...args: string[]): Promis
 
 export function cassandraPid(): number {
   return Number(readFileSync(CASSANDRA_PID_FILE, 'utf8').trim());
+}
+
+/** Whether the running Cassandra fsyncs (started without `-Dcassandra.skip_sync=true`). */
+export function cassandraSyncs(): boolean {
+  return !readFileSync(`/proc/${cassandraPid()}/cmdline`, 'utf8').split('\0').includes('-Dcassandra.skip_sync=true');
+}
+
+/** SIGTERM to Cassandra (it drains and flushes), and waits up to 30 s for the process to be gone. */
+export async function stopCassandra(pid = cassandraPid()): Promise<void> {
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 300; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await sleep(100);
+  }
+  throw new Error(`Cassandra (pid ${pid}) still runs 30 s after SIGTERM`);
+}
+
+/** Starts Cassandra again on the data of its last run, with fsync (the fault suite's setting). */
+export function startCassandraOnItsData(): Promise<string> {
+  return services({ CASSANDRA_KEEP_DATA: '1', CASSANDRA_SKIP_SYNC: '0' }, 'up');
+}
+
+/**
+ * The fault suite runs Cassandra as production does, with its commit log synced: a node started
+ * with `-Dcassandra.skip_sync=true` (CASSANDRA_SKIP_SYNC=1) is restarted on its data without it.
+ */
+export async function ensureCassandraSyncs(): Promise<void> {
+  if (cassandraSyncs()) return;
+  process.stderr.write('[faults] Cassandra runs with skip_sync: restarting it on its data with fsync\n');
+  try {
+    await stopCassandra();
+  } finally {
+    await startCassandraOnItsData();
+  }
 }
 
 /** Unacknowledged messages of `queue` as RabbitMQ counts them (`rabbitmqctl list_queues`, no management plugin). */

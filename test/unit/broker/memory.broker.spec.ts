@@ -1,5 +1,6 @@
 import { Delivery, OutgoingMessage } from '../../../lib/broker/broker.interface';
 import { MemoryBroker } from '../../../lib/broker/memory.broker';
+import { toAmqpFieldTable } from '../../../lib/protocol/amqp-field-table';
 import { encodeTaskMessage } from '../../../lib/protocol/task-message';
 import { CAPTURE_NOW_MICROS, CAPTURE_ORIGIN } from '../../support/vectors';
 
@@ -90,14 +91,14 @@ describe('MemoryBroker: delivery', () => {
     expect(broker.depth('celery')).toBe(0);
   });
 
-  it('drops a message published to a queue nobody declared, like the default exchange', async () => {
+  it('declares the queue a message is published to, as AmqpBroker does: it waits there for a consumer', async () => {
     const broker = await brokerWithQueue('celery');
-    await broker.publish('undeclared', taskMessage('lost'));
-    await broker.assertQueue('undeclared');
+    await broker.publish('undeclared', taskMessage('kept'));
+    expect(broker.depth('undeclared')).toBe(1);
     const c = collect();
     await broker.consume('undeclared', 10, c.onMessage);
     await settle();
-    expect(c.deliveries).toHaveLength(0);
+    expect(c.ids()).toEqual(['kept']);
     expect(broker.depth('undeclared')).toBe(0);
   });
 
@@ -238,6 +239,99 @@ describe('MemoryBroker: prefetch and acknowledgement', () => {
     await settle();
     expect(c.deliveries).toHaveLength(0);
     expect(broker.depth('celery')).toBe(1);
+  });
+});
+
+describe('MemoryBroker: lost channels and dead-lettering (beyond the shared contract)', () => {
+  it('returns the messages of a cancelled consumer that still held them when its channel is lost', async () => {
+    const broker = await brokerWithQueue();
+    const first = collect();
+    const handle = await broker.consume('celery', 10, first.onMessage);
+    await broker.publish('celery', taskMessage('t1'));
+    await settle();
+    await handle.cancel();
+    broker.simulateChannelLoss('celery');
+    expect(first.deliveries[0].lost.aborted).toBe(true);
+    expect(broker.depth('celery')).toBe(1);
+    const next = collect();
+    await broker.consume('celery', 10, next.onMessage);
+    await settle();
+    expect(next.ids()).toEqual(['t1']);
+    expect(next.deliveries[0].redelivered).toBe(true);
+    expect(first.deliveries).toHaveLength(1);
+  });
+
+  it('on a simulated queue deletion, drops waiting and unacknowledged messages; the consumer stays and gets what is published next', async () => {
+    const broker = await brokerWithQueue();
+    const c = collect();
+    await broker.consume('celery', 1, c.onMessage);
+    for (const id of ['t1', 't2']) await broker.publish('celery', taskMessage(id));
+    await settle();
+    broker.simulateQueueDeletion('celery');
+    expect(broker.depth('celery')).toBe(0);
+    expect(c.deliveries[0].lost.aborted).toBe(false);
+    expect(() => c.deliveries[0].reject(true)).not.toThrow();
+    await broker.publish('celery', taskMessage('t3'));
+    await settle();
+    expect(c.ids()).toEqual(['t1', 't3']);
+  });
+
+  it('on close, fires lost on unsettled deliveries and puts their messages back, redelivered', async () => {
+    const broker = await brokerWithQueue();
+    const c = collect();
+    await broker.consume('celery', 10, c.onMessage);
+    await broker.publish('celery', taskMessage('t1'));
+    await settle();
+    await broker.close();
+    expect(c.deliveries[0].lost.aborted).toBe(true);
+    expect(() => c.deliveries[0].ack()).not.toThrow();
+    expect(broker.depth('celery')).toBe(1);
+    await broker.connect();
+    const next = collect();
+    await broker.consume('celery', 10, next.onMessage);
+    await settle();
+    expect(next.deliveries.map((d) => [d.correlationId, d.redelivered])).toEqual([['t1', true]]);
+  });
+
+  it('dead-letters through the default exchange by x-dead-letter-routing-key, and counts repeated deaths in x-death', async () => {
+    const broker = new MemoryBroker({ queueArguments: { 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'dlq' } });
+    await broker.connect();
+    await broker.assertQueue('dlq');
+    const src = collect();
+    await broker.consume('celery', 10, src.onMessage);
+    await broker.publish('celery', taskMessage('t1'));
+    await settle();
+    src.deliveries[0].reject(false);
+    await settle();
+    expect(broker.depth('dlq')).toBe(1);
+    // Back into the source queue by hand, rejected again: one x-death entry, count 2.
+    const dead = collect();
+    const handle = await broker.consume('dlq', 10, dead.onMessage);
+    await settle();
+    await handle.cancel();
+    const d = dead.deliveries[0];
+    dead.deliveries[0].ack();
+    await broker.publish('celery', { headers: toAmqpFieldTable(d.headers as Record<string, unknown>), properties: taskMessage('t1').properties, body: d.body });
+    await settle();
+    src.deliveries[1].reject(false);
+    await settle();
+    const again = collect();
+    await broker.consume('dlq', 10, again.onMessage);
+    await settle();
+    expect(again.deliveries[0].headers?.['x-death']).toEqual([expect.objectContaining({ queue: 'celery', reason: 'rejected', count: 2 })]);
+  });
+
+  it('drops a dead-letter that routes to no declared queue, as RabbitMQ drops an unroutable message', async () => {
+    const broker = new MemoryBroker({ queueArguments: { 'x-dead-letter-exchange': 'nowhere' } });
+    await broker.connect();
+    const c = collect();
+    await broker.consume('celery', 10, c.onMessage);
+    await broker.publish('celery', taskMessage('t1'));
+    await settle();
+    c.deliveries[0].reject(false);
+    await settle();
+    expect(broker.depth('celery')).toBe(0);
+    expect(broker.depth('nowhere')).toBe(0);
   });
 });
 

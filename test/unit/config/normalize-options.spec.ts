@@ -26,7 +26,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       cassandra: null,
       defaultQueue: 'celery',
       queueArguments: null,
-      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760, successCheck: 'always' },
+      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760, maxResultBytes: 8388608, successCheck: 'always', etaTaskLimit: 10000 },
       accept: ['application/json'],
       peerCompat: '5.3',
       resultPollIntervalMs: 100,
@@ -392,9 +392,24 @@ describe('normalizeCeleryOptions: TLS', () => {
     expect(() => normalizeCeleryOptions({ brokerUrl: 'amqps://h', brokerTls: { cert: '/c.pem' } })).toThrow(/brokerTls: give cert and key together/);
   });
 
+  it('takes worker.etaTaskLimit (and worker_eta_task_limit as Celery writes it) as a count from 0, default 10000', () => {
+    expect(normalizeCeleryOptions({ worker: { etaTaskLimit: 0 } }).worker.etaTaskLimit).toBe(0);
+    expect(normalizeCeleryOptions({ worker_eta_task_limit: 500 }).worker.etaTaskLimit).toBe(500);
+    expect(() => normalizeCeleryOptions({ worker: { etaTaskLimit: -1 } })).toThrow(/worker\.etaTaskLimit/);
+    expect(() => normalizeCeleryOptions({ worker_eta_task_limit: 'many' as unknown as number })).toThrow(/worker_eta_task_limit/);
+  });
+
   it("takes worker.successCheck 'always' or 'redelivered' and refuses anything else, naming the key", () => {
     expect(normalizeCeleryOptions({ worker: { successCheck: 'redelivered' } }).worker.successCheck).toBe('redelivered');
     expect(() => normalizeCeleryOptions({ worker: { successCheck: 'never' as 'always' } })).toThrow(/worker\.successCheck: must be 'always' or 'redelivered'/);
+  });
+
+  it('takes worker.maxResultBytes of at least 4096 (room for the FAILURE that says a result is too large), naming the key otherwise', () => {
+    expect(normalizeCeleryOptions({ worker: { maxResultBytes: 4096 } }).worker.maxResultBytes).toBe(4096);
+    expect(normalizeCeleryOptions({ worker: { maxResultBytes: 64 * 1024 * 1024 } }).worker.maxResultBytes).toBe(64 * 1024 * 1024);
+    expect(() => normalizeCeleryOptions({ worker: { maxResultBytes: 4095 } })).toThrow(/worker\.maxResultBytes: must be an integer >= 4096, got 4095/);
+    expect(() => normalizeCeleryOptions({ worker: { maxResultBytes: 1.5e6 + 0.5 } })).toThrow(/worker\.maxResultBytes: must be an integer/);
+    expect(() => normalizeCeleryOptions({ worker: { maxResultBytes: '8MB' as unknown as number } })).toThrow(/worker\.maxResultBytes: must be an integer >= 4096, got "8MB"/);
   });
 
   it('refuses cassandra settings without a cassandra result backend instead of ignoring them', () => {

@@ -1,7 +1,11 @@
 import { Injectable, Module } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import {
+  AsyncResult,
   CELERY_CONFIG,
+  CeleryWorker,
+  ConsumerHandle,
+  Delivery,
   CeleryConfigError,
   ResolvedCeleryConfig,
   CeleryModule,
@@ -257,6 +261,65 @@ describe('worker limits', () => {
       await expect(small.get({ timeout: 5000 })).resolves.toBe('small');
       expect(await big.state()).toBe('PENDING');
       expect((moduleRef.get(Broker) as MemoryBroker).depth('celery')).toBe(0);
+    } finally {
+      await moduleRef.close();
+    }
+  });
+});
+
+/**
+ * On the embedded default a queue exists once either side declares it, as on RabbitMQ: a task sent
+ * before any worker consumes its queue waits there instead of being dropped (issue 11 item 6).
+ */
+describe('CeleryModule on memory://: tasks sent before a worker consumes their queue', () => {
+  it('runs a task sent from a provider\'s onModuleInit, before the worker starts consuming', async () => {
+    @Injectable()
+    class SendsAtInit {
+      sent: Promise<AsyncResult<string>> | null = null;
+      constructor(private readonly producer: Producer) {}
+      onModuleInit(): void {
+        this.sent = this.producer.sendTask<string>('tasks.echo', { args: ['from onModuleInit'] });
+      }
+    }
+    const moduleRef = await Test.createTestingModule({ imports: [CeleryModule.forRoot({})], providers: [FixtureTasks, SendsAtInit] }).compile();
+    await moduleRef.init();
+    try {
+      const result = await (moduleRef.get(SendsAtInit).sent as Promise<AsyncResult<string>>);
+      await expect(result.get({ timeout: 2000 })).resolves.toBe('from onModuleInit');
+    } finally {
+      await moduleRef.close();
+    }
+  });
+
+  it('keeps a task sent to a queue the worker does not consume, until a consumer of that queue comes', async () => {
+    const moduleRef = await Test.createTestingModule({ imports: [CeleryModule.forRoot({})], providers: [FixtureTasks] }).compile();
+    await moduleRef.init();
+    try {
+      const result = await moduleRef.get(Producer).sendTask('tasks.echo', { args: ['elsewhere'], queue: 'not-consumed' });
+      const broker = moduleRef.get(Broker) as MemoryBroker;
+      expect(broker.depth('not-consumed')).toBe(1);
+      let handle: ConsumerHandle | null = null;
+      const delivered = new Promise<Delivery>((resolve) => {
+        void broker.consume('not-consumed', 1, resolve).then((h) => (handle = h));
+      });
+      const delivery = await delivered;
+      expect(delivery.headers).toMatchObject({ task: 'tasks.echo', id: result.id });
+      delivery.ack();
+      await (handle as ConsumerHandle | null)?.cancel();
+      expect(broker.depth('not-consumed')).toBe(0);
+    } finally {
+      await moduleRef.close();
+    }
+  });
+
+  it('with worker.enabled false, runs the tasks sent earlier once a worker is started', async () => {
+    const moduleRef = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ worker: { enabled: false } })], providers: [FixtureTasks] }).compile();
+    await moduleRef.init();
+    try {
+      const result = await moduleRef.get(Producer).sendTask('tasks.echo', { args: ['waited'] });
+      await expect(result.get({ timeout: 200 })).rejects.toBeInstanceOf(TaskTimeoutError);
+      await moduleRef.get(CeleryWorker).start();
+      await expect(result.get({ timeout: 2000 })).resolves.toBe('waited');
     } finally {
       await moduleRef.close();
     }

@@ -1,6 +1,9 @@
-import { MemoryBroker } from '../../../lib';
+import { MemoryBroker, MemoryResultStore } from '../../../lib';
 import { encodeResultMessage } from '../../../lib/protocol/result-row';
+import { AsyncResult } from '../../../lib/results/async-result';
 import { ResultNotifier } from '../../../lib/results/result-notifier';
+
+const MB = 1024 * 1024;
 
 const push = (broker: MemoryBroker, queue: string, taskId: string, result: unknown) =>
   broker.publishReply(queue, { correlationId: taskId, body: encodeResultMessage({ taskId, status: 'SUCCESS', result, traceback: null, children: [] }) });
@@ -22,5 +25,88 @@ describe('ResultNotifier', () => {
     expect(notifier.latest('other')).toBeUndefined();
     expect(notifier.latest('later-10000')).toMatchObject({ result: 10_000 });
     expect(handle).toBeDefined();
+  });
+
+  it('keeps 1,000 pushed results of 1 MB each within its byte budget (32 MiB by default), dropping the oldest first', async () => {
+    const broker = new MemoryBroker();
+    const notifier = await ResultNotifier.start(broker);
+    const value = 'x'.repeat(MB);
+    for (let i = 0; i < 1000; i++) {
+      push(broker, notifier.queue, `t${i}`, value);
+      if (i % 50 === 0) await flush();
+    }
+    await flush();
+    expect(notifier.bytes).toBeLessThanOrEqual(32 * MB);
+    let kept = 0;
+    for (let i = 0; i < 1000; i++) if (notifier.latest(`t${i}`)) kept++;
+    expect(kept).toBeGreaterThan(25);
+    expect(kept).toBeLessThanOrEqual(32);
+    expect(notifier.latest('t999')).toMatchObject({ result: value });
+    expect(notifier.latest('t0')).toBeUndefined();
+  });
+
+  it('drops pushes nobody waits for before those a live AsyncResult waits for; an expected push is dropped only when they alone exceed the budget', async () => {
+    const broker = new MemoryBroker();
+    const notifier = await ResultNotifier.start(broker, { maxBytes: 8 * MB });
+    const handles: object[] = [];
+    const value = 'x'.repeat(MB);
+    for (let i = 0; i < 4; i++) {
+      handles.push({});
+      notifier.expect(`mine${i}`, handles[i]);
+      push(broker, notifier.queue, `mine${i}`, value);
+    }
+    for (let i = 0; i < 20; i++) push(broker, notifier.queue, `other${i}`, value);
+    await flush();
+    expect(notifier.bytes).toBeLessThanOrEqual(8 * MB);
+    for (let i = 0; i < 4; i++) expect(notifier.latest(`mine${i}`)).toMatchObject({ result: value });
+    for (let i = 4; i < 12; i++) {
+      handles.push({});
+      notifier.expect(`mine${i}`, handles[i]);
+      push(broker, notifier.queue, `mine${i}`, value);
+    }
+    await flush();
+    expect(notifier.bytes).toBeLessThanOrEqual(8 * MB);
+    expect(notifier.latest('mine0')).toBeUndefined();
+    expect(notifier.latest('mine11')).toMatchObject({ result: value });
+    expect(handles).toHaveLength(12);
+  });
+
+  it('an AsyncResult whose push was dropped reads its result from the store', async () => {
+    const broker = new MemoryBroker();
+    const store = new MemoryResultStore();
+    const notifier = await ResultNotifier.start(broker, { maxBytes: 4 * MB });
+    const result = new AsyncResult<string>('evicted', store, 10, notifier, Date.now() + 60_000);
+    await store.store({ taskId: 'evicted', status: 'SUCCESS', result: 'from the store', traceback: null, children: [] });
+    push(broker, notifier.queue, 'evicted', 'from the push');
+    const later = Array.from({ length: 8 }, (_, i) => new AsyncResult(`later${i}`, store, 10, notifier, Date.now() + 60_000));
+    for (const other of later) push(broker, notifier.queue, other.id, 'x'.repeat(MB));
+    await flush();
+    expect(notifier.latest('evicted')).toBeUndefined();
+    expect(later).toHaveLength(8);
+    await expect(result.get({ timeout: 2000 })).resolves.toBe('from the store');
+  });
+
+  it('does not keep a push larger than the whole budget, but still hands it to a waiting get()', async () => {
+    const broker = new MemoryBroker();
+    const notifier = await ResultNotifier.start(broker, { maxBytes: MB });
+    const seen: unknown[] = [];
+    notifier.subscribe('huge', (meta) => seen.push(meta.result));
+    push(broker, notifier.queue, 'huge', 'x'.repeat(2 * MB));
+    await flush();
+    expect(seen).toHaveLength(1);
+    expect(notifier.latest('huge')).toBeUndefined();
+    expect(notifier.bytes).toBe(0);
+  });
+
+  it('forgets the bytes of an expected push once its last AsyncResult handle is released', async () => {
+    const broker = new MemoryBroker();
+    const notifier = await ResultNotifier.start(broker);
+    notifier.expect('gone', {});
+    push(broker, notifier.queue, 'gone', 'x'.repeat(MB));
+    await flush();
+    expect(notifier.bytes).toBeGreaterThan(MB);
+    (notifier as unknown as { release(taskId: string): void }).release('gone');
+    expect(notifier.bytes).toBe(0);
+    expect(notifier.latest('gone')).toBeUndefined();
   });
 });
