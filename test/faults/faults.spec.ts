@@ -349,6 +349,35 @@ describe('fault suite', () => {
     expectRanAfterEta(held);
   });
 
+  it('poison results: 3 tasks whose results are over worker.maxResultBytes among 3,000: each stored once as FAILURE ValueError and rejected, never retried; the rest complete', async () => {
+    scenario = new Scenario('poison results: 3 results over worker.maxResultBytes (8 MiB) among 3,000 tasks');
+    await scenario.open();
+    await scenario.send(N / 2);
+    // ~9 MiB of text: a message under worker.maxMessageBytes (10 MiB) whose sorted result is over maxResultBytes (8 MiB)
+    const poisonText = (k: number) => Array.from({ length: 9000 }, (_, i) => `p${k}w${i}${'x'.repeat(1040)}`).join(' ');
+    const poison = await Promise.all([0, 1, 2].map((k) => scenario.producer.sendTask('tasks.sortWords', { args: [poisonText(k), false] })));
+    await scenario.send(N / 2);
+    const worker = await scenario.startWorker();
+    const report = await scenario.finish(180000);
+    const amqp = await RawAmqp.open();
+    try {
+      expect(await amqp.depth(scenario.queue)).toBe(0); // rejected, not requeued: nothing loops
+    } finally {
+      await amqp.close();
+    }
+    for (const p of poison) {
+      const rows = scenario.rows.get(p.id) ?? [];
+      expect(rows.map((r) => r.status)).toEqual(['FAILURE']);
+      expect(rows[0].result).toMatch(/"exc_type":\s*"ValueError"/);
+      expect(rows[0].result).toMatch(/maxResultBytes/);
+      expect(scenario.executions().get(p.id)).toBe(1);
+    }
+    // one line per poison task says so and names it: the result was not retried
+    for (const p of poison) expect(worker.lines.filter((l) => l.includes(`Result of tasks.sortWords[${p.id}] cannot be stored`)).length).toBe(1);
+    expectClean(report);
+    expect(report.sent).toBe(N);
+  });
+
   it('hostile input: 10,000 malformed messages among 1,000 valid tasks, a 50 MB body, deep nesting, __proto__ keys', async () => {
     scenario = new Scenario('hostile input');
     await scenario.open();
