@@ -21,7 +21,7 @@ import { CeleryConnectionError } from '../errors/celery.errors';
  * - drops every reply frame whose stream no request holds, without freeing that id.
  * The request the server shed gets no reply and fails by the driver's read timeout, like a
  * request to a node that does not answer; the store retries it. Cost: one stream id of 32768
- * per connection and a Map lookup per frame (measured in notes/item4.md).
+ * per connection and a Map lookup per frame (measured: README, Reliability).
  *
  * It relies on these internals of cassandra-driver's `Connection` (lib/connection.js):
  * `_getStreamId()`, `handleResult(header, …)`, `handleRow(header, …)`, `freeStreamId(header)`,

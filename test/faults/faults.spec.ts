@@ -33,9 +33,9 @@ import { RawAmqp } from '../support/real-services';
 const N = Number(process.env.FAULT_TASKS ?? 3000);
 /** Generous bound on a worker's resident memory, whatever the fault. */
 const RSS_LIMIT_MB = 400;
-/** Bound on the worker's peak RSS during the 20 s Cassandra stall (measured 83–89 MB; see notes/item8-faults.md). */
+/** Bound on the worker's peak RSS during the 20 s Cassandra stall (measured 83–89 MB; see README, Reliability). */
 const STALL_RSS_LIMIT_MB = 160;
-/** Bound on the worker's peak RSS while it receives and refuses the 50 MB body (measured 189–248 MB; see notes/item8-faults.md). */
+/** Bound on the worker's peak RSS while it receives and refuses the 50 MB body (measured 189–248 MB; see README, Reliability). */
 const HOSTILE_RSS_LIMIT_MB = 320;
 
 jest.setTimeout(300000);
