@@ -136,16 +136,16 @@ export class TaskRequest {
   /** The run ended after its channel closed: the message is already back in the queue and runs again. */
   private async finishLost(task: DecodedTask, result: ResultToStore, skipStore: boolean): Promise<void> {
     if (result.status !== 'SUCCESS' || skipStore) {
-      this.ctx.logger.warn(`Task ${task.task}[${task.id}] ended ${result.status} after its channel closed; not stored: the broker redelivers it`);
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}]: its channel closed while it ran; its ${result.status} is not stored: the broker redelivers it`);
       return;
     }
     const outcome = await this.ctx.storeDurably(result, true);
     if (outcome.kind === 'stored' || outcome.kind === 'kept') {
-      this.ctx.logger.warn(`Task ${task.task}[${task.id}] succeeded after its channel closed; its SUCCESS is stored, so the redelivered message is not run again`);
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}]: its channel closed while it ran; its SUCCESS is stored, so the redelivered message is not run again`);
       this.notify(task, outcome.kind === 'kept' ? successOf(outcome.meta) : result);
     } else {
       // the redelivered copy runs again and meets the same store
-      this.ctx.logger.warn(`Task ${task.task}[${task.id}] succeeded after its channel closed; its SUCCESS is not stored (${outcome.kind === 'unstorable' ? outcome.reason : 'the worker is stopping'})`);
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}]: its channel closed while it ran; its SUCCESS is not stored (${outcome.kind === 'unstorable' ? outcome.reason : 'the worker is stopping'})`);
     }
   }
 
