@@ -82,13 +82,19 @@ describe.each(VERSIONS.map((version, i) => [version, 9142 + i, 7100 + i] as cons
     });
 
     it('the plain driver', async () => {
-      const plain = await connected(new Client(optionsFor(port)));
-      const report = await runKeyedPairs(plain, verifier, { ...LOAD, keyspace: KEYSPACE, prefix: `plain-${Date.now()}` });
-      console.log(summary(version, 'plain driver', report, []));
+      // On 5.0.8 a load can pass without a misroute (seen once in ~10 runs: the driver recycled the connection first),
+      // so up to three loads, each on a fresh client, until one shows it; 5.0.9 gets one load.
+      let report!: MisrouteReport;
+      for (let load = 1; load <= (version === '5.0.8' ? 3 : 1); load++) {
+        const plain = await connected(new Client(optionsFor(port)));
+        report = await runKeyedPairs(plain, verifier, { ...LOAD, keyspace: KEYSPACE, prefix: `plain-${load}-${Date.now()}` });
+        console.log(`${summary(version, 'plain driver', report, [])} (load ${load})`);
+        if (misroutes(report) > 0) break;
+      }
       expect(report.overloaded + report.timedOut + report.fillerShed).toBeGreaterThan(0);
       if (version === '5.0.8') expect(misroutes(report)).toBeGreaterThan(0);
       else expect(misroutes(report)).toBe(0);
-    }, 60000);
+    }, 150000);
 
     it("with the library's guard, no request resolves with another request's reply", async () => {
       const dropped: DroppedFrame[] = [];
