@@ -98,14 +98,18 @@ describe.each(VERSIONS.map((version, i) => [version, 9142 + i, 7100 + i] as cons
 
     it("with the library's guard, no request resolves with another request's reply", async () => {
       const dropped: DroppedFrame[] = [];
-      const guarded = await connected(guardStreamIds(new Client(optionsFor(port)), (frame) => dropped.push(frame), () => undefined));
-      const report = await runKeyedPairs(guarded, verifier, { ...LOAD, keyspace: KEYSPACE, prefix: `guarded-${Date.now()}`, shedElsewhere: () => dropped.length });
-      console.log(summary(version, 'guarded driver', report, dropped));
-      expect(report.overloaded + report.timedOut + report.fillerShed).toBeGreaterThan(0); // the node did shed requests
-      expect(misroutes(report)).toBe(0);
-      expect(report.writesOk).toBeGreaterThan(0);
+      // as for the plain driver: on 5.0.8, up to three loads until the server's stream-0 frames show (each load must be clean)
+      for (let load = 1; load <= (version === '5.0.8' ? 3 : 1); load++) {
+        const guarded = await connected(guardStreamIds(new Client(optionsFor(port)), (frame) => dropped.push(frame), () => undefined));
+        const report = await runKeyedPairs(guarded, verifier, { ...LOAD, keyspace: KEYSPACE, prefix: `guarded-${load}-${Date.now()}`, shedElsewhere: () => dropped.length });
+        console.log(`${summary(version, 'guarded driver', report, dropped)} (load ${load})`);
+        expect(report.overloaded + report.timedOut + report.fillerShed).toBeGreaterThan(0); // the node did shed requests
+        expect(misroutes(report)).toBe(0);
+        expect(report.writesOk).toBeGreaterThan(0);
+        if (dropped.some((d) => d.streamId === 0)) break;
+      }
       if (version === '5.0.8') expect(dropped.filter((d) => d.streamId === 0).length).toBeGreaterThan(0); // the server bug, seen and dropped
       else expect(dropped).toEqual([]);
-    }, 60000);
+    }, 150000);
   },
 );
