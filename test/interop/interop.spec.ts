@@ -14,6 +14,12 @@ class InteropTasks {
   now(): number {
     return Date.now() / 1000;
   }
+
+  /** A result of `bytes` characters, for the result-size limit (worker.maxResultBytes). */
+  @Task('tasks.bigResult')
+  bigResult(bytes: number): string {
+    return 'x'.repeat(bytes);
+  }
 }
 
 interface Outcome {
@@ -122,6 +128,12 @@ describe('interop with Python Celery', () => {
     it('a custom JS error reaches Python as a dynamic exception class of the same name', async () => {
       const out = await py({ op: 'call', task: 'tasks.customFailure', queue: jsQueue });
       expect(out).toMatchObject({ status: 'FAILURE', exc_class: 'celery.exceptions.SortFailedError', exc_args: ["'DB unavailable'"], is_exception: true });
+    });
+
+    it('Python → NestJS: a result over worker.maxResultBytes is stored as FAILURE, and Python get() raises builtins.ValueError naming the limit', async () => {
+      const out = await py({ op: 'call', task: 'tasks.bigResult', queue: jsQueue, args: [9 * 1024 * 1024] });
+      expect(out).toMatchObject({ status: 'FAILURE', exc_class: 'builtins.ValueError', is_exception: true });
+      expect(out.exc_args?.[0]).toMatch(/over worker\.maxResultBytes \(8388608 bytes\)/);
     });
 
     it('a Python ValueError reaches NestJS with exc_type, message, module and the Python traceback', async () => {
