@@ -482,7 +482,7 @@ export class Scenario {
     }
     // replies the store refused as not fitting their request (retried): how often the driver hands one back
     for (const w of this.workers) {
-      const misfits = w.lines.filter((l) => /answered (a|the) .* (without rows|with rows|with the row of)/.test(l));
+      const misfits = misfitReplies(w);
       if (misfits.length > 0) {
         const kinds = ['without rows', 'with rows', 'with the row of'].map((k) => `${misfits.filter((l) => l.includes(k)).length} ${k}`).join(', ');
         process.stderr.write(`[faults] ${this.name}: ${misfits.length} store replies refused as not fitting (${kinds}), first: ${misfits[0]}\n`);
@@ -530,6 +530,15 @@ export class Scenario {
       await node?.stop();
     }
   }
+}
+
+/**
+ * The worker's log lines for store replies it refused as not fitting their request (a write
+ * answered with rows, a read without rows or with another task's row): each one a reply the
+ * driver handed to the wrong request, retried.
+ */
+export function misfitReplies(worker: WorkerProcess): string[] {
+  return worker.lines.filter((l) => /answered (a|the) .* (without rows|with rows|with the row of)/.test(l));
 }
 
 /** Whether a row's `result` blob (JSON text) holds exactly `expected`. */

@@ -4,6 +4,7 @@ import {
   countRedelivered,
   dropWorkerRole,
   ensureCassandraSyncs,
+  misfitReplies,
   RABBITMQ_PID_FILE,
   rabbitmqctl,
   sampleUntilStopped,
@@ -425,10 +426,14 @@ describe('fault suite', () => {
       // a shed store is retried by the worker; the task is not run again for it
       scenario.duplicateBound = { max: 0, why: 'a shed store is retried, the task is not re-run' };
       const retried = worker.lines.filter((l) => l.includes('failed (attempt')).length;
-      scenario.detail = `${acknowledged ? `every task acknowledged ${storedIn} s after the send` : `not every task acknowledged ${storedIn} s after the send (load stopped then)`}, ${dropped()}+ frames on stream 0 dropped by the worker's guard, ${retried} store attempts failed and retried, filler requests shed ${filler.shed} (${filler.fillers} fillers)`;
+      const misrouted = misfitReplies(worker).length;
+      scenario.detail = `${misrouted} store replies misrouted, ${acknowledged ? `every task acknowledged ${storedIn} s after the send` : `not every task acknowledged ${storedIn} s after the send (load stopped then)`}, ${dropped()}+ frames on stream 0 dropped by the worker's guard, ${retried} store attempts failed and retried, filler requests shed ${filler.shed} (${filler.fillers} fillers)`;
       const report = await scenario.finish(60000);
       expectClean(report);
       expect(report.sent).toBe(N);
+      // no store request resolved with another request's reply (without the guard: hundreds, each caught by the
+      // store's reply checks and retried, and the write answered with another write's reply, which no check can see)
+      expect(misrouted).toBe(0);
       // the fault happened: the node answered shed requests on stream 0, and the guard dropped those frames
       expect(dropped()).toBeGreaterThan(0);
     } finally {
