@@ -85,9 +85,11 @@ async function classify(report: MisrouteReport, err: unknown): Promise<void> {
 
 export interface FillerOptions {
   keyspace: string;
-  /** Fillers at the start; more join every 300 ms (up to maxFillers) until shedTarget requests were shed. */
+  /** Fillers at the start; more join (growBy every growEveryMs, default 8 every 300 ms; up to maxFillers) until shedTarget requests were shed. */
   fillerConcurrency: number;
   maxFillers: number;
+  growBy?: number;
+  growEveryMs?: number;
   shedTarget: number;
   readTimeoutMs: number;
   /** Shed requests the filler cannot see itself (other requests' errors, frames the guard dropped). */
@@ -128,11 +130,11 @@ export function startFillerLoad(client: Client, options: FillerOptions): FillerL
   const grow = (async () => {
     while (!state.stopped) {
       if (state.fillers < options.fillerConcurrency || (!shedSeen() && state.fillers < options.maxFillers)) {
-        const add = state.fillers < options.fillerConcurrency ? options.fillerConcurrency : 8;
+        const add = state.fillers < options.fillerConcurrency ? options.fillerConcurrency : (options.growBy ?? 8);
         for (let i = 0; i < add; i++) loops.push(fillerLoop());
         state.fillers += add;
       }
-      await pause(300);
+      await pause(options.growEveryMs ?? 300);
     }
   })();
   return {
