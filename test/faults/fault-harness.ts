@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Client } from 'cassandra-driver';
 import { CeleryModule, Producer } from '../../lib';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, SUPERUSER, rawCassandra, realOptions, uniqueName } from '../support/real-services';
+import { PrivateCassandra, PrivateNodeOptions } from '../support/private-cassandra';
+import { AMQP_URL, CASSANDRA_HOST, CassandraTarget, KEYSPACE, RawAmqp, SHARED_CASSANDRA, SUPERUSER, rawCassandra, realOptions, uniqueName } from '../support/real-services';
 
 const ROOT = join(__dirname, '..', '..');
 const SAMPLE = join(ROOT, 'dist-sample', 'sample', 'main.js');
@@ -28,14 +29,19 @@ export function workerCassandraPassword(): string {
 /** Creates a login role for the workers, with a random password and every permission on the test keyspace. */
 export async function useWorkerRole(): Promise<void> {
   const login = { username: uniqueName('fault_worker'), password: `Pw${randomBytes(12).toString('hex')}` };
-  const cql = await rawCassandra();
+  await createRole(SHARED_CASSANDRA, login);
+  workerLogin = login;
+}
+
+/** The workers' login role (as `useWorkerRole` made it) on another node too, with every permission on its keyspace. */
+async function createRole(target: CassandraTarget, login: { username: string; password: string }): Promise<void> {
+  const cql = await rawCassandra(target);
   try {
     await cql.execute(`CREATE ROLE ${login.username} WITH PASSWORD = '${login.password}' AND LOGIN = true`);
-    await cql.execute(`GRANT ALL PERMISSIONS ON KEYSPACE ${KEYSPACE} TO ${login.username}`);
+    await cql.execute(`GRANT ALL PERMISSIONS ON KEYSPACE ${target.keyspace} TO ${login.username}`);
   } finally {
     await cql.shutdown();
   }
-  workerLogin = login;
 }
 
 export async function dropWorkerRole(): Promise<void> {
@@ -117,7 +123,7 @@ export class WorkerProcess {
     }
   }
 
-  static async start(queue: string, table: string): Promise<WorkerProcess> {
+  static async start(queue: string, table: string, cassandra: CassandraTarget = SHARED_CASSANDRA): Promise<WorkerProcess> {
     const child = spawn('node', [SAMPLE, 'worker'], {
       cwd: ROOT,
       detached: true, // its own process group, so a signal can go to the whole group
@@ -128,9 +134,9 @@ export class WorkerProcess {
         CELERY_BROKER_URL: AMQP_URL,
         CELERY_QUEUE: queue,
         CASSANDRA_CONTACT_POINTS: CASSANDRA_HOST,
-        CASSANDRA_PORT: String(CASSANDRA_PORT),
+        CASSANDRA_PORT: String(cassandra.port),
         CASSANDRA_LOCAL_DC: 'datacenter1',
-        CASSANDRA_KEYSPACE: KEYSPACE,
+        CASSANDRA_KEYSPACE: cassandra.keyspace,
         CASSANDRA_TABLE: table,
         CASSANDRA_USERNAME: workerLogin.username,
         CASSANDRA_PASSWORD: workerLogin.password,
@@ -269,8 +275,23 @@ export class Scenario {
   detail: string | undefined;
   /** Default: nothing was in flight at the fault, so no task may run twice. */
   duplicateBound = { max: 0, why: 'nothing in flight' };
+  /** Where the producer and the workers store results and the rows are read: the shared node unless `usePrivateNode`. */
+  cassandra: CassandraTarget = SHARED_CASSANDRA;
+  /** The scenario's own node, stopped by `close()`. */
+  node: PrivateCassandra | null = null;
 
   constructor(readonly name: string) {}
+
+  /**
+   * Runs the scenario on a Cassandra node of its own (scripts/services.sh node-up, never the shared
+   * node): call before `open()`. The workers log in with the same role as on the shared node.
+   */
+  async usePrivateNode(options: PrivateNodeOptions): Promise<PrivateCassandra> {
+    this.node = await PrivateCassandra.start(options);
+    this.cassandra = { port: options.port, keyspace: options.keyspace };
+    await createRole(this.cassandra, workerLogin);
+    return this.node;
+  }
 
   /**
    * Notes how far the run had got when the fault struck: the tasks the workers have logged as run,
@@ -302,15 +323,15 @@ export class Scenario {
   }
 
   async open(): Promise<void> {
-    this.app = await Test.createTestingModule({
-      imports: [CeleryModule.forRoot(realOptions(this.queue, this.table, { worker: { enabled: false }, resultPollIntervalMs: 200, publishTimeoutMs: 60000 }))],
-    }).compile();
+    const options = realOptions(this.queue, this.table, { worker: { enabled: false }, resultPollIntervalMs: 200, publishTimeoutMs: 60000 });
+    options.cassandra = { ...options.cassandra, ...this.cassandra };
+    this.app = await Test.createTestingModule({ imports: [CeleryModule.forRoot(options)] }).compile();
     await this.app.init();
     this.producer = this.app.get(Producer);
   }
 
   async startWorker(): Promise<WorkerProcess> {
-    const worker = await WorkerProcess.start(this.queue, this.table);
+    const worker = await WorkerProcess.start(this.queue, this.table, this.cassandra);
     this.workers.push(worker);
     return worker;
   }
@@ -368,10 +389,10 @@ export class Scenario {
   async readAllRows(): Promise<void> {
     const rows = new Map<string, StoredRow[]>();
     try {
-      this.cql ??= await rawCassandra();
+      this.cql ??= await rawCassandra(this.cassandra);
       let pageState: string | undefined;
       do {
-        const rs = await this.cql.execute(`SELECT task_id, status, result, date_done FROM ${KEYSPACE}.${this.table}`, [], { prepare: true, fetchSize: 5000, pageState });
+        const rs = await this.cql.execute(`SELECT task_id, status, result, date_done FROM ${this.cassandra.keyspace}.${this.table}`, [], { prepare: true, fetchSize: 5000, pageState });
         for (const row of rs.rows) {
           const id = row.task_id as string;
           const list = rows.get(id) ?? [];
@@ -461,7 +482,7 @@ export class Scenario {
     }
     // replies the store refused as not fitting their request (retried): how often the driver hands one back
     for (const w of this.workers) {
-      const misfits = w.lines.filter((l) => /answered (a|the) .* (without rows|with rows|with the row of)/.test(l));
+      const misfits = misfitReplies(w);
       if (misfits.length > 0) {
         const kinds = ['without rows', 'with rows', 'with the row of'].map((k) => `${misfits.filter((l) => l.includes(k)).length} ${k}`).join(', ');
         process.stderr.write(`[faults] ${this.name}: ${misfits.length} store replies refused as not fitting (${kinds}), first: ${misfits[0]}\n`);
@@ -491,17 +512,33 @@ export class Scenario {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled(this.workers.map((w) => w.stop()));
-    await this.app?.close();
-    await this.cql?.shutdown().catch(() => undefined);
-    this.cql = null;
-    const amqp = await RawAmqp.open();
-    await amqp.deleteQueues(this.queue).catch(() => undefined);
-    await amqp.close();
-    const cql = await rawCassandra();
-    await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${this.table}`);
-    await cql.shutdown();
+    try {
+      await Promise.allSettled(this.workers.map((w) => w.stop()));
+      await this.app?.close();
+      await this.cql?.shutdown().catch(() => undefined);
+      this.cql = null;
+      const amqp = await RawAmqp.open();
+      await amqp.deleteQueues(this.queue).catch(() => undefined);
+      await amqp.close();
+      if (this.node) return; // the scenario's own node goes with its data
+      const cql = await rawCassandra();
+      await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${this.table}`);
+      await cql.shutdown();
+    } finally {
+      const node = this.node;
+      this.node = null;
+      await node?.stop();
+    }
   }
+}
+
+/**
+ * The worker's log lines for store replies it refused as not fitting their request (a write
+ * answered with rows, a read without rows or with another task's row): each one a reply the
+ * driver handed to the wrong request, retried.
+ */
+export function misfitReplies(worker: WorkerProcess): string[] {
+  return worker.lines.filter((l) => /answered (a|the) .* (without rows|with rows|with the row of)/.test(l));
 }
 
 /** Whether a row's `result` blob (JSON text) holds exactly `expected`. */
@@ -631,9 +668,9 @@ export function cassandraPid(): number {
   return Number(readFileSync(CASSANDRA_PID_FILE, 'utf8').trim());
 }
 
-/** Whether the running Cassandra fsyncs (started without `-Dcassandra.skip_sync=true`). */
-export function cassandraSyncs(): boolean {
-  return !readFileSync(`/proc/${cassandraPid()}/cmdline`, 'utf8').split('\0').includes('-Dcassandra.skip_sync=true');
+/** Whether the running Cassandra (the shared node, or the node of `pid`) fsyncs (started without `-Dcassandra.skip_sync=true`). */
+export function cassandraSyncs(pid = cassandraPid()): boolean {
+  return !readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('-Dcassandra.skip_sync=true');
 }
 
 /** SIGTERM to Cassandra (it drains and flushes), and waits up to 30 s for the process to be gone. */

@@ -4,6 +4,7 @@ import {
   countRedelivered,
   dropWorkerRole,
   ensureCassandraSyncs,
+  misfitReplies,
   RABBITMQ_PID_FILE,
   rabbitmqctl,
   sampleUntilStopped,
@@ -19,8 +20,9 @@ import {
   WorkerProcess,
   workerCassandraPassword,
 } from './fault-harness';
+import { createLoadTables, startFillerLoad } from '../support/misroute-load';
 import { closeConnections, withConsumerTimeout } from '../support/rabbitmq-admin';
-import { RawAmqp } from '../support/real-services';
+import { RawAmqp, rawCassandra } from '../support/real-services';
 
 /**
  * The fault suite: the sample worker as a separate process, the walkthrough's task, a fault
@@ -377,6 +379,71 @@ describe('fault suite', () => {
     for (const p of poison) expect(worker.lines.filter((l) => l.includes(`Result of tasks.sortWords[${p.id}] cannot be stored`)).length).toBe(1);
     expectClean(report);
     expect(report.sent).toBe(N);
+  });
+
+  it('the stream-0 misroute on the real node: a Cassandra 5.0.8 node shedding requests answers them on stream 0; the guard drops those frames and every result is stored', async () => {
+    // N (3,000) tasks: on this node (each shed store waits out its 12 s read timeout and is retried) they were all
+    // acknowledged 43-122 s after the send, depending on how much it shed, so the load stops 60 s after the send at
+    // the latest. The filler grows (2 loops a second) only until the node sheds: how many loops that takes varied
+    // from 12 to 40 between runs (a fixed 20 did not make it shed in one run).
+    scenario = new Scenario(`stream-0 misroute: a Cassandra 5.0.8 node shedding requests (1 request thread, native_transport_timeout 200ms) under a filler load, ${N.toLocaleString('en-US')} tasks`);
+    // its own node (CQL 9145, storage 7104: not the ports of test/integration/cassandra-stream-misroute.spec.ts), commit log synced
+    const node = await scenario.usePrivateNode({
+      version: '5.0.8',
+      port: 9145,
+      storagePort: 7104,
+      keyspace: 'celery_misroute',
+      extraYaml: 'native_transport_max_threads: 1\nnative_transport_timeout: 200ms\n',
+      skipSync: false,
+    });
+    expect(cassandraSyncs(node.pid())).toBe(true);
+    // the filler load's own client and connection (not the workers', not the one the rows are read with)
+    // (its connection never closed for timeouts: the driver's control connection shares it, and a refresh under shedding
+    // still running at shutdown throws in cassandra-driver 4.10's ControlConnection._refresh)
+    const load = await rawCassandra(scenario.cassandra, { socketOptions: { readTimeout: 12000, defunctReadTimeoutThreshold: 1e9 } });
+    const stream0 = /Cassandra \S+ sent a reply on stream 0 that no request is waiting for.*\((\d+) so far on this client\)/;
+    const dropped = () => Math.max(0, ...scenario.workers.flatMap((w) => w.lines.map((l) => Number(stream0.exec(l)?.[1] ?? 0))));
+    let filler: ReturnType<typeof startFillerLoad> | null = null;
+    try {
+      await createLoadTables(load, scenario.cassandra.keyspace, 3000);
+      await scenario.open();
+      // the worker starts (and creates its table) before the load: only the stores meet the shedding node
+      const worker = await scenario.startWorker();
+      filler = startFillerLoad(load, { keyspace: scenario.cassandra.keyspace, fillerConcurrency: 4, maxFillers: 48, growBy: 2, growEveryMs: 1000, shedTarget: 1, readTimeoutMs: 3000 });
+      const sheddingBy = Date.now() + 40000;
+      while (filler.shed === 0 && Date.now() < sheddingBy) await sleep(100);
+      expect(filler.shed).toBeGreaterThan(0); // the node sheds before the first task is sent
+      const sentAt = Date.now();
+      await scenario.send(N);
+      // the load runs until every task is acknowledged (acknowledged only once its result is stored), 60 s at most:
+      // how much the node sheds varies from run to run, and what is left is stored once the load stops
+      const amqp = await RawAmqp.open();
+      let left = N;
+      try {
+        const deadline = Date.now() + 60000;
+        while ((left = (await amqp.depth(scenario.queue)) + (await unacknowledged(scenario.queue))) > 0 && Date.now() < deadline) await sleep(1000);
+      } finally {
+        await amqp.close();
+      }
+      const storedIn = Math.round((Date.now() - sentAt) / 1000);
+      await filler.stop();
+      // a shed store is retried by the worker; the task is not run again for it
+      scenario.duplicateBound = { max: 0, why: 'a shed store is retried, the task is not re-run' };
+      const retried = worker.lines.filter((l) => l.includes('failed (attempt')).length;
+      const misrouted = misfitReplies(worker).length;
+      scenario.detail = `${misrouted} store replies misrouted, ${left === 0 ? `every task acknowledged under the load, ${storedIn} s after the send` : `${N - left} tasks acknowledged under the load (stopped ${storedIn} s after the send)`}, ${dropped()}+ frames on stream 0 dropped by the worker's guard, ${retried} store attempts failed and retried, filler requests shed ${filler.shed} (${filler.fillers} fillers)`;
+      const report = await scenario.finish(60000);
+      expectClean(report);
+      expect(report.sent).toBe(N);
+      // no store request resolved with another request's reply (without the guard: hundreds, each caught by the
+      // store's reply checks and retried, and the write answered with another write's reply, which no check can see)
+      expect(misrouted).toBe(0);
+      // the fault happened: the node answered shed requests on stream 0, and the guard dropped those frames
+      expect(dropped()).toBeGreaterThan(0);
+    } finally {
+      await filler?.stop();
+      await load.shutdown().catch(() => undefined);
+    }
   });
 
   it('hostile input: 10,000 malformed messages among 1,000 valid tasks, a 50 MB body, deep nesting, __proto__ keys', async () => {

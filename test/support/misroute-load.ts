@@ -37,19 +37,11 @@ export function misroutes(report: MisrouteReport): number {
   return report.wrongRow + report.readWithoutRows + report.writeWithRows + report.lostWrites;
 }
 
-export interface LoadOptions {
-  keyspace: string;
+export interface LoadOptions extends FillerOptions {
   durationMs: number;
   pairConcurrency: number;
-  /** Fillers at the start; more join every 300 ms (up to maxFillers) until the node has shed shedTarget requests. */
-  fillerConcurrency: number;
-  maxFillers: number;
-  shedTarget: number;
-  readTimeoutMs: number;
   /** Prefix of this run's keys (runs share the table). */
   prefix: string;
-  /** Shed requests the load itself cannot see (frames the guard dropped). */
-  shedElsewhere?: () => number;
 }
 
 export async function createLoadTables(client: Client, keyspace: string, fillerRows: number): Promise<void> {
@@ -91,6 +83,75 @@ async function classify(report: MisrouteReport, err: unknown): Promise<void> {
   }
 }
 
+export interface FillerOptions {
+  keyspace: string;
+  /** Fillers at the start; more join (growBy every growEveryMs, default 8 every 300 ms; up to maxFillers) until shedTarget requests were shed. */
+  fillerConcurrency: number;
+  maxFillers: number;
+  growBy?: number;
+  growEveryMs?: number;
+  shedTarget: number;
+  readTimeoutMs: number;
+  /** Shed requests the filler cannot see itself (other requests' errors, frames the guard dropped). */
+  shedElsewhere?: () => number;
+}
+
+/** A filler load running until `stop()`. */
+export interface FillerLoad {
+  /** Filler requests shed so far (OVERLOADED or no reply in time). */
+  readonly shed: number;
+  /** Filler loops started so far. */
+  readonly fillers: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the filler load on `client` (a table made by createLoadTables): `count(*)` reads of the
+ * whole filler partition, slow on the node, one small row back, so the load is the node's, not
+ * this process's. How long a request waits for a shedding node's one thread depends on the
+ * machine and on how warm the node is: fillers are added until the node sheds something, so every
+ * run sees shedding.
+ */
+export function startFillerLoad(client: Client, options: FillerOptions): FillerLoad {
+  const fillerQuery = `SELECT count(*) FROM ${options.keyspace}.filler WHERE p = 0`;
+  const state = { shed: 0, fillers: 0, stopped: false };
+  const loops: Promise<void>[] = [];
+  const fillerLoop = async (): Promise<void> => {
+    while (!state.stopped) {
+      await client.execute(fillerQuery, [], { prepare: true, readTimeout: options.readTimeoutMs }).catch((err: unknown) => {
+        const e = err as { name?: string; code?: number };
+        if (e.name === 'OperationTimedOutError' || e.code === types.responseErrorCodes.overloaded) state.shed++;
+        if (e.name === 'NoHostAvailableError') return pause(200);
+        return undefined;
+      });
+    }
+  };
+  const shedSeen = (): boolean => state.shed + (options.shedElsewhere?.() ?? 0) >= options.shedTarget;
+  const grow = (async () => {
+    while (!state.stopped) {
+      if (state.fillers < options.fillerConcurrency || (!shedSeen() && state.fillers < options.maxFillers)) {
+        const add = state.fillers < options.fillerConcurrency ? options.fillerConcurrency : (options.growBy ?? 8);
+        for (let i = 0; i < add; i++) loops.push(fillerLoop());
+        state.fillers += add;
+      }
+      await pause(options.growEveryMs ?? 300);
+    }
+  })();
+  return {
+    get shed() {
+      return state.shed;
+    },
+    get fillers() {
+      return state.fillers;
+    },
+    stop: async () => {
+      state.stopped = true;
+      await grow;
+      await Promise.all(loops);
+    },
+  };
+}
+
 /**
  * Runs the pairs and the filler on `client` (one connection: a reply misrouted there can reach a
  * pair), then checks with `verifier`, a client that saw no load, that every write it was told was
@@ -101,22 +162,10 @@ export async function runKeyedPairs(client: Client, verifier: Client, options: L
   const { keyspace, readTimeoutMs } = options;
   const insert = `INSERT INTO ${keyspace}.kv (k, v) VALUES (?, ?)`;
   const select = `SELECT k, v FROM ${keyspace}.kv WHERE k = ?`;
-  // slow on the node (it reads the whole partition), one small row back: the load is the node's, not this process's
-  const fillerQuery = `SELECT count(*) FROM ${keyspace}.filler WHERE p = 0`;
   const stored: string[] = [];
   const deadline = Date.now() + options.durationMs;
   let next = 0;
 
-  const fillerLoop = async (): Promise<void> => {
-    while (Date.now() < deadline) {
-      await client.execute(fillerQuery, [], { prepare: true, readTimeout: readTimeoutMs }).catch((err: unknown) => {
-        const e = err as { name?: string; code?: number };
-        if (e.name === 'OperationTimedOutError' || e.code === types.responseErrorCodes.overloaded) report.fillerShed++;
-        if (e.name === 'NoHostAvailableError') return pause(200);
-        return undefined;
-      });
-    }
-  };
   const pairLoop = async (): Promise<void> => {
     while (Date.now() < deadline) {
       const key = `${options.prefix}-${next++}`;
@@ -142,19 +191,13 @@ export async function runKeyedPairs(client: Client, verifier: Client, options: L
       }
     }
   };
-  // how long a request waits for the node's one thread depends on the machine and on how warm the
-  // node is: fillers are added until the node sheds something, so every run sees shedding
-  const loops = [...Array.from({ length: options.pairConcurrency }, pairLoop)];
-  const shedSeen = (): boolean => report.fillerShed + report.overloaded + report.timedOut + (options.shedElsewhere?.() ?? 0) >= options.shedTarget;
-  while (Date.now() < deadline) {
-    if (report.fillers < options.fillerConcurrency || (!shedSeen() && report.fillers < options.maxFillers)) {
-      const add = report.fillers < options.fillerConcurrency ? options.fillerConcurrency : 8;
-      for (let i = 0; i < add; i++) loops.push(fillerLoop());
-      report.fillers += add;
-    }
-    await pause(300);
-  }
-  await Promise.all(loops);
+  const pairs = Array.from({ length: options.pairConcurrency }, pairLoop);
+  const filler = startFillerLoad(client, { ...options, shedElsewhere: () => report.overloaded + report.timedOut + (options.shedElsewhere?.() ?? 0) });
+  await pause(Math.max(0, deadline - Date.now()));
+  await Promise.all(pairs);
+  await filler.stop();
+  report.fillerShed = filler.shed;
+  report.fillers = filler.fillers;
 
   // the load is over: every write that resolved as done must have its row
   for (let i = 0; i < stored.length; i += 100) {

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -23,6 +23,8 @@ export interface PrivateNodeOptions {
   heap?: string;
   /** Keyspace created when the node is ready. */
   keyspace: string;
+  /** false: the commit log is fsynced (CASSANDRA_SKIP_SYNC=0), true: it is not; unset: as the environment says. */
+  skipSync?: boolean;
 }
 
 /**
@@ -60,6 +62,11 @@ export class PrivateCassandra {
     }
   }
 
+  /** The node's JVM process id (from its pid file). */
+  pid(): number {
+    return Number(readFileSync(join(this.run, 'cassandra.pid'), 'utf8').trim());
+  }
+
   private get run(): string {
     return join(this.dir, 'run');
   }
@@ -72,6 +79,7 @@ export class PrivateCassandra {
       CASSANDRA_PORT: String(this.options.port),
       CASSANDRA_STORAGE_PORT: String(this.options.storagePort),
       CASSANDRA_HEAP: this.options.heap ?? '256m',
+      ...(this.options.skipSync === undefined ? {} : { CASSANDRA_SKIP_SYNC: this.options.skipSync ? '1' : '0' }),
       ...extra,
     };
   }

@@ -1,5 +1,5 @@
 import * as amqplib from 'amqplib';
-import { auth, Client, types } from 'cassandra-driver';
+import { auth, Client, ClientOptions, types } from 'cassandra-driver';
 import { randomBytes } from 'node:crypto';
 import type { CeleryModuleOptions } from '../../lib';
 
@@ -30,13 +30,22 @@ export function realOptions(queue: string, table: string, extra: Partial<CeleryM
   };
 }
 
-/** A raw cassandra-driver client, to look at rows the way Python's backend would. */
-export async function rawCassandra(): Promise<Client> {
+/** Where a raw client connects: the shared node by default, or a test's private node (test/support/private-cassandra.ts). */
+export interface CassandraTarget {
+  port: number;
+  keyspace: string;
+}
+
+export const SHARED_CASSANDRA: CassandraTarget = { port: CASSANDRA_PORT, keyspace: KEYSPACE };
+
+/** A raw cassandra-driver client (superuser), to look at rows the way Python's backend would. */
+export async function rawCassandra(target: CassandraTarget = SHARED_CASSANDRA, extra: Partial<ClientOptions> = {}): Promise<Client> {
   const client = new Client({
-    contactPoints: [`${CASSANDRA_HOST}:${CASSANDRA_PORT}`],
+    ...extra,
+    contactPoints: [`${CASSANDRA_HOST}:${target.port}`],
     localDataCenter: 'datacenter1',
     protocolOptions: { maxVersion: types.protocolVersion.v4 }, // as the library: one connect per connection, no downgrade
-    keyspace: KEYSPACE,
+    keyspace: target.keyspace,
     authProvider: new auth.PlainTextAuthProvider(SUPERUSER.username, SUPERUSER.password),
   });
   try {
