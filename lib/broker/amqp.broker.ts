@@ -3,7 +3,7 @@ import * as amqplib from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { CeleryBrokerRefusedError, CeleryConnectionError } from '../errors/celery.errors';
 import { randomUUID } from 'node:crypto';
-import { Broker, ConsumerHandle, Delivery, OutgoingMessage, Reply } from './broker.interface';
+import { Broker, ConsumerHandle, Delivery, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
 import { redactUrl } from './redact-url';
 import { toAmqpFieldTable } from '../protocol/amqp-field-table';
 import type { TlsMaterial } from '../config/tls-files';
@@ -246,14 +246,14 @@ export class AmqpBroker extends Broker {
    * `publishTimeoutMs`: when no confirm has come by then (broker away, or a connection that hangs
    * without closing) it rejects with a CeleryConnectionError.
    */
-  async publish(queue: string, message: OutgoingMessage): Promise<void> {
+  async publish(queue: string, message: OutgoingMessage, route?: PublishRoute): Promise<void> {
     const timeoutMs = this.options.publishTimeoutMs ?? 30000;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
         await this.waitReady(deadline, queue);
         await beforeDeadline(
-          this.publishOnce(queue, message),
+          this.publishOnce(queue, message, route),
           deadline,
           () =>
             new CeleryConnectionError(
@@ -276,11 +276,11 @@ export class AmqpBroker extends Broker {
    * Publishes as mandatory: when the queue was deleted after we declared it, RabbitMQ returns the
    * message instead of dropping it, and it is declared and published again.
    */
-  private async publishOnce(queue: string, message: OutgoingMessage): Promise<void> {
-    await this.assertQueue(queue);
+  private async publishOnce(queue: string, message: OutgoingMessage, route?: PublishRoute): Promise<void> {
+    if (queue) await this.assertQueue(queue);
     const ch = await this.channel();
     await new Promise<void>((resolve, reject) => {
-      ch.publish('', queue, message.body, { ...message.properties, headers: message.headers, mandatory: true }, (err: unknown) => (err ? reject(err) : resolve()));
+      ch.publish(route?.exchange ?? '', route?.routingKey ?? queue, message.body, { ...message.properties, headers: message.headers, mandatory: true }, (err: unknown) => (err ? reject(err) : resolve()));
     });
     if (this.returned.size > 0 && this.returned.delete(returnKey(queue, message.properties.correlationId))) {
       this.declared.delete(queue);
@@ -465,6 +465,8 @@ function deliveryOf(ch: Channel, lost: AbortSignal, msg: ConsumeMessage, logger:
     priority: p.priority,
     body: msg.content,
     redelivered: msg.fields.redelivered,
+    exchange: msg.fields.exchange,
+    routingKey: msg.fields.routingKey,
     lost,
     ack: () => settle(() => ch.ack(msg), 'acknowledge'),
     reject: (requeue: boolean) => settle(() => ch.reject(msg, requeue), 'reject'),

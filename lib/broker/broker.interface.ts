@@ -15,10 +15,19 @@ export interface OutgoingMessage {
  */
 export interface Delivery extends IncomingMessage {
   redelivered: boolean;
+  /** The exchange the message was published to (`''` for the default exchange) and its routing key: Celery's `delivery_info`. */
+  exchange: string;
+  routingKey: string;
   /** Aborts when the channel this message was delivered on closes (AMQP: a delivery tag is specific to its channel). */
   readonly lost: AbortSignal;
   ack(): void;
   reject(requeue: boolean): void;
+}
+
+/** Where a message goes when not to the default exchange: Celery's `exchange` and `routing_key` options. */
+export interface PublishRoute {
+  exchange: string;
+  routingKey: string;
 }
 
 /** A result notification: Celery's rpc-backend result message, keyed by task id. */
@@ -47,8 +56,12 @@ export abstract class Broker {
   abstract connect(): Promise<void>;
   /** Declares Celery's topology for a queue: direct exchange, durable queue, binding (wire spec §1.1). */
   abstract assertQueue(queue: string): Promise<void>;
-  /** Publishes to the default exchange with routing key = queue; resolves once the broker has confirmed it. */
-  abstract publish(queue: string, message: OutgoingMessage): Promise<void>;
+  /**
+   * Publishes to the default exchange with routing key = queue, or, with `route`, to that exchange
+   * and routing key (the queue is still declared first when named); resolves once the broker has
+   * confirmed it.
+   */
+  abstract publish(queue: string, message: OutgoingMessage, route?: PublishRoute): Promise<void>;
   abstract consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle>;
   /**
    * Declares this process's private reply queue (exclusive, auto-delete; declared again after a

@@ -1,5 +1,5 @@
 import { fromAmqpFieldValue, toAmqpFieldValue, type AmqpFieldValue } from '../protocol/amqp-field-table';
-import { Broker, ConsumerHandle, Delivery, OutgoingMessage, Reply } from './broker.interface';
+import { Broker, ConsumerHandle, Delivery, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
 
 export interface MemoryBrokerOptions {
   /**
@@ -12,6 +12,8 @@ export interface MemoryBrokerOptions {
 interface Stored {
   message: OutgoingMessage;
   redelivered: boolean;
+  exchange: string;
+  routingKey: string;
 }
 
 interface MemoryConsumer {
@@ -73,11 +75,13 @@ export class MemoryBroker extends Broker {
     this.queueOf(queue);
   }
 
-  async publish(queue: string, message: OutgoingMessage): Promise<void> {
+  async publish(queue: string, message: OutgoingMessage, route?: PublishRoute): Promise<void> {
     if (this.closed) throw new Error('memory broker is closed');
     // AmqpBroker declares the queue before it publishes: the message waits for a consumer.
-    const q = this.queueOf(queue);
-    this.enqueue(q, { message: { ...message, body: Buffer.from(message.body) }, redelivered: false });
+    // Every exchange routes to the queue of its routing key here (Celery's default topology: the queue's own direct exchange).
+    const q = this.queueOf(queue || (route?.routingKey ?? ''));
+    const exchange = route?.exchange ?? '';
+    this.enqueue(q, { message: { ...message, body: Buffer.from(message.body) }, redelivered: false, exchange, routingKey: route?.routingKey ?? queue });
   }
 
   async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle> {
@@ -161,7 +165,7 @@ export class MemoryBroker extends Broker {
   }
 
   private closeChannel(q: MemoryQueue, consumer: MemoryConsumer): void {
-    q.ready.unshift(...[...consumer.unacked].map((stored) => ({ message: stored.message, redelivered: true })));
+    q.ready.unshift(...[...consumer.unacked].map((stored) => ({ ...stored, redelivered: true })));
     consumer.unacked.clear();
     const old = consumer.channel;
     consumer.channel = new AbortController();
@@ -212,7 +216,7 @@ export class MemoryBroker extends Broker {
       // Its channel is gone (the message is already back in the queue), or its queue was deleted.
       if (lost.aborted || !consumer.unacked.delete(stored)) return;
       if (consumer.cancelled && consumer.unacked.size === 0) q.cancelled.delete(consumer);
-      if (requeue) q.ready.unshift({ message: stored.message, redelivered: true });
+      if (requeue) q.ready.unshift({ ...stored, redelivered: true });
       else if (requeue === false) this.deadLetter(q, stored.message);
       queueMicrotask(() => this.dispatch(q));
     };
@@ -226,6 +230,8 @@ export class MemoryBroker extends Broker {
       priority: properties.priority,
       body,
       redelivered: stored.redelivered,
+      exchange: stored.exchange,
+      routingKey: stored.routingKey,
       lost,
       ack: () => settle(null),
       reject: (requeue: boolean) => settle(requeue),
@@ -242,7 +248,7 @@ export class MemoryBroker extends Broker {
     const target = exchange === '' || exchange === routingKey ? this.queues.get(routingKey) : undefined;
     if (!target) return;
     const headers = { ...message.headers, 'x-death': xDeath(message.headers['x-death'], q.name) };
-    this.enqueue(target, { message: { ...message, headers }, redelivered: false });
+    this.enqueue(target, { message: { ...message, headers }, redelivered: false, exchange, routingKey });
   }
 }
 

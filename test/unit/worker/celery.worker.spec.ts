@@ -54,6 +54,8 @@ function deliver(broker: ScriptedBroker, task: string, id: string, opts: { args?
     priority: message.properties.priority,
     body: message.body,
     redelivered: opts.redelivered ?? false,
+    exchange: '',
+    routingKey: 'celery',
     lost: channel.signal,
     ack: () => void settled.push('ack'),
     reject: (requeue: boolean) => void settled.push(requeue ? 'requeue' : 'reject'),
