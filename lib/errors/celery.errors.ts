@@ -34,6 +34,35 @@ export class InvalidTaskMessageError extends CeleryError {
 /** Two `@Task()` methods claim the same name, or a task name is otherwise unusable. */
 export class TaskRegistrationError extends CeleryError {}
 
+/**
+ * A task's rate limit is not one Celery's `celery.utils.time.rate` reads (`'10/s'`, `'100/m'`,
+ * `'2/h'`, a number of tasks per second, or 0 / null for none). Thrown at bootstrap, and by
+ * `RateLimiter.setRate` at run time.
+ */
+export class InvalidRateLimitError extends CeleryError {
+  constructor(
+    readonly value: unknown,
+    readonly reason: string,
+    /** The task the limit was given for, when known. */
+    readonly taskName: string | null = null,
+  ) {
+    super(
+      `Invalid rate limit ${describeValue(value)}${taskName ? ` for task "${taskName}"` : ''}: ${reason} ` +
+        `(use '10/s', '100/m', '2/h', a number of tasks per second, or 0 / null for no limit)`,
+    );
+  }
+}
+
+function describeValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) return String(value);
+  try {
+    return JSON.stringify(value) ?? typeof value;
+  } catch {
+    return typeof value;
+  }
+}
+
 /** `Producer.task(...)` or a worker was asked for a task name nobody registered. */
 export class TaskNotRegisteredError extends CeleryError {
   constructor(readonly taskName: string) {
