@@ -1,7 +1,7 @@
 import { CeleryConfigError } from '../errors/celery.errors';
 import type { CassandraOptions, CeleryModuleOptions, CeleryOptionsInput, WorkerOptions } from '../interfaces/celery-options.interface';
 import { DEFAULT_MAX_RESULT_BYTES } from '../results/store-errors';
-import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedTls } from './resolved-config';
+import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedRateLimitConfig, ResolvedTls } from './resolved-config';
 
 /**
  * Validates `forRoot` options and fills in defaults. Accepts camelCase options and a Python
@@ -19,9 +19,17 @@ export function normalizeCeleryOptions(input: CeleryOptionsInput | undefined | n
   }
 }
 
+// ---- rate limits (issue 12 item 4): worker.disableRateLimits and globalRateLimits; resolved at the end of this file ----
+const RATE_LIMIT_KEYS = ['globalRateLimits'];
+const RATE_LIMIT_WORKER_KEYS = ['disableRateLimits'];
+const RATE_LIMIT_PYTHON_KEYS: Record<string, string> = { worker_disable_rate_limits: 'worker.disableRateLimits' };
+const GLOBAL_RATE_LIMIT_KEYS = new Set(['table', 'serialConsistency', 'reserveAheadMs', 'maxLateMs']);
+// ---- end rate limits ----
+
 const CAMEL_KEYS = new Set([
   'brokerUrl', 'brokerTls', 'resultBackend', 'queueArguments', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
   'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal', 'publishTimeoutMs',
+  ...RATE_LIMIT_KEYS,
 ]);
 const CASSANDRA_KEYS = new Set([
   'contactPoints', 'port', 'localDataCenter', 'keyspace', 'table', 'readConsistency', 'writeConsistency',
@@ -29,7 +37,7 @@ const CASSANDRA_KEYS = new Set([
 ]);
 /** Smallest `worker.maxResultBytes`: room for the FAILURE row that says a result was too large. */
 const MIN_RESULT_BYTES = 4096;
-const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit']);
+const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit', ...RATE_LIMIT_WORKER_KEYS]);
 
 /** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
 const PYTHON_KEYS: Record<string, string> = {
@@ -55,6 +63,7 @@ const PYTHON_KEYS: Record<string, string> = {
   worker_concurrency: 'worker.concurrency',
   worker_prefetch_multiplier: 'prefetchMultiplier',
   worker_eta_task_limit: 'worker.etaTaskLimit',
+  ...RATE_LIMIT_PYTHON_KEYS,
 };
 
 type Mutable = CeleryModuleOptions & {
@@ -92,7 +101,7 @@ function fromPythonConfig(input: object): Mutable {
     const value = source[key];
     if (value === undefined) continue;
     if (CAMEL_KEYS.has(key)) {
-      if (key === 'cassandra' || key === 'worker') {
+      if (key === 'cassandra' || key === 'worker' || key === 'globalRateLimits') {
         if (typeof value !== 'object' || value === null || Array.isArray(value)) {
           throw new CeleryConfigError(key, 'must be an object');
         }
@@ -243,6 +252,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     accept,
     peerCompat,
     resultPollIntervalMs: optInt(o.resultPollIntervalMs, 'resultPollIntervalMs', 1) ?? 100,
+    rateLimits: resolveRateLimits(o, w),
   };
 }
 
@@ -370,3 +380,23 @@ function optInt(value: unknown, key: string, min: number): number | undefined {
   }
   return value;
 }
+
+// ---- rate limits (issue 12 item 4) ----
+function resolveRateLimits(o: Mutable, w: WorkerOptions): ResolvedRateLimitConfig {
+  const g = o.globalRateLimits ?? {};
+  for (const key of Object.keys(g)) if (!GLOBAL_RATE_LIMIT_KEYS.has(key)) throw new CeleryConfigError(`globalRateLimits.${key}`, `unknown option${suggest(key)}`);
+  const table = optString(g.table, 'globalRateLimits.table') ?? 'celery_rate_limits';
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(table)) throw new CeleryConfigError('globalRateLimits.table', `not a valid table name: ${JSON.stringify(table)}`);
+  const serial = (optString(g.serialConsistency, 'globalRateLimits.serialConsistency') ?? 'SERIAL').toUpperCase();
+  if (serial !== 'SERIAL' && serial !== 'LOCAL_SERIAL') {
+    throw new CeleryConfigError('globalRateLimits.serialConsistency', `must be SERIAL or LOCAL_SERIAL, got ${JSON.stringify(g.serialConsistency)}`);
+  }
+  return {
+    disabled: optBool(w.disableRateLimits, 'worker.disableRateLimits') ?? false,
+    table,
+    serialConsistency: serial,
+    reserveAheadMs: optInt(g.reserveAheadMs, 'globalRateLimits.reserveAheadMs', 1) ?? 500,
+    maxLateMs: optInt(g.maxLateMs, 'globalRateLimits.maxLateMs', 0) ?? 25,
+  };
+}
+// ---- end rate limits ----

@@ -48,4 +48,18 @@ export interface ResolvedCeleryConfig {
   accept: string[];
   peerCompat: PeerCompat;
   resultPollIntervalMs: number;
+  /** Rate limits (issue 12 item 4). */
+  rateLimits: ResolvedRateLimitConfig;
 }
+
+// ---- rate limits (issue 12 item 4) ----
+export interface ResolvedRateLimitConfig {
+  /** `worker.disableRateLimits` (`worker_disable_rate_limits`). */
+  disabled: boolean;
+  /** `globalRateLimits.*`: where and how limits shared by all workers are kept. */
+  table: string;
+  serialConsistency: 'SERIAL' | 'LOCAL_SERIAL';
+  reserveAheadMs: number;
+  maxLateMs: number;
+}
+// ---- end rate limits ----

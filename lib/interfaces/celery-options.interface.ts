@@ -84,7 +84,26 @@ export interface WorkerOptions {
    * those are all taken by waiting tasks the queue waits too: the bound on the memory they hold.
    */
   etaTaskLimit?: number;
+  /** Celery's `worker_disable_rate_limits`: ignore every task's `rateLimit` (shared ones too) in this worker. Default false. */
+  disableRateLimits?: boolean;
 }
+
+// ---- rate limits (issue 12 item 4) ----
+/**
+ * Where and how rate limits shared by all workers (`@Task({ rateLimit: { global } })`) are kept:
+ * a Cassandra table in the result keyspace, claimed by lightweight transactions (README, Rate limits).
+ */
+export interface GlobalRateLimitOptions {
+  /** Table name, created when missing (never the keyspace). Default `celery_rate_limits`. */
+  table?: string;
+  /** Paxos consistency of the claims: `SERIAL` (default; every data center agrees) or `LOCAL_SERIAL` (workers of one data center share a limit). */
+  serialConsistency?: 'SERIAL' | 'LOCAL_SERIAL';
+  /** How far ahead a worker reserves start times, ms; more means fewer claims and coarser sharing between workers. Default 500. */
+  reserveAheadMs?: number;
+  /** A reserved start missed by more than this (a slow claim, a busy event loop) is given up rather than used late, ms. Default 25. */
+  maxLateMs?: number;
+}
+// ---- end rate limits ----
 
 /**
  * `CeleryModule.forRoot()` options, camelCase. A Python `celeryconfig` with its snake_case keys
@@ -127,6 +146,8 @@ export interface CeleryModuleOptions {
   resultPollIntervalMs?: number;
   /** Make the module global. Default true. */
   isGlobal?: boolean;
+  /** Limits shared by all workers (rate limits, issue 12 item 4). */
+  globalRateLimits?: GlobalRateLimitOptions;
 }
 
 /** A Python celeryconfig, as written (snake_case keys). */
@@ -154,6 +175,7 @@ export interface PythonCeleryConfig {
   worker_concurrency?: number;
   worker_prefetch_multiplier?: number;
   worker_eta_task_limit?: number;
+  worker_disable_rate_limits?: boolean;
 }
 
 export type CeleryOptionsInput = CeleryModuleOptions | PythonCeleryConfig | (CeleryModuleOptions & PythonCeleryConfig);

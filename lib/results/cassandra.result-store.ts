@@ -182,6 +182,11 @@ export class CassandraResultStore extends ResultStore {
     }));
   }
 
+  /** The connected driver client, for other tables in the result keyspace (the shared rate limits'). */
+  session(): Client {
+    return this.requireClient();
+  }
+
   async close(): Promise<void> {
     const client = this.client;
     this.client = null;

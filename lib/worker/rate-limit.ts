@@ -1,6 +1,11 @@
 import { Logger } from '@nestjs/common';
+import type { ResolvedCeleryConfig } from '../config/resolved-config';
 import { InvalidRateLimitError, TaskNotRegisteredError } from '../errors/celery.errors';
 import { parseRate } from '../protocol/rate';
+import { CassandraResultStore } from '../results/cassandra.result-store';
+import { MemoryResultStore } from '../results/memory.result-store';
+import type { ResultStore } from '../results/result-store.interface';
+import { CassandraRateStore } from './cassandra-rate-store';
 
 /**
  * A task's `rateLimit` option: Celery's per-worker rate (`'10/s'`, `'100/m'`, `'2/h'`, a number per
@@ -337,10 +342,11 @@ export class RateLimiter {
   }
 
   private startAtSlot(t: TaskLimit, w: Waiter): void {
-    if (t.bucket && !t.bucket.tryTake(performance.now())) {
-      // the local limit changed meanwhile: this start is given up (late starts are never used)
-      w.slot = null;
-      t.assigned--;
+    const late = Date.now() - (w.slot as number) > this.maxLateMs; // a busy event loop fired the timer late
+    if (late || (t.bucket && !t.bucket.tryTake(performance.now()))) {
+      // the start is given up, never used late (nor when the local limit changed meanwhile); the
+      // waiters from this one on get the next reserved starts, in arrival order
+      this.unassignFrom(t, t.queue.indexOf(w));
       this.drive(t);
       return;
     }
@@ -414,7 +420,8 @@ export class RateLimiter {
         // reserve in batches of half the horizon or more: claiming each time one more start comes within reach would cost a write per task
         const room = start - (nowMicros + (this.reserveAheadMs * 1000) / 2);
         if (room > 0) {
-          await this.sleep(room / 1000);
+          // workers that saw the same value would wake together and contend in Paxos: spread them
+          await this.sleep(room / 1000 + Math.random() * this.reserveAheadMs * 0.1);
           continue;
         }
         const count = Math.max(1, Math.min(want, Math.floor((horizon - start) / interval) + 1));
@@ -504,4 +511,23 @@ export class MemorySharedRateStore implements SharedRateStore {
   describe(): string {
     return 'memory';
   }
+}
+
+/**
+ * The rate limiter of a worker with these settings: shared limits in the Cassandra result
+ * keyspace (through the result store's connection), in this process with the memory result
+ * store, and none otherwise (a task with a `{ global }` limit is then refused at `configure`).
+ */
+export function createRateLimiter(config: ResolvedCeleryConfig, store: ResultStore, logger?: Pick<Logger, 'log' | 'warn'>): RateLimiter {
+  const { rateLimits } = config;
+  let shared: SharedRateStore | null = null;
+  if (store instanceof CassandraResultStore && config.cassandra) {
+    shared = new CassandraRateStore(() => store.session(), {
+      keyspace: config.cassandra.keyspace,
+      table: rateLimits.table,
+      writeConsistency: config.cassandra.writeConsistency,
+      serialConsistency: rateLimits.serialConsistency,
+    });
+  } else if (store instanceof MemoryResultStore) shared = new MemorySharedRateStore();
+  return new RateLimiter({ disabled: rateLimits.disabled, shared, reserveAheadMs: rateLimits.reserveAheadMs, maxLateMs: rateLimits.maxLateMs, logger });
 }

@@ -31,6 +31,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       peerCompat: '5.3',
       resultPollIntervalMs: 100,
       publishTimeoutMs: 30000,
+      rateLimits: { disabled: false, table: 'celery_rate_limits', serialConsistency: 'SERIAL', reserveAheadMs: 500, maxLateMs: 25 },
     };
     expect(normalizeCeleryOptions(undefined)).toEqual(expected);
     expect(normalizeCeleryOptions(null)).toEqual(expected);
