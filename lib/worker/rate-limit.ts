@@ -438,7 +438,7 @@ export class RateLimiter {
           const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failures - 1));
           if (failures === 1 || delay === RETRY_MAX_MS) {
             this.logger.warn(
-              `Shared rate limit of ${t.name}: ${(this.shared as SharedRateStore).describe()} failed (${(err as Error).message}); ` +
+              `Shared rate limit of ${t.name}: ${(this.shared as SharedRateStore).describe()} failed (${String((err as Error)?.message ?? err).replace(/\s+/g, ' ')}); ` +
                 `its ${t.queue.length} waiting task(s) stay unacknowledged; trying again in ${delay} ms`,
             );
           }

@@ -299,6 +299,22 @@ describe('RateLimiter, shared by all workers (rateLimit: { global })', () => {
     for (let i = 1; i < sorted.length; i++) expect(sorted[i] - sorted[i - 1]).toBeGreaterThanOrEqual(50 - 25);
   });
 
+  it('gives up reserved starts that a stalled event loop reaches late, instead of running them into the next worker\'s starts', async () => {
+    const store = new ScriptedStore();
+    const w1 = limiter({ shared: store, reserveAheadMs: 1000, maxLateMs: 25 }, { a: { global: '10/s' } });
+    const w2 = limiter({ shared: store, reserveAheadMs: 1000, maxLateMs: 25 }, { a: { global: '10/s' } });
+    const r = new Recorder(Date.now());
+    for (let i = 0; i < 8; i++) void r.acquire(w1, 'a', 'w1');
+    await jest.advanceTimersByTimeAsync(0); // w1 reserves starts at about 20, 120, ..., 720 ms
+    expect(store.calls).toBe(1);
+    jest.setSystemTime(Date.now() + 350); // the wall clock moves on while w1 runs no timer: a 350 ms stall
+    void r.acquire(w2, 'a', 'w2'); // w2 reserves the first start after w1's
+    await jest.advanceTimersByTimeAsync(3000);
+    const times = [...r.admitted()].sort((a, b) => a - b);
+    expect(times).toHaveLength(9);
+    for (let i = 1; i < times.length; i++) expect(times[i] - times[i - 1]).toBeGreaterThanOrEqual(100 - 25);
+  });
+
   it('with both limits, starts are spaced by the stricter one', async () => {
     const l = limiter({ shared: new ScriptedStore() }, { a: { global: '10/s', local: '2/s' } });
     const r = new Recorder(Date.now());
