@@ -267,7 +267,7 @@ export class RateLimiter {
     if (limits.global > 0 && !this.shared) {
       throw new InvalidRateLimitError(
         option,
-        "a limit shared by all workers is kept in Cassandra: set resultBackend to 'cassandra' (with memory:// it is shared by this process's workers)",
+        "a limit shared by all workers is kept in Cassandra: set resultBackend to 'cassandra' (with the memory result backend it is kept in this worker)",
         taskName,
       );
     }
@@ -493,8 +493,8 @@ function round(n: number): string {
 }
 
 /**
- * Shared limits within one process (with the memory result backend): every worker of the
- * process shares them, as the workers of a Cassandra keyspace share theirs.
+ * Shared limits kept in memory: with the memory result backend (one process, nothing to share
+ * with) a `{ global }` limit is kept in the worker itself; and for tests.
  */
 export class MemorySharedRateStore implements SharedRateStore {
   private readonly next = new Map<string, number>();
@@ -515,8 +515,8 @@ export class MemorySharedRateStore implements SharedRateStore {
 
 /**
  * The rate limiter of a worker with these settings: shared limits in the Cassandra result
- * keyspace (through the result store's connection), in this process with the memory result
- * store, and none otherwise (a task with a `{ global }` limit is then refused at `configure`).
+ * keyspace (through the result store's connection), in the worker itself with the memory result
+ * store, and nowhere otherwise (a task with a `{ global }` limit is then refused at `configure`).
  */
 export function createRateLimiter(config: ResolvedCeleryConfig, store: ResultStore, logger?: Pick<Logger, 'log' | 'warn'>): RateLimiter {
   const { rateLimits } = config;

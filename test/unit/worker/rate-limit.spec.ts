@@ -1,3 +1,4 @@
+import { maxInWindow } from '../../../bench/rate-limit-accuracy';
 import { InvalidRateLimitError, TaskNotRegisteredError } from '../../../lib/errors/celery.errors';
 import { MemorySharedRateStore, RateLimiter, RateLimiterOptions, SharedRateStore, TokenBucket } from '../../../lib/worker/rate-limit';
 
@@ -24,17 +25,6 @@ function limiter(options: RateLimiterOptions = {}, tasks: Record<string, Paramet
   const l = new RateLimiter({ logger: quiet, ...options });
   for (const [name, option] of Object.entries(tasks)) l.configure(name, option);
   return l;
-}
-
-/** The most admissions in any window of `ms` (half-open) over these instants. */
-function maxInWindow(times: number[], ms: number): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let best = 0;
-  for (let i = 0, j = 0; i < sorted.length; i++) {
-    while (sorted[i] - sorted[j] >= ms) j++;
-    best = Math.max(best, i - j + 1);
-  }
-  return best;
 }
 
 beforeEach(() => jest.useFakeTimers({ now: new Date('2026-01-01T00:00:00Z') }));
