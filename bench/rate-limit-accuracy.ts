@@ -48,6 +48,9 @@ export interface AccuracyReport {
   cas_ms_p50: number;
   cas_ms_p99: number;
   cas_ms_mean: number;
+  /** From acquire() to admission, ms: the wait for a start, and without a backlog the cost of a claim. */
+  wait_ms_p50: number;
+  wait_ms_p99: number;
 }
 
 /** The most instants in any half-open window of `ms`. */
@@ -132,6 +135,7 @@ function summarize(options: AccuracyOptions, reports: RateWorkerResult[], startA
   const perSecond = parseRate(options.rate);
   const all = reports.flatMap((r) => r.admitted).sort((a, b) => a - b);
   const casMs = reports.flatMap((r) => r.casMs);
+  const waits = reports.flatMap((r) => r.waitMs);
   const cas = casMs.length;
   let minGap = Infinity;
   for (let i = 1; i < all.length; i++) minGap = Math.min(minGap, all[i] - all[i - 1]);
@@ -153,6 +157,8 @@ function summarize(options: AccuracyOptions, reports: RateWorkerResult[], startA
     cas_ms_p50: round(percentile(casMs, 50), 2),
     cas_ms_p99: round(percentile(casMs, 99), 2),
     cas_ms_mean: round(casMs.reduce((a, b) => a + b, 0) / Math.max(1, cas), 2),
+    wait_ms_p50: round(percentile(waits, 50), 2),
+    wait_ms_p99: round(percentile(waits, 99), 2),
   };
 }
 

@@ -27,6 +27,8 @@ export interface RateWorkerResult {
   type: 'result';
   pid: number;
   admitted: number[];
+  /** From each acquire() to its admission, ms. */
+  waitMs: number[];
   /** Round trip of each compare-and-set, ms. */
   casMs: number[];
   casApplied: number;
@@ -91,10 +93,15 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, Math.max(0, go.startAt - Date.now())));
 
   const admitted: number[] = [];
+  const waitMs: number[] = [];
   let stopping = false;
   const waitOne = async (): Promise<void> => {
     while (!stopping) {
-      if (await limiter.acquire(args.taskName)) admitted.push(Date.now());
+      const asked = performance.now();
+      if (await limiter.acquire(args.taskName)) {
+        admitted.push(Date.now());
+        waitMs.push(performance.now() - asked);
+      }
     }
   };
   const loops = Array.from({ length: args.backlog }, waitOne);
@@ -106,6 +113,7 @@ async function main(): Promise<void> {
     type: 'result',
     pid: process.pid,
     admitted,
+    waitMs,
     casMs: store.casMs,
     casApplied: store.applied,
     casConflicts: store.conflicts,
