@@ -2,6 +2,9 @@ export { CeleryModule } from './celery.module';
 export { CELERY_MODULE_OPTIONS } from './celery.module-definition';
 export { CELERY_CONFIG } from './celery.constants';
 export type { CeleryModuleOptions, CassandraOptions, WorkerOptions, PythonCeleryConfig, CeleryOptionsInput } from './interfaces/celery-options.interface';
+export type { GlobalRateLimitOptions } from './interfaces/celery-options.interface';
+export { RateLimiter, createRateLimiter } from './worker/rate-limit';
+export type { RateLimitOption, TaskRateLimits } from './worker/rate-limit';
 export type { ResolvedCeleryConfig, ResolvedCassandraConfig } from './config/resolved-config';
 export { normalizeCeleryOptions } from './config/normalize-options';
 export { Task } from './decorators/task.decorator';
@@ -29,6 +32,7 @@ export {
   CeleryBrokerRefusedError,
   ResultTooLargeError,
   InvalidTaskMessageError,
+  InvalidRateLimitError,
   TaskFailedError,
   TaskNotRegisteredError,
   TaskRegistrationError,

@@ -54,6 +54,8 @@ const DEFAULT_MAX_LATE_MS = 25;
 /** First guess of a claim's round trip, before one is measured. */
 const FIRST_CLAIM_LATENCY_MS = 20;
 const RETRY_FIRST_MS = 100;
+/** The longest delay setTimeout honours (a longer one fires at once); longer waits are taken in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const RETRY_MAX_MS = 5000;
 /** Slack for float rounding when a timer fires exactly when a token is due. */
 const EPSILON = 1e-9;
@@ -307,7 +309,7 @@ export class RateLimiter {
       if (t.bucket) {
         const wait = t.bucket.msUntilToken(performance.now());
         if (wait > 0) {
-          t.timer = setTimeout(() => this.drive(t), Math.ceil(wait));
+          t.timer = setTimeout(() => this.drive(t), Math.min(Math.ceil(wait), MAX_TIMER_MS));
           return;
         }
         if (t.global === 0) {
@@ -335,7 +337,7 @@ export class RateLimiter {
     const arm = (): void => {
       const left = slot - Date.now();
       // a timer may fire a little early by the wall clock: never start before the reserved instant
-      w.timer = left > 0 ? setTimeout(arm, left) : null;
+      w.timer = left > 0 ? setTimeout(arm, Math.min(left, MAX_TIMER_MS)) : null;
       if (left <= 0) this.startAtSlot(t, w);
     };
     arm();
@@ -475,7 +477,7 @@ export class RateLimiter {
         this.sleeps.delete(wake);
         resolve();
       };
-      const timer = setTimeout(wake, Math.max(0, ms));
+      const timer = setTimeout(wake, Math.min(Math.max(0, ms), MAX_TIMER_MS));
       this.sleeps.add(wake);
     });
   }

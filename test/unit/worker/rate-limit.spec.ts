@@ -118,6 +118,19 @@ describe('RateLimiter, per worker (Celery rate_limit)', () => {
     ]);
   });
 
+  it('waits out a rate slower than setTimeout can count (one per 41.7 days) without spinning', async () => {
+    const l = limiter({ shared: new MemorySharedRateStore() }, { local: '0.001/h', shared: { global: '0.001/h' } });
+    const r = new Recorder(Date.now());
+    for (const name of ['local', 'local', 'shared', 'shared']) void r.acquire(l, name);
+    await jest.advanceTimersByTimeAsync(1000);
+    expect(r.admitted()).toHaveLength(2); // the first of each
+    expect(jest.getTimerCount()).toBeLessThanOrEqual(3);
+    await jest.advanceTimersByTimeAsync(60_000);
+    expect(jest.getTimerCount()).toBeLessThanOrEqual(3);
+    await jest.advanceTimersByTimeAsync(3.6e9);
+    expect(r.admitted()).toHaveLength(4);
+  });
+
   it('refuses at once with a signal already aborted, and after close(); close() releases every waiter with false', async () => {
     const l = limiter({}, { a: '1/s' });
     const aborted = new AbortController();
