@@ -415,52 +415,74 @@ export class RateLimiter {
       for (;;) {
         const want = (t.bucket ? Math.min(1, t.queue.length - t.assigned) : t.queue.length - t.assigned) - t.pool.length;
         if (want <= 0 || this.closed || t.global === 0 || (t.bucket && t.assigned > 0)) return;
-        const interval = 1e6 / t.global;
-        const nowMicros = Date.now() * 1000;
-        const horizon = nowMicros + this.reserveAheadMs * 1000;
-        const start = Math.max(Math.ceil(nowMicros + this.claimLatencyMs * 1000), t.known ?? 0);
-        // reserve in batches of half the horizon or more: claiming each time one more start comes within reach would cost a write per task
-        const room = start - (nowMicros + (this.reserveAheadMs * 1000) / 2);
-        if (room > 0) {
-          // workers that saw the same value would wake together and contend in Paxos: spread them
-          await this.sleep(room / 1000 + Math.random() * this.reserveAheadMs * 0.1);
+        const batch = this.nextBatch(t, want);
+        if ('waitMs' in batch) {
+          await this.sleep(batch.waitMs);
           continue;
         }
-        const count = Math.max(1, Math.min(want, Math.floor((horizon - start) / interval) + 1));
-        const next = start + Math.ceil(count * interval);
-        let result: { applied: boolean; current: number | null };
-        try {
-          if (failures > 0) this.prepared = null; // a table that failed to be created is tried again
-          await this.prepare();
-          const sent = performance.now();
-          result = await (this.shared as SharedRateStore).compareAndSet(t.name, t.known, next);
-          this.claimLatencyMs = Math.min(1000, 0.8 * this.claimLatencyMs + 0.2 * (performance.now() - sent));
-        } catch (err) {
-          failures++;
-          const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failures - 1));
-          if (failures === 1 || delay === RETRY_MAX_MS) {
-            this.logger.warn(
-              `Shared rate limit of ${t.name}: ${(this.shared as SharedRateStore).describe()} failed (${String((err as Error)?.message ?? err).replace(/\s+/g, ' ')}); ` +
-                `its ${t.queue.length} waiting task(s) stay unacknowledged; trying again in ${delay} ms`,
-            );
-          }
-          await this.sleep(delay);
+        const result = await this.compareAndSet(t, batch.next, failures > 0).catch((err: unknown) => ({ error: err }));
+        if ('error' in result) {
+          await this.sleep(this.retryDelay(t, ++failures, result.error));
           continue;
         }
-        if (failures > 0) this.logger.log(`Shared rate limit of ${t.name}: ${(this.shared as SharedRateStore).describe()} answers again`);
+        if (failures > 0) this.logger.log(`Shared rate limit of ${t.name}: ${this.sharedStore().describe()} answers again`);
         failures = 0;
         if (!result.applied) {
           t.known = result.current;
           continue;
         }
-        t.known = next;
-        for (let k = 0; k < count; k++) t.pool.push((start + k * interval) / 1000);
+        t.known = batch.next;
+        for (let k = 0; k < batch.count; k++) t.pool.push((batch.start + k * batch.interval) / 1000);
         this.drive(t);
       }
     } finally {
       t.claiming = false;
       if (!this.closed && t.assigned < t.queue.length) this.drive(t);
     }
+  }
+
+  /**
+   * The next batch of starts to claim (epoch µs), or how long to wait first. The first start is
+   * the later of the stored value last seen and now plus a claim's round trip (so that it is
+   * still ahead when the answer comes); as many follow, 1/rate apart, as fit within the horizon.
+   */
+  private nextBatch(t: TaskLimit, want: number): { start: number; count: number; interval: number; next: number } | { waitMs: number } {
+    const interval = 1e6 / t.global;
+    const now = Date.now() * 1000;
+    const ahead = this.reserveAheadMs * 1000;
+    const start = Math.max(Math.ceil(now + this.claimLatencyMs * 1000), t.known ?? 0);
+    // claim once half the horizon is free: claiming each time one more start comes within reach would cost a write per task;
+    // workers that saw the same value would wake together and contend in Paxos: spread them
+    const room = start - (now + ahead / 2);
+    if (room > 0) return { waitMs: room / 1000 + Math.random() * this.reserveAheadMs * 0.1 };
+    const count = Math.max(1, Math.min(want, Math.floor((now + ahead - start) / interval) + 1));
+    return { start, count, interval, next: start + Math.ceil(count * interval) };
+  }
+
+  private async compareAndSet(t: TaskLimit, next: number, retrying: boolean): Promise<{ applied: boolean; current: number | null }> {
+    if (retrying) this.prepared = null; // a table that failed to be created is tried again
+    await this.prepare();
+    const sent = performance.now();
+    const result = await this.sharedStore().compareAndSet(t.name, t.known, next);
+    this.claimLatencyMs = Math.min(1000, 0.8 * this.claimLatencyMs + 0.2 * (performance.now() - sent));
+    return result;
+  }
+
+  /** The back-off after the `failures`-th failed claim in a row; says so at the first and then every RETRY_MAX_MS. */
+  private retryDelay(t: TaskLimit, failures: number, err: unknown): number {
+    const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failures - 1));
+    if (failures === 1 || delay === RETRY_MAX_MS) {
+      const why = String((err as Error | undefined)?.message ?? err).replace(/\s+/g, ' ');
+      this.logger.warn(
+        `Shared rate limit of ${t.name}: ${this.sharedStore().describe()} failed (${why}); ` +
+          `its ${t.queue.length} waiting task(s) stay unacknowledged; trying again in ${delay} ms`,
+      );
+    }
+    return delay;
+  }
+
+  private sharedStore(): SharedRateStore {
+    return this.shared as SharedRateStore; // configure() refuses a shared limit without a store
   }
 
   private prepare(): Promise<void> {
