@@ -1,6 +1,7 @@
 import { maxInWindow } from '../../../bench/rate-limit-accuracy';
 import { InvalidRateLimitError, TaskNotRegisteredError } from '../../../lib/errors/celery.errors';
 import { MemorySharedRateStore, RateLimiter, RateLimiterOptions, SharedRateStore, TokenBucket } from '../../../lib/worker/rate-limit';
+import kombuBucket from '../../fixtures/kombu-bucket-5.7.json';
 
 const quiet = { log: () => undefined, warn: () => undefined };
 
@@ -63,6 +64,23 @@ describe('RateLimiter, per worker (Celery rate_limit)', () => {
     expect(r.admitted()).toEqual([0, 100, 200, 300, 400]);
     expect(r.tags()).toEqual(['a0', 'a1', 'a2', 'a3', 'a4']);
   });
+
+  it.each((kombuBucket as { cases: { rate: string; arrivalsMs: number[]; admittedMs: number[] }[] }).cases.map((c) => [c.rate, c] as const))(
+    "admits '%s' tasks when Celery does (kombu's bucket under Celery's scheduling, test/fixtures/kombu-bucket.py), within 1 ms",
+    async (_rate, c) => {
+      const l = limiter({}, { a: c.rate });
+      const t0 = Date.now();
+      const admitted: number[] = new Array(c.arrivalsMs.length);
+      let elapsed = 0;
+      for (const [i, at] of c.arrivalsMs.entries()) {
+        await jest.advanceTimersByTimeAsync(at - elapsed);
+        elapsed = at;
+        void l.acquire('a').then(() => (admitted[i] = Date.now() - t0));
+      }
+      await jest.advanceTimersByTimeAsync(Math.max(...c.admittedMs) - elapsed + 10);
+      admitted.forEach((at, i) => expect(Math.abs(at - c.admittedMs[i])).toBeLessThanOrEqual(1));
+    },
+  );
 
   it("reads '100/m' and '2/h' as Celery does", async () => {
     const l = limiter({}, { m: '100/m', h: '2/h' });
