@@ -39,9 +39,9 @@ export class CeleryConnections implements OnApplicationShutdown {
           });
     const store: ResultStore =
       config.resultBackend === 'cassandra' && config.cassandra
-        ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' }, config.worker.maxResultBytes)
+        ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' }, config.worker.maxResultBytes, { resultExtended: config.resultExtended })
         : config.resultBackend === 'memory'
-          ? new MemoryResultStore({ maxResultBytes: config.worker.maxResultBytes })
+          ? new MemoryResultStore({ maxResultBytes: config.worker.maxResultBytes, resultExtended: config.resultExtended })
           : new DisabledResultStore();
     await broker.connect();
     try {

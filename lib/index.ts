@@ -35,3 +35,8 @@ export {
   TaskTimeoutError,
 } from './errors/celery.errors';
 export { PyDate, PyDecimal, PyTime, PyUUID } from './protocol/kombu-types';
+// result states and options (trackStarted, forget, children, result expiry, resultExtended)
+export { GroupResult } from './results/async-result';
+export { InvalidResultError } from './errors/celery.errors';
+export type { ExtendedResult, ResultToStore } from './protocol/result-row';
+export type { ResultTuple } from './protocol/result-tuple';

@@ -57,6 +57,16 @@ const PYTHON_KEYS: Record<string, string> = {
   worker_eta_task_limit: 'worker.etaTaskLimit',
 };
 
+// --- result states and options (Celery's result_extended) ---
+CAMEL_KEYS.add('resultExtended');
+PYTHON_KEYS.result_extended = 'resultExtended';
+
+/** The result options, resolved: `resultExtended` (Celery's `result_extended`, default false). */
+function resolveResultOptions(o: Mutable): Pick<ResolvedCeleryConfig, 'resultExtended'> {
+  return { resultExtended: optBool(o.resultExtended, 'resultExtended') ?? false };
+}
+// --- end of result options ---
+
 type Mutable = CeleryModuleOptions & {
   cassandra?: Partial<CassandraOptions>;
   pythonAuthProvider?: unknown;
@@ -243,6 +253,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     accept,
     peerCompat,
     resultPollIntervalMs: optInt(o.resultPollIntervalMs, 'resultPollIntervalMs', 1) ?? 100,
+    ...resolveResultOptions(o),
   };
 }
 

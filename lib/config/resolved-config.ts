@@ -48,4 +48,6 @@ export interface ResolvedCeleryConfig {
   accept: string[];
   peerCompat: PeerCompat;
   resultPollIntervalMs: number;
+  /** Celery's `result_extended`: rows also carry name, args, kwargs, worker, retries, queue. */
+  resultExtended: boolean;
 }

@@ -127,6 +127,13 @@ export interface CeleryModuleOptions {
   resultPollIntervalMs?: number;
   /** Make the module global. Default true. */
   isGlobal?: boolean;
+  /**
+   * Celery's `result_extended`: each stored state also records the task's name, args, kwargs,
+   * worker, retries and queue (and parent and group ids), read back with `AsyncResult.extended()`.
+   * On Cassandra they go to extra nullable columns a worker adds to Celery's table (ALTER TABLE
+   * ADD); Python's readers and writers keep working on it. Default false.
+   */
+  resultExtended?: boolean;
 }
 
 /** A Python celeryconfig, as written (snake_case keys). */
@@ -154,6 +161,8 @@ export interface PythonCeleryConfig {
   worker_concurrency?: number;
   worker_prefetch_multiplier?: number;
   worker_eta_task_limit?: number;
+  /** Celery's `result_extended` (see `resultExtended`). */
+  result_extended?: boolean;
 }
 
 export type CeleryOptionsInput = CeleryModuleOptions | PythonCeleryConfig | (CeleryModuleOptions & PythonCeleryConfig);

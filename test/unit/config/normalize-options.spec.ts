@@ -31,6 +31,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       peerCompat: '5.3',
       resultPollIntervalMs: 100,
       publishTimeoutMs: 30000,
+      resultExtended: false,
     };
     expect(normalizeCeleryOptions(undefined)).toEqual(expected);
     expect(normalizeCeleryOptions(null)).toEqual(expected);
