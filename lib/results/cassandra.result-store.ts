@@ -322,12 +322,16 @@ export class CassandraResultStore extends ResultStore {
    */
   private async checkExtendedColumns(client: Client, forWrites: boolean): Promise<void> {
     this.extendedCheckedAt = Date.now();
-    const ks = this.config.keyspace.toLowerCase();
-    const name = this.config.table.toLowerCase();
+    // system_schema directly: the driver's table metadata lags another client's ALTER by a second or more
     const missing = async () => {
-      const table = await client.metadata.getTable(ks, name);
-      if (!table) return null;
-      const have = new Set(table.columns.map((c) => c.name));
+      const rs = await client.execute(
+        'SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?',
+        [this.config.keyspace.toLowerCase(), this.config.table.toLowerCase()],
+        { prepare: true, consistency: this.readConsistency },
+      );
+      const rows = rowsOf(rs, 'schema read');
+      if (rows.length === 0) return null; // no table yet
+      const have = new Set(rows.map((r) => r.column_name as string));
       return EXTENDED_COLUMNS.filter(([c]) => !have.has(c));
     };
     let absent = await missing();
@@ -342,9 +346,9 @@ export class CassandraResultStore extends ResultStore {
               `and this role may not add them (needs ALTER permission on ${this.target}): ${messageOf(err)}`,
           );
         }
+        // another worker added them meanwhile
         if (!/already exist/i.test(messageOf(err))) throw new CeleryConnectionError(`Cannot add the resultExtended columns to ${this.target}: ${messageOf(err)}`);
       }
-      await client.metadata.refreshKeyspace(ks);
       absent = await missing();
     }
     this.extendedColumns = absent !== null && absent.length === 0;
