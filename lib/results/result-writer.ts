@@ -101,9 +101,10 @@ export function unstorableFailure(result: ResultToStore, why: string, tooLarge: 
     result: { exc_type: tooLarge ? 'ValueError' : 'RuntimeError', exc_message: [message], exc_module: 'builtins' },
     traceback: null,
     children: [],
-    // the row it stands for would have expired and carried these; so does the FAILURE
+    // the row it stands for would have expired and carried these; so does the FAILURE (without
+    // args and kwargs when the row was too large: they may be what made it so)
     ...(validExpiry(result) !== undefined ? { expiresSeconds: result.expiresSeconds } : {}),
-    ...(result.extended ? { extended: result.extended } : {}),
+    ...(result.extended ? { extended: tooLarge ? { ...result.extended, args: null, kwargs: null } : result.extended } : {}),
   };
 }
 

@@ -80,6 +80,14 @@ describe('ResultWriter: non-final states', () => {
     expect(await store.getTaskMeta('t4')).toMatchObject({ status: 'FAILURE', extended });
   });
 
+  it('the FAILURE in place of a row made too large by its args leaves args and kwargs out, so it is stored', async () => {
+    const store = new MemoryResultStore({ maxResultBytes: 4096, resultExtended: true });
+    const extended = { name: 'tasks.add', args: ['x'.repeat(10_000)], kwargs: { k: 1 }, worker: 'celery@w', retries: 0, queue: 'celery' };
+    const outcome = await quietWriter(store).write({ ...success('t6'), extended }, false);
+    expect(outcome).toMatchObject({ kind: 'unstorable', stored: { status: 'FAILURE' } });
+    expect(await store.getTaskMeta('t6')).toMatchObject({ status: 'FAILURE', extended: { name: 'tasks.add', args: null, kwargs: null, worker: 'celery@w' } });
+  });
+
   it('an invalid expiresSeconds is refused at once (InvalidResultError, never retried), and the FAILURE saying so is stored without it', async () => {
     const store = new MemoryResultStore();
     const outcome = await quietWriter(store).write({ ...success('t5'), expiresSeconds: 1.5 }, false);
