@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { errors, types } from 'cassandra-driver';
 import { GroupResult, InvalidResultError, MemoryBroker, MemoryResultStore, ResultStore, TaskTimeoutError } from '../../../lib';
 import type { ResolvedCassandraConfig } from '../../../lib/config/resolved-config';
 import { normalizeCeleryOptions } from '../../../lib/config/normalize-options';
@@ -73,9 +74,15 @@ describe('ResultWriter: non-final states', () => {
   });
 
   it('the FAILURE stored in place of an unstorable SUCCESS keeps its expiry and extended fields', async () => {
-    const store = new MemoryResultStore({ maxResultBytes: 4096, resultExtended: true });
+    // a store that refuses SUCCESS rows for good (as Cassandra refuses an invalid value)
+    const store = new (class extends MemoryResultStore {
+      override async store(result: ResultToStore): Promise<void> {
+        if (result.status === 'SUCCESS') throw new errors.ResponseError(types.responseErrorCodes.invalid, 'some column value is invalid');
+        return super.store(result);
+      }
+    })({ resultExtended: true });
     const extended = { name: 'tasks.add', args: [1, 2], kwargs: {}, worker: 'celery@w', retries: 0, queue: 'celery' };
-    const outcome = await quietWriter(store).write({ ...success('t4', 'x'.repeat(10_000)), expiresSeconds: 60, extended }, false);
+    const outcome = await quietWriter(store).write({ ...success('t4'), expiresSeconds: 60, extended }, false);
     expect(outcome).toMatchObject({ kind: 'unstorable', stored: { status: 'FAILURE', expiresSeconds: 60, extended } });
     expect(await store.getTaskMeta('t4')).toMatchObject({ status: 'FAILURE', extended });
   });
