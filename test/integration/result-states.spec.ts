@@ -1,12 +1,11 @@
-import { Logger } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import type { Client } from 'cassandra-driver';
 import { AsyncResult, CeleryModule, GroupResult, Producer, ResultStore } from '../../lib';
 import { normalizeCeleryOptions } from '../../lib/config/normalize-options';
 import type { ResolvedCassandraConfig } from '../../lib/config/resolved-config';
-import type { ResultToStore } from '../../lib/protocol/result-row';
 import { CassandraResultStore } from '../../lib/results/cassandra.result-store';
 import { ResultWriter } from '../../lib/results/result-writer';
+import { quietLogger, retryState, startedState, successState } from '../support/result-states';
 import { CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, rawCassandra, realOptions, SUPERUSER, uniqueName } from '../support/real-services';
 
 /**
@@ -22,21 +21,10 @@ function configFor(table: string, entryTtl?: number): ResolvedCassandraConfig {
   }).cassandra as ResolvedCassandraConfig;
 }
 
-const quiet = (): Logger => {
-  const logger = new Logger('test');
-  for (const level of ['log', 'warn', 'error'] as const) jest.spyOn(logger, level).mockImplementation(() => undefined);
-  return logger;
-};
-
-const started = (taskId: string): ResultToStore => ({ taskId, status: 'STARTED', result: { pid: 4242, hostname: 'celery@it-host' }, traceback: null, children: [] });
-const retry = (taskId: string): ResultToStore => ({
-  taskId,
-  status: 'RETRY',
-  result: { exc_type: 'RuntimeError', exc_message: ['DB busy'], exc_module: 'builtins' },
-  traceback: 'Traceback (most recent call last):\ncelery.exceptions.Retry: Retry in 10s\n',
-  children: [[[taskId, null], null]],
-});
-const success = (taskId: string, result: unknown = 'done'): ResultToStore => ({ taskId, status: 'SUCCESS', result, traceback: null, children: [] });
+const quiet = quietLogger;
+const started = (taskId: string) => startedState(taskId, 'celery@it-host');
+const retry = retryState;
+const success = successState;
 
 describe('result states and options on Cassandra', () => {
   const table = uniqueName('it_states');

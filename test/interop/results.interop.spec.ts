@@ -2,8 +2,8 @@ import { Test, TestingModule } from '@nestjs/testing';
 import type { Client } from 'cassandra-driver';
 import { AsyncResult, CeleryModule, Producer, PythonCeleryConfig, ResultStore, TaskTimeoutError } from '../../lib';
 import { FixtureTasks } from '../support/fixture-tasks';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, SUPERUSER, eventually, rawCassandra, uniqueName } from '../support/real-services';
-import { ensurePythonCelery, PythonEnv, PythonWorker, pythonClient } from './support/python-celery';
+import { KEYSPACE, eventually, rawCassandra, uniqueName } from '../support/real-services';
+import { ensurePythonCelery, PythonEnv, PythonWorker, pythonClient, stopInterop, walkthroughCeleryconfig } from './support/python-celery';
 
 interface PyMeta {
   status: string;
@@ -27,19 +27,7 @@ describe('interop: result states and options', () => {
   let store: ResultStore;
   let cql: Client;
 
-  const celeryconfig: PythonCeleryConfig = {
-    broker_url: AMQP_URL,
-    result_backend: 'cassandra://',
-    cassandra_servers: [CASSANDRA_HOST],
-    cassandra_port: CASSANDRA_PORT,
-    cassandra_keyspace: KEYSPACE,
-    cassandra_table: env.table,
-    cassandra_entry_ttl: 86400,
-    cassandra_auth_provider: 'PlainTextAuthProvider',
-    cassandra_auth_kwargs: { ...SUPERUSER },
-    task_default_queue: jsQueue,
-    result_extended: true,
-  };
+  const celeryconfig: PythonCeleryConfig = { ...walkthroughCeleryconfig(env, jsQueue), result_extended: true };
 
   beforeAll(async () => {
     ensurePythonCelery();
@@ -52,13 +40,8 @@ describe('interop: result states and options', () => {
   }, 240000);
 
   afterAll(async () => {
-    await worker?.stop();
-    await app?.close();
-    const amqp = await RawAmqp.open();
-    await amqp.deleteQueues(env.pyQueue, jsQueue);
-    await amqp.close();
-    await cql?.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${env.table}`);
     await cql?.shutdown();
+    await stopInterop(worker, app, env, [env.pyQueue, jsQueue]);
   });
 
   const py = <T = PyMeta>(command: Record<string, unknown>) => pythonClient<T>(env, command);

@@ -1,4 +1,3 @@
-import { Logger } from '@nestjs/common';
 import { errors, types } from 'cassandra-driver';
 import { GroupResult, InvalidResultError, MemoryBroker, MemoryResultStore, ResultStore, TaskTimeoutError } from '../../../lib';
 import type { ResolvedCassandraConfig } from '../../../lib/config/resolved-config';
@@ -9,6 +8,7 @@ import { CassandraResultStore } from '../../../lib/results/cassandra.result-stor
 import { ResultNotifier } from '../../../lib/results/result-notifier';
 import { ResultWriter } from '../../../lib/results/result-writer';
 import { classifyStoreError } from '../../../lib/results/store-errors';
+import { quietLogger, retryState, startedState, successState } from '../../support/result-states';
 
 /**
  * Every state a worker stores (STARTED, RETRY, SUCCESS, FAILURE, REVOKED), per-row expiry,
@@ -17,21 +17,10 @@ import { classifyStoreError } from '../../../lib/results/store-errors';
  * real Cassandra in test/integration/result-states.spec.ts.
  */
 
-const started = (taskId: string): ResultToStore => ({ taskId, status: 'STARTED', result: { pid: 4242, hostname: 'celery@worker-host' }, traceback: null, children: [] });
-const retry = (taskId: string): ResultToStore => ({
-  taskId,
-  status: 'RETRY',
-  result: { exc_type: 'RuntimeError', exc_message: ['DB busy'], exc_module: 'builtins' },
-  traceback: 'Traceback (most recent call last):\nRetry in 10s: RuntimeError(\'DB busy\')\n',
-  children: [[[taskId, null], null]],
-});
-const success = (taskId: string, result: unknown = 'done'): ResultToStore => ({ taskId, status: 'SUCCESS', result, traceback: null, children: [] });
-
-function quietWriter(store: ResultStore): ResultWriter {
-  const logger = new Logger('test');
-  for (const level of ['log', 'warn', 'error'] as const) jest.spyOn(logger, level).mockImplementation(() => undefined);
-  return new ResultWriter(store, logger, () => false);
-}
+const started = (taskId: string) => startedState(taskId);
+const retry = retryState;
+const success = successState;
+const quietWriter = (store: ResultStore): ResultWriter => new ResultWriter(store, quietLogger(), () => false);
 
 const flush = () => new Promise((resolve) => setImmediate(resolve));
 
