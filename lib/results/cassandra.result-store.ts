@@ -63,6 +63,8 @@ export class CassandraResultStore extends ResultStore {
   private readonly selectExtendedCql: string;
   private readonly statusCql: string;
   private readonly deleteCql: string;
+  /** The four INSERTs: [plain, with TTL, extended, extended with TTL]. */
+  private readonly insertCqls: readonly string[];
   private readonly resultExtended: boolean;
   /** Whether the table has the extended columns (checked at connect, and again by readers). */
   private extendedColumns = false;
@@ -88,6 +90,7 @@ export class CassandraResultStore extends ResultStore {
     this.selectExtendedCql = `SELECT ${base}, ${EXTENDED_COLUMNS.map(([c]) => c).join(', ')} FROM ${target} WHERE task_id=? LIMIT 1`;
     this.statusCql = `SELECT task_id, status FROM ${target} WHERE task_id IN ? PER PARTITION LIMIT 1`;
     this.deleteCql = `DELETE FROM ${target} WHERE task_id=?`;
+    this.insertCqls = [false, true].flatMap((extended) => [false, true].map((ttl) => insertCql(target, extended, ttl)));
     this.readConsistency = consistencyOf(config.readConsistency);
     this.writeConsistency = consistencyOf(config.writeConsistency);
   }
@@ -106,7 +109,7 @@ export class CassandraResultStore extends ResultStore {
     try {
       await this.checkKeyspace(client);
       if (forWrites) await this.ensureTable(client);
-      if (this.resultExtended) await this.checkExtendedColumns(client, forWrites);
+      if (this.resultExtended) await (forWrites ? this.checkExtendedColumns(client, true) : this.checkExtendedColumnsQuietly(client));
     } catch (err) {
       await client.shutdown().catch(() => undefined);
       throw err;
@@ -120,27 +123,17 @@ export class CassandraResultStore extends ResultStore {
   async store(result: ResultToStore): Promise<void> {
     const ttl = checkExpiresSeconds(result) ?? this.config.entryTtl ?? undefined;
     const extended = this.resultExtended && this.extendedColumns;
-    const row = encodeResultRow(extended ? result : { ...result, extended: undefined }, new Date(), this.json);
+    const row = encodeResultRow(extended || !result.extended ? result : { ...result, extended: undefined }, new Date(), this.json);
     checkRowSize(row, this.maxResultBytes);
     const params: unknown[] = [row.taskId, row.status, row.result, row.dateDone, row.traceback, row.children];
     if (row.extended) params.push(...extendedParams(row.extended));
     if (ttl !== undefined) params.push(ttl);
-    const rs = await this.requireClient().execute(this.insertCql(row.extended !== undefined, ttl !== undefined), params, {
+    const rs = await this.requireClient().execute(this.insertCqls[(row.extended ? 2 : 0) + (ttl !== undefined ? 1 : 0)], params, {
       prepare: true,
       consistency: this.writeConsistency,
     });
     // an INSERT answers with no rows; rows mean the reply belongs to another request, so the write is not known to be done
     if (rs.rows !== undefined) throw new CeleryConnectionError(`${this.describe()} answered the write of ${row.taskId} with rows; not counted as stored`);
-  }
-
-  /**
-   * Celery's INSERT (wire spec §4.3), with the extended columns when given, and `USING TTL ?`
-   * when the row expires: the row's `expiresSeconds`, else `cassandra.entryTtl`. Without either the
-   * statement has no TTL clause, so a table's own `default_time_to_live` still applies.
-   */
-  private insertCql(extended: boolean, ttl: boolean): string {
-    const columns = ['task_id', 'status', 'result', 'date_done', 'traceback', 'children', ...(extended ? EXTENDED_COLUMNS.map(([c]) => c) : [])];
-    return `INSERT INTO ${this.target} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})${ttl ? ' USING TTL ?' : ''}`;
   }
 
   /** Deletes every row of the task, as Celery 5.7's `_forget` (`DELETE FROM t WHERE task_id=%s`, write consistency). */
@@ -206,7 +199,7 @@ export class CassandraResultStore extends ResultStore {
 
   async getTaskMeta(taskId: string): Promise<TaskMeta> {
     const client = this.requireClient();
-    if (this.resultExtended && !this.extendedColumns && Date.now() - this.extendedCheckedAt >= EXTENDED_RECHECK_MS) await this.checkExtendedColumns(client, false);
+    if (this.resultExtended && !this.extendedColumns && Date.now() - this.extendedCheckedAt >= EXTENDED_RECHECK_MS) await this.checkExtendedColumnsQuietly(client);
     const extended = this.resultExtended && this.extendedColumns;
     const rs = await client.execute(extended ? this.selectExtendedCql : this.selectCql, [taskId], { prepare: true, consistency: this.readConsistency });
     const row = rowsOf(rs, 'result read')[0];
@@ -320,6 +313,15 @@ export class CassandraResultStore extends ResultStore {
    * (`forWrites`) adds the missing ones (ALTER TABLE ADD; a column another worker added meanwhile
    * is fine). A reader never alters the table: it reads the columns once a worker has added them.
    */
+  /** A reader's look for the extended columns: a failure leaves them unread until the next look, never fails a read. */
+  private async checkExtendedColumnsQuietly(client: Client): Promise<void> {
+    try {
+      await this.checkExtendedColumns(client, false);
+    } catch (err) {
+      this.logger.warn(`Could not look for the resultExtended columns of ${this.target}: ${messageOf(err)}; reading without them`);
+    }
+  }
+
   private async checkExtendedColumns(client: Client, forWrites: boolean): Promise<void> {
     this.extendedCheckedAt = Date.now();
     // system_schema directly: the driver's table metadata lags another client's ALTER by a second or more
@@ -358,6 +360,16 @@ export class CassandraResultStore extends ResultStore {
     if (!this.client) throw new CeleryConnectionError(`${this.describe()} is not connected`);
     return this.client;
   }
+}
+
+/**
+ * Celery's INSERT (wire spec §4.3), with the extended columns when given, and `USING TTL ?` when
+ * the row expires: its `expiresSeconds`, else `cassandra.entryTtl`. Without either the statement
+ * has no TTL clause, so a table's own `default_time_to_live` still applies.
+ */
+function insertCql(target: string, extended: boolean, ttl: boolean): string {
+  const columns = ['task_id', 'status', 'result', 'date_done', 'traceback', 'children', ...(extended ? EXTENDED_COLUMNS.map(([c]) => c) : [])];
+  return `INSERT INTO ${target} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})${ttl ? ' USING TTL ?' : ''}`;
 }
 
 function extendedParams(e: ExtendedRow): unknown[] {
