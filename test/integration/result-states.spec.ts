@@ -3,7 +3,7 @@ import type { Client } from 'cassandra-driver';
 import { AsyncResult, CeleryModule, GroupResult, Producer, ResultStore } from '../../lib';
 import { normalizeCeleryOptions } from '../../lib/config/normalize-options';
 import type { ResolvedCassandraConfig } from '../../lib/config/resolved-config';
-import { CassandraResultStore } from '../../lib/results/cassandra.result-store';
+import { CassandraResultStore, createTableCql } from '../../lib/results/cassandra.result-store';
 import { ResultWriter } from '../../lib/results/result-writer';
 import { quietLogger, retryState, startedState, successState } from '../support/result-states';
 import { CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, rawCassandra, realOptions, SUPERUSER, uniqueName } from '../support/real-services';
@@ -154,6 +154,39 @@ describe('resultExtended on Cassandra', () => {
     // a second worker with the option finds the columns there and adds nothing
     await open(true, true);
     expect(await columns()).toHaveLength(14);
+  });
+});
+
+describe('resultExtended without ALTER permission', () => {
+  it('a worker whose role may not add the columns fails to start with an error naming the columns and the permission; a reader with that role reads without them', async () => {
+    const table = uniqueName('it_ext_ro');
+    const role = uniqueName('it_noalter');
+    const su = await rawCassandra();
+    const stores: CassandraResultStore[] = [];
+    try {
+      await su.execute(createTableCql(KEYSPACE, table));
+      await su.execute(`CREATE ROLE ${role} WITH PASSWORD = 'noalter-pw' AND LOGIN = true`);
+      await su.execute(`GRANT SELECT ON KEYSPACE ${KEYSPACE} TO ${role}`);
+      await su.execute(`GRANT MODIFY ON KEYSPACE ${KEYSPACE} TO ${role}`);
+      const config = { ...configFor(table), credentials: { username: role, password: 'noalter-pw' } };
+      const worker = new CassandraResultStore(config, undefined, undefined, { resultExtended: true });
+      stores.push(worker);
+      await expect(worker.connect({ forWrites: true })).rejects.toThrow(
+        new RegExp(`resultExtended is on but result table ${KEYSPACE}\\.${table} lacks its columns \\(name text, args blob, kwargs blob, worker text, retries int, queue text, parent_id text, group_id text\\) and this role may not add them \\(needs ALTER permission on ${KEYSPACE}\\.${table}\\)`),
+      );
+      const reader = new CassandraResultStore(config, undefined, undefined, { resultExtended: true });
+      stores.push(reader);
+      await reader.connect({ forWrites: false });
+      await su.execute(`INSERT INTO ${KEYSPACE}.${table} (task_id, status, result, date_done, traceback, children) VALUES ('r1', 'SUCCESS', textAsBlob('1'), toTimestamp(now()), textAsBlob('null'), textAsBlob('[]'))`);
+      const meta = await reader.getTaskMeta('r1');
+      expect(meta).toMatchObject({ status: 'SUCCESS', result: 1 });
+      expect(meta.extended).toBeUndefined();
+    } finally {
+      for (const s of stores) await s.close();
+      await su.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
+      await su.execute(`DROP ROLE IF EXISTS ${role}`);
+      await su.shutdown();
+    }
   });
 });
 

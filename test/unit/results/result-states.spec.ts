@@ -5,6 +5,7 @@ import { normalizeCeleryOptions } from '../../../lib/config/normalize-options';
 import { encodeResultMessage, ResultToStore, TaskMeta } from '../../../lib/protocol/result-row';
 import { AsyncResult } from '../../../lib/results/async-result';
 import { CassandraResultStore } from '../../../lib/results/cassandra.result-store';
+import { DisabledResultStore } from '../../../lib/results/disabled.result-store';
 import { ResultNotifier } from '../../../lib/results/result-notifier';
 import { ResultWriter } from '../../../lib/results/result-writer';
 import { classifyStoreError } from '../../../lib/results/store-errors';
@@ -327,6 +328,12 @@ describe('CassandraResultStore statements', () => {
     await store.store(started('t'));
     const [id, status, result, , traceback, children] = calls[0].params as [string, string, Buffer, Date, Buffer, Buffer];
     expect([id, status, result.toString(), traceback.toString(), children.toString()]).toEqual(['t', 'STARTED', '{"pid": 4242, "hostname": "celery@worker-host"}', 'null', '[]']);
+  });
+});
+
+describe('DisabledResultStore.forget', () => {
+  it('says there is no result backend to forget from', async () => {
+    await expect(new DisabledResultStore().forget('t')).rejects.toThrow(/no result backend is configured, so there are no results to forget/);
   });
 });
 
