@@ -43,6 +43,16 @@ export interface ResolvedCeleryConfig {
     maxResultBytes: number;
     successCheck: 'always' | 'redelivered';
     etaTaskLimit: number;
+    /** This worker's node name (`name@host`): STARTED rows, the task context, events. */
+    hostname: string;
+  };
+  /** Defaults of every task (Celery's `task_*` settings); a task's own `@Task()` options win. */
+  tasks: {
+    timeLimit: number | null;
+    softTimeLimit: number | null;
+    trackStarted: boolean;
+    ignoreResult: boolean;
+    storeErrorsEvenIfIgnored: boolean;
   };
   publishTimeoutMs: number;
   accept: string[];
