@@ -32,7 +32,7 @@ const CASSANDRA_KEYS = new Set([
 ]);
 /** Smallest `worker.maxResultBytes`: room for the FAILURE row that says a result was too large. */
 const MIN_RESULT_BYTES = 4096;
-const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit', 'hostname']);
+const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit', 'hostname', 'taskContextStorage']);
 
 /** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
 const PYTHON_KEYS: Record<string, string> = {
@@ -248,6 +248,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       successCheck: resolveSuccessCheck(w.successCheck),
       etaTaskLimit: optInt(w.etaTaskLimit, 'worker.etaTaskLimit', 0) ?? 10000,
       hostname: resolveHostname(w.hostname),
+      taskContextStorage: optBool(w.taskContextStorage, 'worker.taskContextStorage') ?? null,
     },
     tasks: {
       timeLimit: optSeconds(o.taskTimeLimit, 'taskTimeLimit') ?? null,

@@ -2,6 +2,7 @@ import { Injectable, OnModuleInit } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { TaskRegistrationError } from '../errors/celery.errors';
 import { TASK_CONTEXT_PARAM } from '../celery.constants';
+import { CeleryTaskContext } from '../worker/task-context';
 import { validateTaskOptions } from '../decorators/task.decorator';
 import { ParameterList, parameterNames } from './parameter-names';
 import { TaskMetadataAccessor, taskNameOf } from './task-metadata.accessor';
@@ -23,6 +24,7 @@ export class TaskExplorer implements OnModuleInit {
 
   explore(): void {
     for (const wrapper of this.discovery.getProviders()) {
+      if (injectsTaskContext(wrapper.metatype)) this.registry.contextAccessorUsed = true;
       const instance = wrapper.instance as Record<string, unknown> | undefined;
       if (!instance || typeof instance !== 'object' || !wrapper.isDependencyTreeStatic()) continue;
       const prototype = Object.getPrototypeOf(instance) as object | null;
@@ -55,6 +57,15 @@ export class TaskExplorer implements OnModuleInit {
       handler: (...args: unknown[]) => (method as (...a: unknown[]) => unknown).apply(instance, args),
     });
   }
+}
+
+/** Whether a provider class asks for `CeleryTaskContext` in its constructor or an `@Inject()` property. */
+function injectsTaskContext(metatype: unknown): boolean {
+  if (typeof metatype !== 'function') return false;
+  const ctorTypes = (Reflect.getMetadata('design:paramtypes', metatype) as unknown[] | undefined) ?? [];
+  const selfTypes = (Reflect.getMetadata('self:paramtypes', metatype) as { param: unknown }[] | undefined) ?? [];
+  const props = (Reflect.getMetadata('self:properties_metadata', metatype) as { type: unknown }[] | undefined) ?? [];
+  return [...ctorTypes, ...selfTypes.map((s) => s.param), ...props.map((p) => p.type)].includes(CeleryTaskContext);
 }
 
 /** The parameter list without the `@TaskContext()` parameter, which callers do not bind. */

@@ -27,6 +27,8 @@ export interface RegisteredTask {
 @Injectable()
 export class TaskRegistry {
   private readonly tasks = new Map<string, RegisteredTask>();
+  /** Whether a provider injects `CeleryTaskContext` (found at bootstrap): then tasks run in its storage. */
+  contextAccessorUsed = false;
 
   register(task: RegisteredTask): void {
     const existing = this.tasks.get(task.name);

@@ -86,6 +86,12 @@ export interface WorkerOptions {
   etaTaskLimit?: number;
   /** This worker's node name, `name@host` (Celery's `-n`): in STARTED rows and the task context. Default `nestjs@<hostname>`. */
   hostname?: string;
+  /**
+   * Run tasks inside the AsyncLocalStorage behind `CeleryTaskContext` and `currentTask()`. Default:
+   * on when a provider injects `CeleryTaskContext`, else off — on Node 20 a live AsyncLocalStorage
+   * makes every promise of the process dearer. `@TaskContext()` parameters work either way.
+   */
+  taskContextStorage?: boolean;
 }
 
 /**

@@ -50,6 +50,8 @@ export interface RequestContext {
   /** `gen<pid>@<host>` and the peer generation, for messages the worker sends. */
   origin: string;
   peerCompat: ResolvedCeleryConfig['peerCompat'];
+  /** Whether tasks run inside the AsyncLocalStorage behind `CeleryTaskContext` / `currentTask()`. */
+  contextStorage(): boolean;
   /** Registers a running task so revoke and shutdown can abort it; returns the unregister function. */
   track(taskId: string, abort: (reason: Error) => void): () => void;
 }
@@ -166,10 +168,14 @@ export class TaskRequest {
     try {
       if (settings.trackStarted && !this.skipsStore('STARTED', settings)) await this.storeStarted(task);
       const context = this.contextOf(task, entry, settings, abort.signal);
-      const running = runInTaskContext(context, async () => {
-        const callArgs = withContextArgument(bindArguments(task.task, entry.params, task.args, task.kwargs), entry.contextIndex, context);
-        return entry.handler(...callArgs);
-      });
+      const running = runInTaskContext(
+        context,
+        async () => {
+          const callArgs = withContextArgument(bindArguments(task.task, entry.params, task.args, task.kwargs), entry.contextIndex, context);
+          return entry.handler(...callArgs);
+        },
+        this.ctx.contextStorage(),
+      );
       if (settings.softSeconds !== null) {
         const soft = settings.softSeconds;
         timers.push(setTimeout(() => abort.signal.aborted || abort.abort(new SoftTimeLimitExceeded(soft)), soft * 1000));

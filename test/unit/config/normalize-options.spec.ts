@@ -27,7 +27,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       cassandra: null,
       defaultQueue: 'celery',
       queueArguments: null,
-      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760, maxResultBytes: 8388608, successCheck: 'always', etaTaskLimit: 10000, hostname: `nestjs@${hostname()}` },
+      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760, maxResultBytes: 8388608, successCheck: 'always', etaTaskLimit: 10000, hostname: `nestjs@${hostname()}`, taskContextStorage: null },
       tasks: { timeLimit: null, softTimeLimit: null, trackStarted: false, ignoreResult: false, storeErrorsEvenIfIgnored: false },
       accept: ['application/json'],
       peerCompat: '5.3',

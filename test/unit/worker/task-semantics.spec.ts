@@ -361,3 +361,31 @@ describe('retry rules (pure)', () => {
     expect(retryOrGiveUp({ ...task, retries: 1 }, { maxRetries: 1, exc }, {})).toBe(exc);
   });
 });
+
+@Injectable()
+class NoAccessorTasks {
+  @Task('t.alsProbe')
+  probe(@TaskContext() ctx: TaskContext): string {
+    return currentTask() === ctx ? 'storage on' : 'storage off';
+  }
+}
+
+describe('task context storage (AsyncLocalStorage) is used only when asked for', () => {
+  async function probe(options: CeleryModuleOptions): Promise<unknown> {
+    const moduleRef = await Test.createTestingModule({ imports: [CeleryModule.forRoot(options)], providers: [NoAccessorTasks] }).compile();
+    await moduleRef.init();
+    try {
+      return await (await moduleRef.get(Producer).sendTask('t.alsProbe')).get({ timeout: 2000 });
+    } finally {
+      await moduleRef.close();
+    }
+  }
+
+  it('is off when no provider injects CeleryTaskContext (a live AsyncLocalStorage makes every promise dearer on Node 20)', async () => {
+    await expect(probe({})).resolves.toBe('storage off');
+  });
+
+  it('is on with worker.taskContextStorage: true', async () => {
+    await expect(probe({ worker: { taskContextStorage: true } })).resolves.toBe('storage on');
+  });
+});
