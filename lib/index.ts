@@ -5,7 +5,20 @@ export type { CeleryModuleOptions, CassandraOptions, WorkerOptions, PythonCelery
 export type { ResolvedCeleryConfig, ResolvedCassandraConfig } from './config/resolved-config';
 export { normalizeCeleryOptions } from './config/normalize-options';
 export { Task } from './decorators/task.decorator';
-export type { TaskOptions } from './decorators/task.decorator';
+export type { TaskOptions, ErrorMatcher, RateLimitOption } from './decorators/task.decorator';
+export { TaskContext } from './decorators/task-context.decorator';
+export type { DeliveryInfo } from './decorators/task-context.decorator';
+export { CeleryTaskContext, currentTask } from './worker/task-context';
+export {
+  CeleryTaskException,
+  Retry,
+  MaxRetriesExceededError,
+  SoftTimeLimitExceeded,
+  TimeLimitExceeded,
+  WorkerShutdown,
+  TaskRevokedError,
+} from './errors/task-exceptions';
+export type { RetryOptions } from './errors/task-exceptions';
 export { TaskRegistry } from './discovery/task.registry';
 export type { RegisteredTask } from './discovery/task.registry';
 export { Producer, TaskSignature } from './producer/producer.service';

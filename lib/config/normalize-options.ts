@@ -1,3 +1,4 @@
+import { hostname as osHostname } from 'node:os';
 import { CeleryConfigError } from '../errors/celery.errors';
 import type { CassandraOptions, CeleryModuleOptions, CeleryOptionsInput, WorkerOptions } from '../interfaces/celery-options.interface';
 import { DEFAULT_MAX_RESULT_BYTES } from '../results/store-errors';
@@ -22,6 +23,8 @@ export function normalizeCeleryOptions(input: CeleryOptionsInput | undefined | n
 const CAMEL_KEYS = new Set([
   'brokerUrl', 'brokerTls', 'resultBackend', 'queueArguments', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
   'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal', 'publishTimeoutMs',
+  // task defaults (issue 12)
+  'taskTimeLimit', 'taskSoftTimeLimit', 'taskTrackStarted', 'taskIgnoreResult', 'taskStoreErrorsEvenIfIgnored',
 ]);
 const CASSANDRA_KEYS = new Set([
   'contactPoints', 'port', 'localDataCenter', 'keyspace', 'table', 'readConsistency', 'writeConsistency',
@@ -29,7 +32,7 @@ const CASSANDRA_KEYS = new Set([
 ]);
 /** Smallest `worker.maxResultBytes`: room for the FAILURE row that says a result was too large. */
 const MIN_RESULT_BYTES = 4096;
-const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit']);
+const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit', 'hostname', 'taskContextStorage']);
 
 /** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
 const PYTHON_KEYS: Record<string, string> = {
@@ -55,6 +58,12 @@ const PYTHON_KEYS: Record<string, string> = {
   worker_concurrency: 'worker.concurrency',
   worker_prefetch_multiplier: 'prefetchMultiplier',
   worker_eta_task_limit: 'worker.etaTaskLimit',
+  // task defaults (issue 12)
+  task_time_limit: 'taskTimeLimit',
+  task_soft_time_limit: 'taskSoftTimeLimit',
+  task_track_started: 'taskTrackStarted',
+  task_ignore_result: 'taskIgnoreResult',
+  task_store_errors_even_if_ignored: 'taskStoreErrorsEvenIfIgnored',
 };
 
 // --- result states and options (Celery's result_extended) ---
@@ -248,6 +257,15 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       maxResultBytes: optInt(w.maxResultBytes, 'worker.maxResultBytes', MIN_RESULT_BYTES) ?? DEFAULT_MAX_RESULT_BYTES,
       successCheck: resolveSuccessCheck(w.successCheck),
       etaTaskLimit: optInt(w.etaTaskLimit, 'worker.etaTaskLimit', 0) ?? 10000,
+      hostname: resolveHostname(w.hostname),
+      taskContextStorage: optBool(w.taskContextStorage, 'worker.taskContextStorage') ?? null,
+    },
+    tasks: {
+      timeLimit: optSeconds(o.taskTimeLimit, 'taskTimeLimit') ?? null,
+      softTimeLimit: optSeconds(o.taskSoftTimeLimit, 'taskSoftTimeLimit') ?? null,
+      trackStarted: optBool(o.taskTrackStarted, 'taskTrackStarted') ?? false,
+      ignoreResult: optBool(o.taskIgnoreResult, 'taskIgnoreResult') ?? false,
+      storeErrorsEvenIfIgnored: optBool(o.taskStoreErrorsEvenIfIgnored, 'taskStoreErrorsEvenIfIgnored') ?? false,
     },
     publishTimeoutMs: optInt(o.publishTimeoutMs, 'publishTimeoutMs', 0) ?? 30000,
     accept,
@@ -360,6 +378,24 @@ function resolveSuccessCheck(value: unknown): 'always' | 'redelivered' {
   if (value === undefined) return 'always';
   if (value === 'always' || value === 'redelivered') return value;
   throw new CeleryConfigError('worker.successCheck', `must be 'always' or 'redelivered', got ${JSON.stringify(value)}`);
+}
+
+/** The worker's node name, `name@host` as Celery's `-n`; default `nestjs@<hostname>` (`celery@` is Python's). */
+function resolveHostname(value: unknown): string {
+  const name = optString(value, 'worker.hostname') ?? `nestjs@${osHostname()}`;
+  if (!name.includes('@') || name.startsWith('@') || name.endsWith('@')) {
+    throw new CeleryConfigError('worker.hostname', `must be "name@host" as Celery's node names, got ${JSON.stringify(name)}`);
+  }
+  return name;
+}
+
+/** A positive number of seconds (fractions allowed), as Celery's time limits. */
+export function optSeconds(value: unknown, key: string): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new CeleryConfigError(key, `must be a number of seconds > 0, got ${JSON.stringify(value)}`);
+  }
+  return value;
 }
 
 function optString(value: unknown, key: string): string | undefined {

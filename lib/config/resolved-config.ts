@@ -43,6 +43,18 @@ export interface ResolvedCeleryConfig {
     maxResultBytes: number;
     successCheck: 'always' | 'redelivered';
     etaTaskLimit: number;
+    /** This worker's node name (`name@host`): STARTED rows, the task context, events. */
+    hostname: string;
+    /** Run tasks in the AsyncLocalStorage behind CeleryTaskContext; null = when a provider injects it. */
+    taskContextStorage: boolean | null;
+  };
+  /** Defaults of every task (Celery's `task_*` settings); a task's own `@Task()` options win. */
+  tasks: {
+    timeLimit: number | null;
+    softTimeLimit: number | null;
+    trackStarted: boolean;
+    ignoreResult: boolean;
+    storeErrorsEvenIfIgnored: boolean;
   };
   publishTimeoutMs: number;
   accept: string[];

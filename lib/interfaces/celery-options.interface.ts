@@ -84,6 +84,14 @@ export interface WorkerOptions {
    * those are all taken by waiting tasks the queue waits too: the bound on the memory they hold.
    */
   etaTaskLimit?: number;
+  /** This worker's node name, `name@host` (Celery's `-n`): in STARTED rows and the task context. Default `nestjs@<hostname>`. */
+  hostname?: string;
+  /**
+   * Run tasks inside the AsyncLocalStorage behind `CeleryTaskContext` and `currentTask()`. Default:
+   * on when a provider injects `CeleryTaskContext`, else off — on Node 20 a live AsyncLocalStorage
+   * makes every promise of the process dearer. `@TaskContext()` parameters work either way.
+   */
+  taskContextStorage?: boolean;
 }
 
 /**
@@ -127,6 +135,20 @@ export interface CeleryModuleOptions {
   resultPollIntervalMs?: number;
   /** Make the module global. Default true. */
   isGlobal?: boolean;
+
+  // --- task defaults (Celery's task_* settings); a task's own @Task() options win ---
+  /** Hard time limit in seconds of every task (`task_time_limit`). Default none. */
+  taskTimeLimit?: number;
+  /** Soft time limit in seconds of every task (`task_soft_time_limit`). Default none. */
+  taskSoftTimeLimit?: number;
+  /** Store a STARTED row before a task runs (`task_track_started`). Default false. */
+  taskTrackStarted?: boolean;
+  /** Store no results (`task_ignore_result`). Default false. */
+  taskIgnoreResult?: boolean;
+  /** With ignored results, still store FAILURE and RETRY rows (`task_store_errors_even_if_ignored`). Default false. */
+  taskStoreErrorsEvenIfIgnored?: boolean;
+
+  // --- result options ---
   /**
    * Celery's `result_extended`: each stored state also records the task's name, args, kwargs,
    * worker, retries and queue (and parent and group ids), read back with `AsyncResult.extended()`.
@@ -161,6 +183,11 @@ export interface PythonCeleryConfig {
   worker_concurrency?: number;
   worker_prefetch_multiplier?: number;
   worker_eta_task_limit?: number;
+  task_time_limit?: number;
+  task_soft_time_limit?: number;
+  task_track_started?: boolean;
+  task_ignore_result?: boolean;
+  task_store_errors_even_if_ignored?: boolean;
   /** Celery's `result_extended` (see `resultExtended`). */
   result_extended?: boolean;
 }

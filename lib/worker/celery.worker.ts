@@ -6,7 +6,12 @@ import { TaskRegistry } from '../discovery/task.registry';
 import { encodeResultMessage, ResultToStore } from '../protocol/result-row';
 import { ResultStore } from '../results/result-store.interface';
 import { ResultWriter } from '../results/result-writer';
+import { hostname } from 'node:os';
+import { WorkerShutdown } from '../errors/task-exceptions';
 import { HoldEnd, RequestContext, StoreOutcome, TaskRequest } from './task-request';
+
+/** How long tasks aborted at the shutdown timeout get to end (and send their message back) before the worker returns. */
+const SHUTDOWN_ABORT_GRACE_MS = 1000;
 
 /** The longest delay setTimeout honours. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -39,7 +44,9 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   private readonly byTaskId = new Map<string, Promise<void>>();
   private running = 0;
   private stopping = false;
-  private readonly ctx: Omit<RequestContext, 'holdUntil'>;
+  /** Tasks running now, by id: how to abort each (revoke, shutdown). */
+  private readonly aborts = new Map<string, Set<(reason: Error) => void>>();
+  private readonly ctx: Omit<RequestContext, 'holdUntil' | 'queue'>;
   private readonly writer: ResultWriter;
 
   constructor(
@@ -60,6 +67,14 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       storeDurably: (result, redelivered) => this.storeDurably(result, redelivered || config.worker.successCheck === 'always'),
       notify: (queue, result) =>
         this.broker.publishReply(queue, { correlationId: result.taskId, body: encodeResultMessage(result, { envelopes: config.peerCompat !== '5.2' }) }),
+      hostname: config.worker.hostname,
+      taskDefaults: config.tasks,
+      origin: `gen${process.pid}@${hostname()}`,
+      peerCompat: config.peerCompat,
+      publishRetry: (target, message) =>
+        this.broker.publish(target.queue, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, target.route),
+      track: (taskId, abort) => this.track(taskId, abort),
+      contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
     };
   }
 
@@ -76,7 +91,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     const { queues, prefetch, concurrency } = this.config.worker;
     if (this.registry.names().length === 0) this.logger.warn('No @Task() methods found: every message will be rejected as unregistered');
     for (const queue of queues) {
-      const consumer: ConsumerState = { handle: null, raised: 0, ctx: { ...this.ctx, holdUntil: (eta, lost) => this.holdUntil(eta, lost, consumer) } };
+      const consumer: ConsumerState = { handle: null, raised: 0, ctx: { ...this.ctx, queue, holdUntil: (eta, lost) => this.holdUntil(eta, lost, consumer) } };
       this.consumers.push(consumer);
       // messages can arrive before consume() resolves: those held by then are applied right after
       consumer.handle = await this.broker.consume(queue, prefetch, (delivery) => this.onDelivery(delivery, consumer.ctx));
@@ -98,8 +113,17 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     this.logger.log(`Waiting for ${this.inFlight.size} task(s) in flight`);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), this.config.worker.shutdownTimeoutMs)));
-    const outcome = await Promise.race([Promise.allSettled([...this.inFlight]).then(() => 'done' as const), timeout]);
+    let outcome = await Promise.race([Promise.allSettled([...this.inFlight]).then(() => 'done' as const), timeout]);
     clearTimeout(timer);
+    if (outcome === 'timeout' && this.aborts.size > 0) {
+      // Celery's cold shutdown: running tasks see their AbortSignal fire (reason WorkerShutdown); one that
+      // ends with it is not stored and its message goes back to the queue. They get a moment to do so.
+      this.logger.warn(`Shutdown timeout: aborting ${this.aborts.size} running task(s)`);
+      for (const id of [...this.aborts.keys()]) this.abortTask(id, new WorkerShutdown());
+      const grace = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), SHUTDOWN_ABORT_GRACE_MS)));
+      outcome = await Promise.race([Promise.allSettled([...this.inFlight]).then(() => 'done' as const), grace]);
+      clearTimeout(timer);
+    }
     if (outcome === 'timeout') {
       this.logger.warn(`${this.inFlight.size} task(s) still running after ${this.config.worker.shutdownTimeoutMs} ms; their messages return to the queue unacknowledged`);
     }
@@ -158,6 +182,32 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       lost.addEventListener('abort', onLost, { once: true });
       hold.timer = arm();
     });
+  }
+
+  /**
+   * Fires the AbortSignal of the task `taskId` running in this worker (every delivery of it) with
+   * `reason`. Returns false when it is not running here. Revoke (`terminate`) calls this.
+   */
+  abortTask(taskId: string, reason: Error): boolean {
+    const aborts = this.aborts.get(taskId);
+    if (!aborts) return false;
+    for (const abort of [...aborts]) abort(reason);
+    return true;
+  }
+
+  /** Ids of the tasks running in this worker now. */
+  runningTaskIds(): string[] {
+    return [...this.aborts.keys()];
+  }
+
+  private track(taskId: string, abort: (reason: Error) => void): () => void {
+    let set = this.aborts.get(taskId);
+    if (!set) this.aborts.set(taskId, (set = new Set()));
+    set.add(abort);
+    return () => {
+      set.delete(abort);
+      if (set.size === 0 && this.aborts.get(taskId) === set) this.aborts.delete(taskId);
+    };
   }
 
   private applyPrefetch(consumer: ConsumerState): void {

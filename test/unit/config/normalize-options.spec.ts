@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { normalizeCeleryOptions } from '../../../lib/config/normalize-options';
 import { CeleryConfigError } from '../../../lib/errors/celery.errors';
 import type { CeleryOptionsInput } from '../../../lib/interfaces/celery-options.interface';
@@ -26,7 +27,8 @@ describe('normalizeCeleryOptions: defaults', () => {
       cassandra: null,
       defaultQueue: 'celery',
       queueArguments: null,
-      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760, maxResultBytes: 8388608, successCheck: 'always', etaTaskLimit: 10000 },
+      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760, maxResultBytes: 8388608, successCheck: 'always', etaTaskLimit: 10000, hostname: `nestjs@${hostname()}`, taskContextStorage: null },
+      tasks: { timeLimit: null, softTimeLimit: null, trackStarted: false, ignoreResult: false, storeErrorsEvenIfIgnored: false },
       accept: ['application/json'],
       peerCompat: '5.3',
       resultPollIntervalMs: 100,
