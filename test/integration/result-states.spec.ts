@@ -1,12 +1,15 @@
+import { Injectable } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import type { Client } from 'cassandra-driver';
-import { AsyncResult, CeleryModule, GroupResult, Producer, ResultStore } from '../../lib';
+import { AsyncResult, Broker, CeleryModule, GroupResult, Producer, ResultStore, Task } from '../../lib';
+import { encodeResultMessage } from '../../lib/protocol/result-row';
+import { ResultNotifier } from '../../lib/results/result-notifier';
 import { normalizeCeleryOptions } from '../../lib/config/normalize-options';
 import type { ResolvedCassandraConfig } from '../../lib/config/resolved-config';
 import { CassandraResultStore, createTableCql } from '../../lib/results/cassandra.result-store';
 import { ResultWriter } from '../../lib/results/result-writer';
 import { quietLogger, retryState, startedState, successState } from '../support/result-states';
-import { CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, rawCassandra, realOptions, SUPERUSER, uniqueName } from '../support/real-services';
+import { CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, eventually, rawCassandra, realOptions, SUPERUSER, uniqueName } from '../support/real-services';
 
 /**
  * Result states and options on the real Cassandra 5.0 (issue 12 item 7): the rows every state
@@ -190,6 +193,15 @@ describe('resultExtended without ALTER permission', () => {
   });
 });
 
+@Injectable()
+class TrackedTasks {
+  @Task('tasks.tracked', { trackStarted: true })
+  async tracked(ms: number): Promise<string> {
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    return `slept ${ms}`;
+  }
+}
+
 describe('through the module: resultExtended option and AsyncResult.forget()', () => {
   const queue = uniqueName('it_states_q');
   const table = uniqueName('it_states_m');
@@ -198,7 +210,7 @@ describe('through the module: resultExtended option and AsyncResult.forget()', (
 
   beforeAll(async () => {
     cql = await rawCassandra();
-    app = await Test.createTestingModule({ imports: [CeleryModule.forRoot(realOptions(queue, table, { result_extended: true } as never))] }).compile();
+    app = await Test.createTestingModule({ imports: [CeleryModule.forRoot(realOptions(queue, table, { result_extended: true } as never))], providers: [TrackedTasks] }).compile();
     await app.init();
   });
 
@@ -221,5 +233,35 @@ describe('through the module: resultExtended option and AsyncResult.forget()', (
     await handle.forget();
     expect(await handle.state()).toBe('PENDING');
     expect((await cql.execute(`SELECT task_id FROM ${KEYSPACE}.${table} WHERE task_id = 'm1'`)).rows).toHaveLength(0);
+  });
+
+  it('a trackStarted task: state() is STARTED while it runs, get() waits through it and resolves the value; the rows are STARTED then SUCCESS', async () => {
+    const r = await app.get(Producer).sendTask('tasks.tracked', { args: [1500] });
+    await eventually(async () => (await r.state()) === 'STARTED', 5000);
+    expect((await r.info()).result).toEqual({ pid: process.pid, hostname: expect.stringMatching(/@/) });
+    await expect(r.get({ timeout: 20000 })).resolves.toBe('slept 1500');
+    expect((await cql.execute(`SELECT status FROM ${KEYSPACE}.${table} WHERE task_id = ?`, [r.id], { prepare: true })).rows.map((row) => row.status)).toEqual(['SUCCESS', 'STARTED']);
+  });
+
+  it("a STARTED pushed over RabbitMQ to the producer's reply queue does not settle get(); the SUCCESS push does (no row is ever stored)", async () => {
+    const nobody = uniqueName('it_states_idle');
+    try {
+      const r = await app.get(Producer).sendTask('tasks.tracked', { queue: nobody, args: [1] });
+      const notifier = app.get(ResultNotifier);
+      const broker = app.get(Broker);
+      let settled = false;
+      const got = r.get({ timeout: 20000 }).finally(() => (settled = true));
+      await broker.publishReply(notifier.queue, { correlationId: r.id, body: encodeResultMessage(started(r.id)) });
+      await eventually(async () => notifier.latest(r.id)?.status === 'STARTED', 5000);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(settled).toBe(false);
+      await broker.publishReply(notifier.queue, { correlationId: r.id, body: encodeResultMessage(success(r.id, 'pushed')) });
+      await expect(got).resolves.toBe('pushed');
+      expect((await r.state())).toBe('PENDING');
+    } finally {
+      const amqp = await RawAmqp.open();
+      await amqp.deleteQueues(nobody);
+      await amqp.close();
+    }
   });
 });

@@ -1,9 +1,20 @@
+import { Injectable } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import type { Client } from 'cassandra-driver';
-import { AsyncResult, CeleryModule, Producer, PythonCeleryConfig, ResultStore, TaskTimeoutError } from '../../lib';
+import { AsyncResult, CeleryModule, Producer, PythonCeleryConfig, ResultStore, Task, TaskTimeoutError } from '../../lib';
 import { FixtureTasks } from '../support/fixture-tasks';
 import { KEYSPACE, eventually, rawCassandra, uniqueName } from '../support/real-services';
 import { ensurePythonCelery, PythonEnv, PythonWorker, pythonClient, stopInterop, walkthroughCeleryconfig } from './support/python-celery';
+
+@Injectable()
+class StartedTasks {
+  /** Tracks its start (Celery's track_started) and takes a while, so a reader can see STARTED. */
+  @Task('tasks.slowStarted', { trackStarted: true })
+  async slowStarted(ms: number): Promise<number> {
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    return ms;
+  }
+}
 
 interface PyMeta {
   status: string;
@@ -32,7 +43,7 @@ describe('interop: result states and options', () => {
   beforeAll(async () => {
     ensurePythonCelery();
     cql = await rawCassandra();
-    app = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ ...celeryconfig, resultPollIntervalMs: 50 })], providers: [FixtureTasks] }).compile();
+    app = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ ...celeryconfig, resultPollIntervalMs: 50 })], providers: [FixtureTasks, StartedTasks] }).compile();
     await app.init(); // creates the table and adds the resultExtended columns
     producer = app.get(Producer);
     store = app.get(ResultStore);
@@ -80,6 +91,13 @@ describe('interop: result states and options', () => {
       expect(info.result).toEqual({ pid: expect.any(Number), hostname: `py-interop-${env.pyQueue}@localhost` });
       expect(await r.ready()).toBe(false);
       await expect(r.get({ timeout: 30000 })).resolves.toBe(2);
+    });
+
+    it("Python sees a NestJS worker's trackStarted task as STARTED ({pid, hostname}) while it runs, then get() returns its value", async () => {
+      const { id } = await py<{ id: string }>({ op: 'send', task: 'tasks.slowStarted', queue: jsQueue, args: [4000] });
+      const seen = await py({ op: 'meta', id });
+      expect(seen).toMatchObject({ status: 'STARTED', info: { json: { pid: process.pid, hostname: expect.stringMatching(/^.+@.+$/) } }, traceback: null, children: [] });
+      await expect(py({ op: 'get', id })).resolves.toMatchObject({ status: 'SUCCESS', result: { json: 4000 } });
     });
 
     it('Python reads the STARTED row NestJS stores as STARTED with its {pid, hostname}, and waits through it', async () => {
