@@ -1,5 +1,6 @@
 import { DEFAULT_JSON_OPTIONS, JsonOptions, parsePythonJson, pythonJsonDumps } from './python-json';
 import { EXCEPTION_STATES, TaskState } from './states';
+import type { DecodedTask } from './task-message';
 import { isExceptionInfo } from './exceptions';
 import { InvalidResultError } from '../errors/celery.errors';
 
@@ -35,6 +36,19 @@ export interface ExtendedResult {
   queue: string | null;
   parentId?: string | null;
   groupId?: string | null;
+}
+
+/**
+ * The `resultExtended` fields of a run, taken from its request as Celery's `_get_result_meta` does:
+ * `name` the task name, `worker` the worker's hostname (`name@host`), `queue` the routing key the
+ * message was delivered with, `retries` the request's count (0 on the first run).
+ */
+export function extendedResultOf(
+  task: Pick<DecodedTask, 'task' | 'args' | 'kwargs' | 'retries' | 'parentId' | 'group'>,
+  worker: string,
+  routingKey: string | null,
+): ExtendedResult {
+  return { name: task.task, args: task.args, kwargs: task.kwargs, worker, retries: task.retries, queue: routingKey, parentId: task.parentId, groupId: task.group };
 }
 
 /** The extended fields as stored: args and kwargs are JSON text like the other blobs. */

@@ -2,7 +2,7 @@ import { errors, types } from 'cassandra-driver';
 import { GroupResult, InvalidResultError, MemoryBroker, MemoryResultStore, ResultStore, TaskTimeoutError } from '../../../lib';
 import type { ResolvedCassandraConfig } from '../../../lib/config/resolved-config';
 import { normalizeCeleryOptions } from '../../../lib/config/normalize-options';
-import { encodeResultMessage, ResultToStore, TaskMeta } from '../../../lib/protocol/result-row';
+import { encodeResultMessage, extendedResultOf, ResultToStore, TaskMeta } from '../../../lib/protocol/result-row';
 import { AsyncResult } from '../../../lib/results/async-result';
 import { CassandraResultStore } from '../../../lib/results/cassandra.result-store';
 import { DisabledResultStore } from '../../../lib/results/disabled.result-store';
@@ -328,6 +328,13 @@ describe('CassandraResultStore statements', () => {
     await store.store(started('t'));
     const [id, status, result, , traceback, children] = calls[0].params as [string, string, Buffer, Date, Buffer, Buffer];
     expect([id, status, result.toString(), traceback.toString(), children.toString()]).toEqual(['t', 'STARTED', '{"pid": 4242, "hostname": "celery@worker-host"}', 'null', '[]']);
+  });
+});
+
+describe('extendedResultOf', () => {
+  it("takes Celery's result_extended fields from the request: name, args, kwargs, the worker's hostname, retries, the delivery's routing key, parent and group", () => {
+    const task = { task: 'tasks.add', args: [2, 3], kwargs: { z: 1 }, retries: 2, parentId: 'p-1', group: 'g-1' };
+    expect(extendedResultOf(task, 'celery@w1', 'celery')).toEqual({ name: 'tasks.add', args: [2, 3], kwargs: { z: 1 }, worker: 'celery@w1', retries: 2, queue: 'celery', parentId: 'p-1', groupId: 'g-1' });
   });
 });
 
