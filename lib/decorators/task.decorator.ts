@@ -49,7 +49,7 @@ export interface TaskOptions {
   trackStarted?: boolean;
   /** With `ignoreResult`, still store FAILURE and RETRY rows (`store_errors_even_if_ignored`). Default: the module's setting (false). */
   storeErrorsEvenIfIgnored?: boolean;
-  /** Seconds the task's result rows live (a row TTL), instead of `cassandra.entryTtl`. */
+  /** Seconds the task's result rows live (a row TTL, 0 = never), instead of `cassandra.entryTtl`. */
   resultExpires?: number;
 }
 
@@ -100,7 +100,10 @@ export function validateTaskOptions(target: string, options: TaskOptions): void 
   }
   seconds('defaultRetryDelay', 0);
   seconds('retryBackoffMax', 0);
-  seconds('resultExpires', 1);
+  const expires = options.resultExpires;
+  if (expires !== undefined && (!Number.isInteger(expires) || expires < 0 || expires > 630720000)) {
+    fail('resultExpires', `must be a whole number of seconds from 0 (never) to 630720000 (Cassandra's longest TTL), got ${JSON.stringify(expires)}`);
+  }
   for (const key of ['timeLimit', 'softTimeLimit'] as const) {
     const v = options[key];
     if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)) fail(key, `must be a number of seconds > 0, got ${JSON.stringify(v)}`);

@@ -74,6 +74,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       publishRetry: (target, message) =>
         this.broker.publish(target.queue, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, target.route),
       track: (taskId, abort) => this.track(taskId, abort),
+      resultExtended: config.resultExtended,
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
     };
   }

@@ -8,7 +8,7 @@ import { InvalidTaskMessageError } from '../errors/celery.errors';
 import { Retry, RetryOptions, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerShutdown } from '../errors/task-exceptions';
 import { celeryException, toExceptionInfo, tracebackOf } from '../protocol/exceptions';
 import { pythonJsonDumps } from '../protocol/python-json';
-import type { ResultToStore, TaskMeta } from '../protocol/result-row';
+import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-row';
 import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage } from '../protocol/task-message';
 import { autoretryFor, encodeRetryMessage, retryOrGiveUp, retryTarget, RetryTarget } from './retry';
 import { runInTaskContext } from './task-context';
@@ -50,6 +50,8 @@ export interface RequestContext {
   /** `gen<pid>@<host>` and the peer generation, for messages the worker sends. */
   origin: string;
   peerCompat: ResolvedCeleryConfig['peerCompat'];
+  /** Celery's `result_extended`: rows carry the request's name, args, kwargs, worker, retries and queue. */
+  resultExtended: boolean;
   /** Whether tasks run inside the AsyncLocalStorage behind `CeleryTaskContext` / `currentTask()`. */
   contextStorage(): boolean;
   /** Registers a running task so revoke and shutdown can abort it; returns the unregister function. */
@@ -166,7 +168,11 @@ export class TaskRequest {
     });
     const timers: NodeJS.Timeout[] = [];
     try {
-      if (settings.trackStarted && !this.skipsStore('STARTED', settings)) await this.storeStarted(task);
+      if (settings.trackStarted && !this.skipsStore('STARTED', settings)) {
+        const succeeded = await this.storeStarted(task);
+        // the same id already succeeded (published twice): keep that SUCCESS and do not run it again
+        if (succeeded) return { kind: 'result', result: successOf(succeeded) };
+      }
       const context = this.contextOf(task, entry, settings, abort.signal);
       const running = runInTaskContext(
         context,
@@ -249,11 +255,14 @@ export class TaskRequest {
   }
 
   /** Celery's `task_track_started`: a STARTED row with the worker's pid and hostname; a failure to store it does not stop the task. */
-  private async storeStarted(task: DecodedTask): Promise<void> {
+  private async storeStarted(task: DecodedTask): Promise<TaskMeta | null> {
     try {
-      await this.ctx.store.storeUnlessSucceeded({ taskId: task.id, status: 'STARTED', result: { pid: process.pid, hostname: this.ctx.hostname }, traceback: null, children: [] });
+      return await this.ctx.store.storeUnlessSucceeded(
+        this.withResultOptions(task, { taskId: task.id, status: 'STARTED', result: { pid: process.pid, hostname: this.ctx.hostname }, traceback: null, children: [] }),
+      );
     } catch (err) {
       this.ctx.logger.warn(`Could not store STARTED for ${task.task}[${task.id}]: ${err instanceof Error ? err.message : String(err)}; running it anyway`);
+      return null;
     }
   }
 
@@ -281,14 +290,21 @@ export class TaskRequest {
     this.ctx.logger.warn(`Task ${task.task}[${task.id}] retry ${task.retries + 1}: ${retry.message}`);
     if (!this.skipsStore('RETRY', settings)) {
       // the RETRY row lists the task itself as its child: the retry was sent from inside it (wire spec §3.2)
-      const result: ResultToStore = { taskId: task.id, status: 'RETRY', result: toExceptionInfo(exc), traceback: tracebackOf(exc) ?? traceback, children: [[[task.id, null], null]] };
+      const result = this.withResultOptions(task, {
+        taskId: task.id,
+        status: 'RETRY',
+        result: toExceptionInfo(exc),
+        traceback: tracebackOf(exc) ?? traceback,
+        children: [[[task.id, null], null]],
+      });
       const outcome = await this.ctx.storeDurably(result, true);
       if (outcome.kind === 'abandoned') this.ctx.logger.warn(`RETRY of ${task.task}[${task.id}] not stored (the worker is stopping); the retry message is out`);
     }
     this.delivery.ack();
   }
 
-  private async finish(task: DecodedTask, result: ResultToStore, skipStore: boolean): Promise<void> {
+  private async finish(task: DecodedTask, plain: ResultToStore, skipStore: boolean): Promise<void> {
+    const result = this.withResultOptions(task, plain);
     if (this.delivery.lost.aborted) return this.finishLost(task, result, skipStore);
     if (skipStore) {
       this.delivery.ack();
@@ -330,6 +346,21 @@ export class TaskRequest {
       // the redelivered copy runs again and meets the same store
       this.ctx.logger.warn(`Task ${task.task}[${task.id}]: its channel closed while it ran; its SUCCESS is not stored (${outcome.kind === 'unstorable' ? outcome.reason : 'the worker is stopping'})`);
     }
+  }
+
+  /**
+   * Every row of a task carries the same expiry (`resultExpires`: each state is a row of its own, and
+   * a newer row that expired first would bring an older one back) and, with `resultExtended`, the
+   * request's name, args, kwargs, worker, retries and queue.
+   */
+  private withResultOptions(task: DecodedTask, result: ResultToStore): ResultToStore {
+    const expires = this.ctx.registry.get(task.task)?.options?.resultExpires;
+    if (expires === undefined && !this.ctx.resultExtended) return result;
+    return {
+      ...result,
+      ...(expires !== undefined ? { expiresSeconds: expires } : {}),
+      ...(this.ctx.resultExtended ? { extended: extendedResultOf(task, this.ctx.hostname, this.delivery.routingKey) } : {}),
+    };
   }
 
   private notify(task: DecodedTask, result: ResultToStore): void {

@@ -124,6 +124,11 @@ class SemanticsTasks {
     return 'done';
   }
 
+  @Task('t.expiring', { resultExpires: 60, trackStarted: true })
+  expiring(x: number): number {
+    return x;
+  }
+
   @Task('t.waitForAbort')
   async waitForAbort(@TaskContext() ctx: TaskContext): Promise<string> {
     await sleep(60000, undefined, { signal: ctx.signal });
@@ -308,6 +313,22 @@ describe('task semantics (memory transports)', () => {
       expect(stored.map((s) => s.taskId)).not.toContain(ok.id);
       expect(stored.map((s) => s.taskId)).not.toContain(bad.id);
       expect(await bad.state()).toBe('PENDING');
+    });
+
+    it('resultExpires gives every row of the task the same TTL; resultExtended fills the request fields', async () => {
+      await moduleRef.close();
+      moduleRef = await moduleWith({ resultExtended: true, worker: { hostname: 'unit@test' } });
+      const store = moduleRef.get(ResultStore);
+      const seen: ResultToStore[] = [];
+      const original = store.store.bind(store);
+      jest.spyOn(store, 'store').mockImplementation(async (r: ResultToStore) => {
+        seen.push(r);
+        return original(r);
+      });
+      const r = await moduleRef.get(Producer).sendTask('t.expiring', { args: [4] });
+      await expect(r.get({ timeout: 2000 })).resolves.toBe(4);
+      expect(seen.map((s) => [s.status, s.expiresSeconds])).toEqual([['STARTED', 60], ['SUCCESS', 60]]);
+      expect(seen[1].extended).toMatchObject({ name: 't.expiring', args: [4], kwargs: {}, worker: 'unit@test', retries: 0, queue: 'celery' });
     });
 
     it('trackStarted stores STARTED with the pid and the hostname before the task runs', async () => {
