@@ -1,6 +1,6 @@
 import { fromAmqpFieldValue, toAmqpFieldValue, type AmqpFieldValue } from '../protocol/amqp-field-table';
 import { Broker, ConsumerHandle, Delivery, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
-import { bindingTakes, DELAYED_DELIVERY_EXCHANGE, plainQueue, queueTopology, type ExchangeType, type QueueDeclaration, type TopologyStep } from '../protocol/routing';
+import { bindingTakes, DELAY_BITS, DELAYED_DELIVERY_EXCHANGE, plainQueue, queueTopology, type ExchangeType, type QueueDeclaration, type TopologyStep } from '../protocol/routing';
 
 export interface MemoryBrokerOptions {
   /**
@@ -65,7 +65,8 @@ interface MemoryQueue {
  *   too). A publish to an exchange nobody declared goes to the queue of its routing key. The native
  *   delayed-delivery levels (`celery_delayed_N`) are not modelled as queues with TTLs: a message
  *   published to one goes straight on through `celery_delayed_delivery` (the worker then holds it
- *   until its ETA), with that exchange and the prefixed routing key in its delivery, and no `x-death`.
+ *   until its ETA), with the prefixed routing key and, as RabbitMQ reports it, the dead-letter
+ *   exchange of the last delay level in its delivery; no `x-death`.
  *   `headers` exchanges, exchange arguments and the alternate exchange are not modelled.
  * - A lost channel (`simulateChannelLoss`, or `close`) puts its unacknowledged messages back at
  *   the head of the queue as redelivered and aborts their deliveries' `lost` signal; their
@@ -107,10 +108,16 @@ export class MemoryBroker extends Broker {
     if (queue) this.queueOf(queue);
     let exchange = route?.exchange ?? '';
     const routingKey = route?.routingKey ?? queue;
-    // No delay levels here: straight on to where the last one dead-letters.
-    if (/^celery_delayed_\d+$/.test(exchange)) exchange = DELAYED_DELIVERY_EXCHANGE;
+    let delivered = exchange;
+    if (/^celery_delayed_\d+$/.test(exchange)) {
+      // No delay levels here: straight on to where the last one dead-letters. RabbitMQ reports the
+      // dead-letter exchange of the last delay queue the message waited in (that of its lowest 1 digit).
+      exchange = DELAYED_DELIVERY_EXCHANGE;
+      const lowest = routingKey.split('.').slice(0, DELAY_BITS).reverse().indexOf('1');
+      delivered = lowest > 0 ? `celery_delayed_${lowest - 1}` : DELAYED_DELIVERY_EXCHANGE;
+    }
     const copy = { ...message, body: Buffer.from(message.body) };
-    for (const q of this.route(exchange, routingKey, queue)) this.enqueue(q, { message: copy, redelivered: false, exchange, routingKey });
+    for (const q of this.route(exchange, routingKey, queue)) this.enqueue(q, { message: copy, redelivered: false, exchange: delivered, routingKey });
   }
 
   /** The queues a publish reaches: by name through the default exchange, else along the declared bindings. */
