@@ -2,7 +2,7 @@ import { CeleryConfigError } from '../errors/celery.errors';
 import type { CassandraOptions, CeleryModuleOptions, CeleryOptionsInput, WorkerOptions } from '../interfaces/celery-options.interface';
 import { DEFAULT_MAX_RESULT_BYTES } from '../results/store-errors';
 import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedTls } from './resolved-config';
-import { EXCHANGE_TYPES, prepareRouters, type QueueDefinition, type QueueType, type RoutingSettings, type TaskRoutesInput } from '../protocol/routing';
+import { EXCHANGE_TYPES, prepareRouters, QueueTable, type QueueDefinition, type QueueType, type RoutingSettings, type TaskRoutesInput } from '../protocol/routing';
 
 /**
  * Validates `forRoot` options and fills in defaults. Accepts camelCase options and a Python
@@ -192,6 +192,31 @@ function resolveRouting(o: Mutable, defaultQueue: string, queueArguments: Record
   };
 }
 
+/**
+ * What RabbitMQ refuses on quorum queues, found here rather than as a broker error at startup
+ * (checked on RabbitMQ 3.10): `x-max-priority` (406 "invalid arg 'x-max-priority' ... of queue type
+ * rabbit_quorum_queue"; Celery sends it all the same) and global QoS on a consumer (540
+ * NOT_IMPLEMENTED "does not support global qos", which closes the whole connection).
+ */
+function checkQueueTypes(routing: RoutingSettings, detectQuorumQueues: boolean): void {
+  const table = new QueueTable(routing);
+  const quorum = table.all().filter((q) => q.arguments['x-queue-type'] === 'quorum');
+  const prioritized = quorum.find((q) => q.arguments['x-max-priority'] !== undefined);
+  if (prioritized) {
+    const key = routing.queueMaxPriority !== null ? 'queueMaxPriority' : `taskQueues.${prioritized.name}.arguments`;
+    throw new CeleryConfigError(
+      key,
+      `quorum queue ${prioritized.name} would be declared with x-max-priority, which RabbitMQ refuses on quorum queues (PRECONDITION_FAILED; Celery sends it and fails the same way): leave the priority out or make the queue classic`,
+    );
+  }
+  if (quorum.length > 0 && !detectQuorumQueues) {
+    throw new CeleryConfigError(
+      'worker.detectQuorumQueues',
+      `is false but ${quorum[0].name} is a quorum queue: RabbitMQ refuses global QoS on quorum queues (540 NOT_IMPLEMENTED closes the connection); leave it true`,
+    );
+  }
+}
+
 const QUEUE_TYPES: readonly QueueType[] = ['classic', 'quorum'];
 /** Keys of a `taskQueues` entry: camelCase, or kombu's as a celeryconfig writes them. */
 const QUEUE_DEFINITION_KEYS: Record<string, keyof QueueDefinition> = {
@@ -344,6 +369,8 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
   const cassandraConfig = o.cassandra ? resolveCassandra(o.cassandra, o.writtenAs) : null;
   const queueArguments = resolveQueueArguments(o.queueArguments);
   const routing = resolveRouting(o, defaultQueue, queueArguments, queues as string[]);
+  const detectQuorumQueues = optBool(w.detectQuorumQueues, 'worker.detectQuorumQueues') ?? true;
+  checkQueueTypes(routing, detectQuorumQueues);
   if (o.cassandra && o.resultBackend === undefined && resultBackend !== 'cassandra') {
     // Celery ignores cassandra_* keys without result_backend = 'cassandra://'; say so instead of storing elsewhere.
     // (An explicit other backend keeps the settings unused, for switching back and forth.)
@@ -376,7 +403,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       maxResultBytes: optInt(w.maxResultBytes, 'worker.maxResultBytes', MIN_RESULT_BYTES) ?? DEFAULT_MAX_RESULT_BYTES,
       successCheck: resolveSuccessCheck(w.successCheck),
       etaTaskLimit: optInt(w.etaTaskLimit, 'worker.etaTaskLimit', 0) ?? 10000,
-      detectQuorumQueues: optBool(w.detectQuorumQueues, 'worker.detectQuorumQueues') ?? true,
+      detectQuorumQueues,
       consumerTimeoutMs: optInt(w.consumerTimeoutMs, 'worker.consumerTimeoutMs', 0) ?? DEFAULT_CONSUMER_TIMEOUT_MS,
     },
     publishTimeoutMs: optInt(o.publishTimeoutMs, 'publishTimeoutMs', 0) ?? 30000,

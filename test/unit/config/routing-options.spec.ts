@@ -22,7 +22,7 @@ describe('normalizeCeleryOptions: routing, priorities and queue types', () => {
       task_default_routing_key: 'jobs.default',
       task_queue_max_priority: 10,
       task_default_queue_type: 'quorum',
-      task_create_missing_queue_type: 'quorum',
+      task_create_missing_queue_type: 'classic',
       broker_native_delayed_delivery_queue_type: 'classic',
       task_default_priority: 3,
       worker_detect_quorum_queues: false,
@@ -36,7 +36,7 @@ describe('normalizeCeleryOptions: routing, priorities and queue types', () => {
       defaultRoutingKey: 'jobs.default',
       queueMaxPriority: 10,
       queueType: 'quorum',
-      createMissingQueueType: 'quorum',
+      createMissingQueueType: 'classic',
       delayedDeliveryQueueType: 'classic',
       queues: [['reports', { exchange: 'reports_x', exchangeType: 'fanout', routingKey: 'r', arguments: { 'x-max-priority': 4 } }]],
     });
@@ -48,7 +48,6 @@ describe('normalizeCeleryOptions: routing, priorities and queue types', () => {
   it('uses per-consumer QoS only when a configured queue is quorum and detection is on (Celery 5.7)', () => {
     expect(perConsumerQos(normalizeCeleryOptions({}))).toBe(false);
     expect(perConsumerQos(normalizeCeleryOptions({ queueType: 'quorum' }))).toBe(true);
-    expect(perConsumerQos(normalizeCeleryOptions({ queueType: 'quorum', worker: { detectQuorumQueues: false } }))).toBe(false);
     // task_default_queue_type applies only without task_queues, as in Celery
     expect(perConsumerQos(normalizeCeleryOptions({ queueType: 'quorum', taskQueues: { a: {} } }))).toBe(false);
     expect(perConsumerQos(normalizeCeleryOptions({ taskQueues: { a: { arguments: { 'x-queue-type': 'quorum' } } } }))).toBe(true);
@@ -77,6 +76,11 @@ describe('normalizeCeleryOptions: routing, priorities and queue types', () => {
     const err = configError(input);
     expect(err.key).toBe(key);
     expect(err.message).toMatch(detail);
+  });
+
+  it('refuses worker.detectQuorumQueues false with a quorum queue: RabbitMQ closes the connection on global QoS there', () => {
+    expect(configError({ queueType: 'quorum', worker: { detectQuorumQueues: false } }).message).toMatch(/worker\.detectQuorumQueues: is false but celery is a quorum queue.*540 NOT_IMPLEMENTED/);
+    expect(normalizeCeleryOptions({ worker: { detectQuorumQueues: false } }).worker.detectQuorumQueues).toBe(false);
   });
 
   it('names the celeryconfig key the user wrote', () => {

@@ -52,8 +52,10 @@ function frame(step: TopologyStep): unknown[] {
 
 function tableFor(c: CapturedCase): QueueTable {
   const declared = c.declared.filter((f) => f[0] === 'queue.declare').map((f) => f[1] as string);
-  const config = normalizeCeleryOptions({ ...c.settings, worker: { queues: declared } } as CeleryOptionsInput);
-  return new QueueTable(config.routing);
+  // x-max-priority on a quorum queue is refused at startup (RabbitMQ refuses it): the table alone still declares it as Celery does.
+  const { task_queue_max_priority: maxPriority, ...settings } = c.settings;
+  const config = normalizeCeleryOptions({ ...settings, worker: { queues: declared } } as CeleryOptionsInput);
+  return new QueueTable({ ...config.routing, queueMaxPriority: (maxPriority as number | undefined) ?? null });
 }
 
 describe(`routing: what Celery ${CAPTURE.celery} declares and where it publishes`, () => {
@@ -107,6 +109,12 @@ describe(`routing: what Celery ${CAPTURE.celery} declares and where it publishes
         },
       );
     }
+  });
+
+  it('refuses at startup what Celery sends and RabbitMQ refuses: x-max-priority on a quorum queue', () => {
+    const quorumPriority = CAPTURE.cases.find((c) => c.name === 'quorum-priority') as CapturedCase;
+    expect(() => normalizeCeleryOptions(quorumPriority.settings as CeleryOptionsInput)).toThrow(/task_queue_max_priority \(queueMaxPriority\): quorum queue celery would be declared with x-max-priority/);
+    expect(() => normalizeCeleryOptions({ taskQueues: { q: { arguments: { 'x-queue-type': 'quorum', 'x-max-priority': 3 } } } })).toThrow(/taskQueues\.q\.arguments/);
   });
 
   it('differs from Celery on a delay under one second: published normally (Celery raises ValueError)', () => {
