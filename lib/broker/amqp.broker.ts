@@ -79,7 +79,12 @@ function connectRecovering(url: string, setup: (model: ChannelModel) => Promise<
  *
  * Prefetch is a global QoS on each consumer's own channel (as Celery sets it on RabbitMQ 3.x), so
  * raising it for held ETA tasks takes effect on the running consumer: a per-consumer QoS only
- * applies to consumers created after it.
+ * applies to consumers created after it. With `perConsumerQos` (a quorum queue configured: RabbitMQ
+ * refuses global QoS there) it is per consumer and static, as Celery 5.7 sets it.
+ *
+ * Queues are declared as Celery declares them for the configuration (`queues`, see
+ * lib/protocol/routing.ts); a publish goes to the exchange and routing key the producer routed it
+ * to, and a publish to an exchange that does not exist fails at once with CeleryBrokerRefusedError.
  */
 export class AmqpBroker extends Broker {
   private readonly logger = new Logger('CeleryBroker');

@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
-import { CeleryModule, CeleryModuleOptions, Producer } from '../../lib';
+import { AmqpBroker, CeleryBrokerRefusedError, CeleryModule, CeleryModuleOptions, Delivery, Producer } from '../../lib';
+import { encodeTaskMessage } from '../../lib/protocol/task-message';
 import { FixtureTasks } from '../support/fixture-tasks';
 import { withConsumerTimeout } from '../support/rabbitmq-admin';
 import { AMQP_URL, eventually, RawAmqp, uniqueName } from '../support/real-services';
@@ -102,6 +103,40 @@ describe('routing and queue types on RabbitMQ', () => {
     const result = await worker.get(Producer).sendTask('tasks.sortWords', { args: ['d c', false], countdown: 1 });
     await expect(result.get({ timeout: 10000 })).resolves.toBe('c d');
     expect(Date.now() - sent).toBeGreaterThanOrEqual(950);
+  });
+
+  it('with per-consumer QoS (quorum mode) the prefetch is fixed when the consumer starts: setPrefetch does nothing', async () => {
+    const q = queue('it_static_qos');
+    const broker = new AmqpBroker({ url: AMQP_URL, retryOnStartup: false, perConsumerQos: true });
+    await broker.connect();
+    try {
+      const got: Delivery[] = [];
+      const handle = await broker.consume(q, 2, (d) => got.push(d));
+      for (const id of ['s1', 's2', 's3', 's4']) {
+        const m = encodeTaskMessage({ task: 'tasks.echo', id, args: [] }, { nowMicros: Date.now() * 1000, origin: 'it' });
+        await broker.publish(q, { headers: m.amqpHeaders, properties: m.properties, body: m.body });
+      }
+      await eventually(async () => got.length === 2, 5000);
+      await handle.setPrefetch(4);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect(got.map((d) => d.correlationId)).toEqual(['s1', 's2']);
+      got[0].ack();
+      await eventually(async () => got.length === 3, 5000);
+      got.slice(1).forEach((d) => d.ack());
+    } finally {
+      await broker.close();
+    }
+  });
+
+  it('a route to an exchange that does not exist fails the send at once, naming it; the next send goes through', async () => {
+    const q = queue('it_noexchange');
+    const producer = (await app({ defaultQueue: q, taskRoutes: { 'tasks.lost': { exchange: `${q}_missing_x`, exchangeType: 'topic', routingKey: 'k' } }, worker: { enabled: false } })).get(Producer);
+    const started = Date.now();
+    await expect(producer.sendTask('tasks.lost')).rejects.toThrow(CeleryBrokerRefusedError);
+    await expect(producer.sendTask('tasks.lost')).rejects.toThrow(new RegExp(`exchange '${q}_missing_x'.*NOT_FOUND`));
+    expect(Date.now() - started).toBeLessThan(5000);
+    await producer.sendTask('tasks.echo', { args: [1] });
+    expect(await amqp.depth(q)).toBe(1);
   });
 
   describe('an ETA beyond RabbitMQ consumer_timeout on a classic queue', () => {

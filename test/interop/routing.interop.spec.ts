@@ -3,7 +3,7 @@ import { Test, TestingModule } from '@nestjs/testing';
 import { CeleryModule, Producer, PythonCeleryConfig } from '../../lib';
 import { DELAY_BITS, DELAYED_DELIVERY_EXCHANGE } from '../../lib/protocol/routing';
 import { FixtureTasks } from '../support/fixture-tasks';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, SUPERUSER, rawCassandra, uniqueName } from '../support/real-services';
+import { KEYSPACE, pythonServiceKeys, RawAmqp, rawCassandra, uniqueName } from '../support/real-services';
 import { ensurePythonCelery, PythonEnv, PythonWorker, pythonClient } from './support/python-celery';
 
 interface Outcome {
@@ -54,14 +54,7 @@ describe('interop: shared queue topology, quorum queues and native delayed deliv
 
   function nestConfig(s: ReturnType<typeof settings>): PythonCeleryConfig {
     return {
-      broker_url: AMQP_URL,
-      result_backend: 'cassandra://',
-      cassandra_servers: [CASSANDRA_HOST],
-      cassandra_port: CASSANDRA_PORT,
-      cassandra_keyspace: KEYSPACE,
-      cassandra_table: table,
-      cassandra_auth_provider: 'PlainTextAuthProvider',
-      cassandra_auth_kwargs: { ...SUPERUSER },
+      ...pythonServiceKeys(table),
       task_default_queue: s.extra.task_default_queue,
       task_queues: s.extra.task_queues,
     };
