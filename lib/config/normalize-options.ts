@@ -163,7 +163,13 @@ function resolveQueueArguments(value: unknown): Record<string, unknown> | null {
 /** RabbitMQ's default `consumer_timeout` (3.8.17+): 30 minutes. */
 const DEFAULT_CONSUMER_TIMEOUT_MS = 30 * 60 * 1000;
 
-function resolveRouting(o: Mutable, defaultQueue: string, queueArguments: Record<string, unknown> | null, workerQueues: string[]): RoutingSettings {
+function resolveRouting(
+  o: Mutable,
+  defaultQueue: string,
+  queueArguments: Record<string, unknown> | null,
+  taskQueues: [string, QueueDefinition][],
+  workerQueues: string[],
+): RoutingSettings {
   const defaultExchange = optString(o.defaultExchange, 'defaultExchange') || defaultQueue;
   const maxPriority = o.queueMaxPriority;
   if (maxPriority !== undefined && maxPriority !== null && (typeof maxPriority !== 'number' || !Number.isInteger(maxPriority) || maxPriority < 1 || maxPriority > 255)) {
@@ -183,7 +189,7 @@ function resolveRouting(o: Mutable, defaultQueue: string, queueArguments: Record
     defaultRoutingKey: optString(o.defaultRoutingKey, 'defaultRoutingKey') || defaultQueue,
     queueType: optChoice(o.queueType, 'queueType', QUEUE_TYPES) ?? 'classic',
     createMissingQueueType: optChoice(o.createMissingQueueType, 'createMissingQueueType', QUEUE_TYPES) ?? 'classic',
-    queues: resolveTaskQueues(o.taskQueues),
+    queues: taskQueues,
     queueMaxPriority: (maxPriority as number | undefined) ?? null,
     queueArguments,
     routers,
@@ -362,13 +368,15 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
   const concurrency = optInt(w.concurrency, 'worker.concurrency', 1) ?? 64;
   const multiplier = optInt(o.prefetchMultiplier, 'worker_prefetch_multiplier', 1) ?? 4;
   const prefetch = optInt(w.prefetch, 'worker.prefetch', 1) ?? concurrency * multiplier;
-  const queues = w.queues ?? [defaultQueue];
+  const taskQueues = resolveTaskQueues(o.taskQueues);
+  // Celery's worker without -Q consumes every queue of task_queues, else the default queue.
+  const queues = w.queues ?? (taskQueues.length > 0 ? taskQueues.map(([name]) => name) : [defaultQueue]);
   if (!Array.isArray(queues) || queues.length === 0 || queues.some((q) => typeof q !== 'string' || !q)) {
     throw new CeleryConfigError('worker.queues', 'must be a non-empty list of queue names');
   }
   const cassandraConfig = o.cassandra ? resolveCassandra(o.cassandra, o.writtenAs) : null;
   const queueArguments = resolveQueueArguments(o.queueArguments);
-  const routing = resolveRouting(o, defaultQueue, queueArguments, queues as string[]);
+  const routing = resolveRouting(o, defaultQueue, queueArguments, taskQueues, queues as string[]);
   const detectQuorumQueues = optBool(w.detectQuorumQueues, 'worker.detectQuorumQueues') ?? true;
   checkQueueTypes(routing, detectQuorumQueues);
   if (o.cassandra && o.resultBackend === undefined && resultBackend !== 'cassandra') {

@@ -51,7 +51,7 @@ export interface CassandraOptions {
 export interface WorkerOptions {
   /** Consume and run tasks in this process. Default true. */
   enabled?: boolean;
-  /** Queues to consume. Default `[defaultQueue]`. */
+  /** Queues to consume (Celery's `-Q`). Default: every queue of `taskQueues`, else `[defaultQueue]` (as Celery). */
   queues?: string[];
   /**
    * Tasks in progress at once (running or storing their result). Default 64: a Node worker is

@@ -8,9 +8,9 @@ import { TaskMetadataAccessor, taskNameOf } from '../discovery/task-metadata.acc
 import { TaskRegistry } from '../discovery/task.registry';
 import { TaskNotRegisteredError } from '../errors/celery.errors';
 import { encodeTaskMessage } from '../protocol/task-message';
-import { delayedDeliveryBindings, delayedDeliveryTopology, routeTask, type Destination } from '../protocol/routing';
+import { routeTask, type Destination } from '../protocol/routing';
 import { queueTableOf } from '../config/queue-table';
-import { CeleryBrokerRefusedError } from '../errors/celery.errors';
+import { publishRouted } from './routed-publish';
 import { AsyncResult } from '../results/async-result';
 import { ResultStore } from '../results/result-store.interface';
 import { NOTIFY_HEADER, ResultNotifier } from '../results/result-notifier';
@@ -130,11 +130,7 @@ export class Producer {
       },
       { nowMicros: Date.now() * 1000, origin: this.origin, peer: this.config.peerCompat },
     );
-    if (destination.delayed) await this.declareDelayedDelivery(destination);
-    await this.broker.publish(destination.declare?.name ?? destination.queue?.name ?? '', { headers: message.amqpHeaders, properties: message.properties, body: message.body }, {
-      exchange: destination.exchange,
-      routingKey: destination.routingKey,
-    });
+    await publishRouted(this.broker, queueTableOf(this.config), destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
     // A push is expected soon after the send; later get() calls read the store at once.
     return new AsyncResult<T>(id, this.results, this.config.resultPollIntervalMs, this.notifier, this.notifier ? Date.now() + PUSH_GRACE_MS : 0);
   }
@@ -149,26 +145,6 @@ export class Producer {
       kwargs: options.kwargs,
       delaySeconds: countdown,
     });
-  }
-
-  /**
-   * Beyond Celery, whose producer declares nothing for a delayed send: the delayed-delivery
-   * topology (once per connection) and the destination queue's binding to it, so a message sent
-   * before any worker started is neither refused (404) nor stuck in the last delay queue. A refused
-   * declaration (a worker declared the topology with other arguments) is logged and the send goes on.
-   */
-  private async declareDelayedDelivery(destination: Destination): Promise<void> {
-    const table = queueTableOf(this.config);
-    try {
-      await this.broker.declareTopology(delayedDeliveryTopology(table.settings.delayedDeliveryQueueType), 'native delayed delivery');
-      if (destination.queue) {
-        await this.broker.assertQueue(destination.queue.name);
-        await this.broker.declareTopology(delayedDeliveryBindings([destination.queue]), `native delayed delivery bindings of ${destination.queue.name}`);
-      }
-    } catch (err) {
-      if (!(err instanceof CeleryBrokerRefusedError)) throw err;
-      this.logger.warn(`${err.message}; publishing through the existing topology`);
-    }
   }
 
   /** A typed reference to a `@Task()` method of `type`; argument types are checked at compile time. */

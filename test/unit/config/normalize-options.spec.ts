@@ -490,6 +490,12 @@ describe('normalizeCeleryOptions: routing, priorities and queue types', () => {
     expect(perConsumerQos(normalizeCeleryOptions({ createMissingQueueType: 'quorum', worker: { queues: ['other'] } }))).toBe(true);
   });
 
+  it('consumes every queue of taskQueues when worker.queues is not given, as a Celery worker without -Q', () => {
+    expect(normalizeCeleryOptions({ taskQueues: { a: {}, b: {} } }).worker.queues).toEqual(['a', 'b']);
+    expect(normalizeCeleryOptions({ taskQueues: { a: {} }, worker: { queues: ['b'] } }).worker.queues).toEqual(['b']);
+    expect(normalizeCeleryOptions({}).worker.queues).toEqual(['celery']);
+  });
+
   it('gives every module configuration its own queue table, shared by the broker, producer and worker', () => {
     const config = normalizeCeleryOptions({});
     expect(queueTableOf(config)).toBe(queueTableOf(config));
