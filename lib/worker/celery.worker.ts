@@ -233,7 +233,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     const timeoutMs = this.config.worker.consumerTimeoutMs;
     if (!m || timeoutMs <= 0) return null;
     const moveAt = m.receivedAt + timeoutMs * MOVE_AT_FRACTION;
-    if (etaMs <= moveAt) return null;
+    // Not when the ETA comes soon after: a copy published as the original runs would be a duplicate for nothing.
+    if (etaMs <= moveAt + timeoutMs * MOVE_RETRY_FRACTION) return null;
     m.released = false;
     const timer = setTimeout(() => void this.moveHeld(m, lost, etaMs), Math.max(0, moveAt - Date.now()));
     return { timer, release: () => ((m.released = true), clearTimeout(timer)) };
