@@ -80,7 +80,8 @@ function connectRecovering(url: string, setup: (model: ChannelModel) => Promise<
  * Prefetch is a global QoS on each consumer's own channel (as Celery sets it on RabbitMQ 3.x), so
  * raising it for held ETA tasks takes effect on the running consumer: a per-consumer QoS only
  * applies to consumers created after it. With `perConsumerQos` (a quorum queue configured: RabbitMQ
- * refuses global QoS there) it is per consumer and static, as Celery 5.7 sets it.
+ * refuses global QoS there), or on RabbitMQ 4.0+ (global QoS deprecated, denied from 4.3), it is
+ * per consumer and static, as Celery 5.7 / kombu 5.7 set it.
  *
  * Queues are declared as Celery declares them for the configuration (`queues`, see
  * lib/protocol/routing.ts); a publish goes to the exchange and routing key the producer routed it
@@ -100,6 +101,8 @@ export class AmqpBroker extends Broker {
   private declared = new Map<string, Promise<void>>();
   /** Topology declared with `declare(steps, once)` on this connection, by its key. */
   private declaredOnce = new Map<string, Promise<void>>();
+  /** The server is RabbitMQ 4.0 or newer, where global QoS is deprecated (and denied from 4.3). */
+  private serverPerConsumerQos = false;
   /** The last error the server closed the publish channel with (a publish to a missing exchange: 404). */
   private publishChannelError: { code?: number; message: string } | null = null;
   private readonly consumers = new Set<ConsumerRecord>();
@@ -142,8 +145,15 @@ export class AmqpBroker extends Broker {
     this.model.on('error', (err: Error) => this.logger.error(`Broker connection error: ${messageOf(err)}`));
   }
 
+  /** Per-consumer QoS: configured (quorum queues), or a RabbitMQ 4.0+ server (kombu 5.7 #2481). */
+  private get perConsumerQos(): boolean {
+    return !!this.options.perConsumerQos || this.serverPerConsumerQos;
+  }
+
   /** Runs after every (re)connect: fresh channels, topology and consumers. */
   private async onConnected(model: ChannelModel): Promise<void> {
+    const version = (model.connection as unknown as { serverProperties?: { version?: unknown } }).serverProperties?.version;
+    this.serverPerConsumerQos = serverWantsPerConsumerQos(version);
     this.declared = new Map();
     this.declaredOnce = new Map();
     await this.openPublishChannel(model);
@@ -395,7 +405,7 @@ export class AmqpBroker extends Broker {
       },
       setPrefetch: async (count: number) => {
         // Per-consumer QoS reaches only consumers started after it: the prefetch stays what it was (Celery: "static").
-        if (this.options.perConsumerQos) return;
+        if (this.perConsumerQos) return;
         record.prefetch = clampPrefetch(count);
         await record.channel?.prefetch(record.prefetch, true).catch(() => undefined);
       },
@@ -473,7 +483,7 @@ export class AmqpBroker extends Broker {
   /** Declares the queue, sets the channel's prefetch and consumes; again on the same channel if the server cancels the consumer. */
   private async consumeOn(ch: Channel, record: ConsumerRecord, lost: AbortSignal): Promise<void> {
     await applySteps(ch, queueTopology(this.queueOf(record.queue)));
-    await ch.prefetch(record.prefetch, !this.options.perConsumerQos);
+    await ch.prefetch(record.prefetch, !this.perConsumerQos);
     const reply = await ch.consume(record.queue, (msg) => {
       if (msg) {
         record.onMessage(deliveryOf(ch, lost, msg, this.logger));
@@ -501,6 +511,16 @@ export class AmqpBroker extends Broker {
     if (!this.model) throw new CeleryConnectionError(`Broker ${this.describe()} is not connected`);
     return this.model;
   }
+}
+
+/**
+ * kombu 5.7's `qos_semantics_matches_spec`: RabbitMQ 4.0+ gets per-consumer QoS for every queue
+ * (global QoS is deprecated there and denied by default from 4.3); 3.x keeps the global QoS.
+ */
+export function serverWantsPerConsumerQos(version: unknown): boolean {
+  const text = Buffer.isBuffer(version) ? version.toString('utf8') : typeof version === 'string' ? version : '';
+  const major = /^(\d+)\./.exec(text)?.[1];
+  return major !== undefined && Number(major) >= 4;
 }
 
 /** Sends declaration frames in order, as kombu does (lib/protocol/routing.ts). */
