@@ -2,6 +2,7 @@
 
 ops:
   call      send_task(task, args, kwargs, queue, **options), then get(); answers the outcome
+  calls     several 'call's in one process: sends them all, then answers the outcomes in order
   send      send_task only; answers the id
   get       AsyncResult(id).get(); answers the outcome
   revoke    app.control.revoke(id)
@@ -81,6 +82,10 @@ def main():
             print(json.dumps({'id': result.id}))
             return
         print(json.dumps(outcome(result, cmd.get('timeout', 30))))
+    elif op == 'calls':
+        results = [app.send_task(c['task'], args=c.get('args', []), kwargs=c.get('kwargs', {}), queue=c.get('queue'),
+                                 **c.get('options', {})) for c in cmd['calls']]
+        print(json.dumps([outcome(r, cmd.get('timeout', 30)) for r in results]))
     elif op == 'get':
         print(json.dumps(outcome(AsyncResult(cmd['id'], app=app), cmd.get('timeout', 30))))
     elif op == 'state':

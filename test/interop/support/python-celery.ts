@@ -40,6 +40,10 @@ export interface PythonEnv {
   /** Astra DB: the secure-connect bundle (instead of cassandra_servers) and the login. */
   secureBundle?: string;
   credentials?: { username: string; password: string };
+  /** Queues the worker consumes (`-Q`); default `[pyQueue]`. */
+  workerQueues?: string[];
+  /** More celeryconfig settings (task_queues, task_routes, ...), passed as CELERY_EXTRA_CONFIG JSON. */
+  extraConfig?: Record<string, unknown>;
 }
 
 function envFor(env: PythonEnv): NodeJS.ProcessEnv {
@@ -54,6 +58,7 @@ function envFor(env: PythonEnv): NodeJS.ProcessEnv {
     PYTHONDONTWRITEBYTECODE: '1',
     ...(env.secureBundle ? { CASSANDRA_SECURE_BUNDLE: env.secureBundle } : {}),
     ...(env.credentials ? { CASSANDRA_USERNAME: env.credentials.username, CASSANDRA_PASSWORD: env.credentials.password } : {}),
+    ...(env.extraConfig ? { CELERY_EXTRA_CONFIG: JSON.stringify(env.extraConfig) } : {}),
   };
 }
 
@@ -73,7 +78,7 @@ export class PythonWorker {
   static async start(env: PythonEnv): Promise<PythonWorker> {
     const child = spawn(
       join(VENV, 'bin', 'celery'),
-      ['-A', 'tasks', 'worker', '-Q', env.pyQueue, '--pool', 'threads', '-c', '4', '-n', `py-interop-${env.pyQueue}@localhost`,
+      ['-A', 'tasks', 'worker', '-Q', (env.workerQueues ?? [env.pyQueue]).join(','), '--pool', 'threads', '-c', '4', '-n', `py-interop-${env.pyQueue}@localhost`,
         '--without-gossip', '--without-mingle', '--without-heartbeat', '-l', 'INFO'],
       { cwd: PYTHON_DIR, env: envFor(env), stdio: ['ignore', 'pipe', 'pipe'] },
     );
