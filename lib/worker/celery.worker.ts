@@ -10,7 +10,8 @@ import { hostname } from 'node:os';
 import { WorkerShutdown } from '../errors/task-exceptions';
 import { HoldEnd, RequestContext, StoreOutcome, TaskRequest } from './task-request';
 import { perConsumerQos, queueTableOf } from '../config/queue-table';
-import { delayedDeliveryBindings, delayedDeliveryTopology } from '../protocol/routing';
+import { delayedDeliveryBindings, delayedDeliveryTopology, retryDestination } from '../protocol/routing';
+import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 
 /** How long tasks aborted at the shutdown timeout get to end (and send their message back) before the worker returns. */
@@ -87,8 +88,16 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       taskDefaults: config.tasks,
       origin: `gen${process.pid}@${hostname()}`,
       peerCompat: config.peerCompat,
-      publishRetry: (target, message) =>
-        this.broker.publish(target.queue, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, target.route),
+      publishRetry: (taskName, call, delivery, message) => {
+        const countdownSeconds = call.eta ? (call.eta.getTime() - Date.now()) / 1000 : (call.countdown ?? null);
+        const destination = retryDestination(
+          queueTableOf(config),
+          taskName,
+          { exchange: delivery.exchange, routingKey: delivery.routingKey, priority: delivery.priority },
+          { countdownSeconds, queue: call.queue, args: call.args, kwargs: call.kwargs },
+        );
+        return publishRouted(this.broker, queueTableOf(config), destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
+      },
       track: (taskId, abort) => this.track(taskId, abort),
       resultExtended: config.resultExtended,
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,

@@ -10,7 +10,7 @@ import { celeryException, toExceptionInfo, tracebackOf } from '../protocol/excep
 import { pythonJsonDumps } from '../protocol/python-json';
 import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-row';
 import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage } from '../protocol/task-message';
-import { autoretryFor, encodeRetryMessage, retryOrGiveUp, retryTarget, RetryTarget } from './retry';
+import { autoretryFor, encodeRetryMessage, retryOrGiveUp } from './retry';
 import { runInTaskContext } from './task-context';
 import type { ResultStore } from '../results/result-store.interface';
 import type { StoreOutcome } from '../results/result-writer';
@@ -45,8 +45,8 @@ export interface RequestContext {
   hostname: string;
   /** Task defaults of the module (`taskTimeLimit`, `taskTrackStarted`, ...). */
   taskDefaults: ResolvedCeleryConfig['tasks'];
-  /** Publishes a retry message and resolves once the broker confirmed it. */
-  publishRetry(target: RetryTarget, message: EncodedTaskMessage): Promise<void>;
+  /** Publishes a retry message where Celery's `Task.retry` sends it, and resolves once the broker confirmed it. */
+  publishRetry(taskName: string, call: RetryOptions, delivery: Delivery, message: EncodedTaskMessage): Promise<void>;
   /** `gen<pid>@<host>` and the peer generation, for messages the worker sends. */
   origin: string;
   peerCompat: ResolvedCeleryConfig['peerCompat'];
@@ -280,7 +280,7 @@ export class TaskRequest {
     const call = retry.options;
     const message = encodeRetryMessage(task, call, { nowMicros: Date.now() * 1000, origin: this.ctx.origin, peer: this.ctx.peerCompat });
     try {
-      await this.ctx.publishRetry(retryTarget(call, this.delivery, this.ctx.queue), message);
+      await this.ctx.publishRetry(task.task, call, this.delivery, message);
     } catch (err) {
       this.ctx.logger.error(`Task ${task.task}[${task.id}]: its retry could not be sent (${err instanceof Error ? err.message : String(err)}); the message goes back to the queue`);
       this.delivery.reject(true);
