@@ -4,6 +4,7 @@ import { readTlsFiles } from './config/tls-files';
 import { Broker } from './broker/broker.interface';
 import { MemoryBroker } from './broker/memory.broker';
 import type { ResolvedCeleryConfig } from './config/resolved-config';
+import { perConsumerQos, queueTableOf } from './config/queue-table';
 import { CassandraResultStore } from './results/cassandra.result-store';
 import { DisabledResultStore } from './results/disabled.result-store';
 import { MemoryResultStore } from './results/memory.result-store';
@@ -27,21 +28,25 @@ export class CeleryConnections implements OnApplicationShutdown {
   ) {}
 
   static async open(config: ResolvedCeleryConfig): Promise<CeleryConnections> {
+    const table = queueTableOf(config);
+    const queues = (name: string) => table.get(name);
     const broker: Broker =
       config.brokerKind === 'memory'
-        ? new MemoryBroker({ queueArguments: config.queueArguments ?? undefined })
+        ? new MemoryBroker({ queueArguments: config.queueArguments ?? undefined, queues })
         : new AmqpBroker({
             url: config.brokerUrl,
             retryOnStartup: config.brokerConnectionRetryOnStartup,
             publishTimeoutMs: config.publishTimeoutMs,
             tls: config.brokerTls ? readTlsFiles(config.brokerTls, 'broker') : null,
             queueArguments: config.queueArguments ?? undefined,
+            queues,
+            perConsumerQos: perConsumerQos(config),
           });
     const store: ResultStore =
       config.resultBackend === 'cassandra' && config.cassandra
-        ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' }, config.worker.maxResultBytes)
+        ? new CassandraResultStore(config.cassandra, { envelopes: config.peerCompat !== '5.2' }, config.worker.maxResultBytes, { resultExtended: config.resultExtended })
         : config.resultBackend === 'memory'
-          ? new MemoryResultStore({ maxResultBytes: config.worker.maxResultBytes })
+          ? new MemoryResultStore({ maxResultBytes: config.worker.maxResultBytes, resultExtended: config.resultExtended })
           : new DisabledResultStore();
     await broker.connect();
     try {

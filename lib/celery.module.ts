@@ -14,6 +14,7 @@ import { Producer } from './producer/producer.service';
 import { ResultStore } from './results/result-store.interface';
 import { ResultNotifier } from './results/result-notifier';
 import { CeleryWorker } from './worker/celery.worker';
+import { CeleryTaskContext } from './worker/task-context';
 
 /**
  * `CeleryModule.forRoot(options)` / `CeleryModule.forRootAsync({ imports, inject, useFactory })`.
@@ -41,7 +42,8 @@ import { CeleryWorker } from './worker/celery.worker';
     TaskExplorer,
     Producer,
     CeleryWorker,
+    CeleryTaskContext,
   ],
-  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker],
+  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext],
 })
 export class CeleryModule extends CeleryConfigurableModule {}

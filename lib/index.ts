@@ -4,11 +4,24 @@ export { CELERY_CONFIG } from './celery.constants';
 export type { CeleryModuleOptions, CassandraOptions, WorkerOptions, PythonCeleryConfig, CeleryOptionsInput } from './interfaces/celery-options.interface';
 export type { GlobalRateLimitOptions } from './interfaces/celery-options.interface';
 export { RateLimiter, createRateLimiter } from './worker/rate-limit';
-export type { RateLimitOption, TaskRateLimits } from './worker/rate-limit';
+export type { RateLimitSetting, TaskRateLimits } from './worker/rate-limit';
 export type { ResolvedCeleryConfig, ResolvedCassandraConfig } from './config/resolved-config';
 export { normalizeCeleryOptions } from './config/normalize-options';
 export { Task } from './decorators/task.decorator';
-export type { TaskOptions } from './decorators/task.decorator';
+export type { TaskOptions, ErrorMatcher, RateLimitOption } from './decorators/task.decorator';
+export { TaskContext } from './decorators/task-context.decorator';
+export type { DeliveryInfo } from './decorators/task-context.decorator';
+export { CeleryTaskContext, currentTask } from './worker/task-context';
+export {
+  CeleryTaskException,
+  Retry,
+  MaxRetriesExceededError,
+  SoftTimeLimitExceeded,
+  TimeLimitExceeded,
+  WorkerShutdown,
+  TaskRevokedError,
+} from './errors/task-exceptions';
+export type { RetryOptions } from './errors/task-exceptions';
 export { TaskRegistry } from './discovery/task.registry';
 export type { RegisteredTask } from './discovery/task.registry';
 export { Producer, TaskSignature } from './producer/producer.service';
@@ -19,7 +32,9 @@ export { ResultStore } from './results/result-store.interface';
 export { CassandraResultStore } from './results/cassandra.result-store';
 export { MemoryResultStore } from './results/memory.result-store';
 export { Broker } from './broker/broker.interface';
-export type { Delivery, OutgoingMessage, ConsumerHandle } from './broker/broker.interface';
+export type { Delivery, OutgoingMessage, ConsumerHandle, PublishRoute } from './broker/broker.interface';
+export type { ExchangeType, QueueDefinition, QueueType, RouteFunction, RouteOptions, RouteTarget, TaskRoutesInput, QueueDeclaration, TopologyStep } from './protocol/routing';
+export { calculateDelayedRoutingKey, X_DEATH_HEADERS } from './protocol/routing';
 export { MemoryBroker } from './broker/memory.broker';
 export { AmqpBroker } from './broker/amqp.broker';
 export { CeleryWorker } from './worker/celery.worker';
@@ -39,3 +54,8 @@ export {
   TaskTimeoutError,
 } from './errors/celery.errors';
 export { PyDate, PyDecimal, PyTime, PyUUID } from './protocol/kombu-types';
+// result states and options (trackStarted, forget, children, result expiry, resultExtended)
+export { GroupResult } from './results/async-result';
+export { InvalidResultError } from './errors/celery.errors';
+export type { ExtendedResult, ResultToStore } from './protocol/result-row';
+export type { ResultTuple } from './protocol/result-tuple';

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
-import { Task } from '../lib';
+import { Task, TaskContext } from '../lib';
+import { setTimeout } from 'node:timers/promises';
 
 /** The task of Celery's Astra DB walkthrough, as a NestJS provider. */
 @Injectable()
@@ -11,12 +12,41 @@ export class TasksService {
     return (capitalize ? sorted.map((word) => word.toUpperCase()) : sorted).join(' ');
   }
 
-  /** Waits `seconds` and returns them: a long task, for the fault suite (a task running when a channel or connection dies). */
+  /** `x + y`. */
+  @Task('tasks.add')
+  add(x: number, y: number): number {
+    return x + y;
+  }
+
+  /**
+   * Waits `seconds` and returns them: a long task, for the fault suite (a task running when a
+   * channel or connection dies) and the time limits. The wait ends early when the task's
+   * AbortSignal fires (soft time limit, revoke, shutdown), rejecting with the signal's reason.
+   */
   @Task('tasks.sleep')
-  async sleep(seconds: number): Promise<number> {
+  async sleep(seconds: number, @TaskContext() ctx: TaskContext): Promise<number> {
     if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0) throw new RangeError(`seconds must be a finite number >= 0, got ${JSON.stringify(seconds)}`);
-    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    await setTimeout(seconds * 1000, undefined, { signal: ctx.signal });
     return seconds;
+  }
+
+  /** Retries itself (0.1 s countdown) while its retries are fewer than `failures`; default maxRetries 3. */
+  @Task('tasks.flaky')
+  flaky(failures: number, @TaskContext() ctx: TaskContext): string {
+    if (ctx.retries < failures) ctx.retry({ countdown: 0.1, exc: new Error('flaky') });
+    return `ok after ${ctx.retries} retries`;
+  }
+
+  /** Always fails: a RangeError, which Python reads as ValueError. */
+  @Task('tasks.fail')
+  fail(message: string): never {
+    throw new RangeError(message);
+  }
+
+  /** The time in ms, at most 5 a second per worker. */
+  @Task('tasks.limited', { rateLimit: '5/s' })
+  limited(): number {
+    return Date.now();
   }
 }
 

@@ -7,6 +7,7 @@ import { Broker, ConsumerHandle, Delivery, OutgoingMessage, PublishRoute, Reply 
 import { redactUrl } from './redact-url';
 import { toAmqpFieldTable } from '../protocol/amqp-field-table';
 import type { TlsMaterial } from '../config/tls-files';
+import { bindingTakes, plainQueue, queueTopology, type QueueDeclaration, type TopologyStep } from '../protocol/routing';
 
 export interface AmqpBrokerOptions {
   url: string;
@@ -21,6 +22,19 @@ export interface AmqpBrokerOptions {
    * `{'x-dead-letter-exchange': 'celery.dlx'}`. They must match the queue's existing declaration.
    */
   queueArguments?: Record<string, unknown>;
+  /**
+   * How each queue is declared (exchange, type, binding key, arguments): Celery's queue table for
+   * the configuration (lib/protocol/routing.ts). Default: Celery's default topology for a queue
+   * name (its own direct exchange, routing key = name) with `queueArguments`.
+   */
+  queues?: (name: string) => QueueDeclaration;
+  /**
+   * Per-consumer QoS (`basic.qos` global=false), as Celery sets it when a quorum queue is
+   * configured (RabbitMQ refuses global QoS on quorum queues). The prefetch is then fixed when a
+   * consumer starts: `setPrefetch` does nothing. Default false: global QoS on each consumer's own
+   * channel, which a raised prefetch reaches at once.
+   */
+  perConsumerQos?: boolean;
 }
 
 interface ConsumerRecord {
@@ -65,7 +79,13 @@ function connectRecovering(url: string, setup: (model: ChannelModel) => Promise<
  *
  * Prefetch is a global QoS on each consumer's own channel (as Celery sets it on RabbitMQ 3.x), so
  * raising it for held ETA tasks takes effect on the running consumer: a per-consumer QoS only
- * applies to consumers created after it.
+ * applies to consumers created after it. With `perConsumerQos` (a quorum queue configured: RabbitMQ
+ * refuses global QoS there), or on RabbitMQ 4.0+ (global QoS deprecated, denied from 4.3), it is
+ * per consumer and static, as Celery 5.7 / kombu 5.7 set it.
+ *
+ * Queues are declared as Celery declares them for the configuration (`queues`, see
+ * lib/protocol/routing.ts); a publish goes to the exchange and routing key the producer routed it
+ * to, and a publish to an exchange that does not exist fails at once with CeleryBrokerRefusedError.
  */
 export class AmqpBroker extends Broker {
   private readonly logger = new Logger('CeleryBroker');
@@ -79,6 +99,12 @@ export class AmqpBroker extends Broker {
   /** True from the end of a connection's setup until it is lost. */
   private connected = false;
   private declared = new Map<string, Promise<void>>();
+  /** Topology declared with `declare(steps, once)` on this connection, by its key. */
+  private declaredOnce = new Map<string, Promise<void>>();
+  /** The server is RabbitMQ 4.0 or newer, where global QoS is deprecated (and denied from 4.3). */
+  private serverPerConsumerQos = false;
+  /** The last error the server closed the publish channel with (a publish to a missing exchange: 404). */
+  private publishChannelError: { code?: number; message: string } | null = null;
   private readonly consumers = new Set<ConsumerRecord>();
   /** Open consumer channels, including those of cancelled consumers still settling their messages. */
   private readonly consumerChannels = new Set<Channel>();
@@ -119,9 +145,17 @@ export class AmqpBroker extends Broker {
     this.model.on('error', (err: Error) => this.logger.error(`Broker connection error: ${messageOf(err)}`));
   }
 
+  /** Per-consumer QoS: configured (quorum queues), or a RabbitMQ 4.0+ server (kombu 5.7 #2481). */
+  private get perConsumerQos(): boolean {
+    return !!this.options.perConsumerQos || this.serverPerConsumerQos;
+  }
+
   /** Runs after every (re)connect: fresh channels, topology and consumers. */
   private async onConnected(model: ChannelModel): Promise<void> {
+    const version = (model.connection as unknown as { serverProperties?: { version?: unknown } }).serverProperties?.version;
+    this.serverPerConsumerQos = serverWantsPerConsumerQos(version);
     this.declared = new Map();
+    this.declaredOnce = new Map();
     await this.openPublishChannel(model);
     this.openDeclareChannel(model);
     for (const record of this.consumers) {
@@ -140,7 +174,10 @@ export class AmqpBroker extends Broker {
     const channel = model.createConfirmChannel();
     this.publishChannel = channel;
     const ch = await channel;
-    ch.on('error', (err: Error) => this.logger.error(`Publish channel error: ${messageOf(err)}`));
+    ch.on('error', (err: Error) => {
+      this.publishChannelError = { code: (err as { code?: number }).code, message: messageOf(err) };
+      this.logger.error(`Publish channel error: ${messageOf(err)}`);
+    });
     // RabbitMQ sends basic.return before the confirm of a mandatory message no queue took
     ch.on('return', (msg: ConsumeMessage) => this.returned.add(returnKey(msg.fields.routingKey, msg.properties.correlationId)));
     ch.on('close', () =>
@@ -220,20 +257,42 @@ export class AmqpBroker extends Broker {
     return pending;
   }
 
-  private async declare(queue: string): Promise<void> {
+  private declare(queue: string): Promise<void> {
+    const q = this.queueOf(queue);
+    const args = Object.keys(q.arguments).length > 0 ? ` with arguments ${JSON.stringify(q.arguments)}` : '';
+    return this.runSteps(queueTopology(q), `declare queue ${queue} (exchange ${q.exchange.name || "''"} ${q.exchange.type})${args}`);
+  }
+
+  /**
+   * Declares exchanges, queues and bindings (the native delayed-delivery topology, its bindings).
+   * With `once`, only the first call with that key on a connection sends them; a reconnect sends them again.
+   */
+  override async declareTopology(steps: TopologyStep[], once?: string): Promise<void> {
+    if (!once) return this.runSteps(steps, 'declare its topology');
+    let pending = this.declaredOnce.get(once);
+    if (!pending) {
+      pending = this.runSteps(steps, `declare ${once}`);
+      this.declaredOnce.set(once, pending);
+      pending.catch(() => this.declaredOnce.delete(once));
+    }
+    return pending;
+  }
+
+  private queueOf(queue: string): QueueDeclaration {
+    return this.options.queues ? this.options.queues(queue) : plainQueue(queue, this.options.queueArguments);
+  }
+
+  private async runSteps(steps: TopologyStep[], what: string): Promise<void> {
     const model = this.requireModel();
     const ch = await (this.declareChannel ?? this.openDeclareChannel(model));
     try {
-      await declareTopology(ch, queue, this.options.queueArguments);
+      await applySteps(ch, steps);
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       if (typeof code === 'number' && code >= 400 && code < 500) {
         // 403/404/405/406: the server refused this declaration (for example the queue exists with other
         // arguments); trying again cannot help, and the confirm channel is untouched.
-        throw new CeleryBrokerRefusedError(
-          `Broker ${this.describe()} refused to declare queue ${queue}` +
-            `${this.options.queueArguments ? ` with arguments ${JSON.stringify(this.options.queueArguments)}` : ''}: ${messageOf(err)}`,
-        );
+        throw new CeleryBrokerRefusedError(`Broker ${this.describe()} refused to ${what}: ${messageOf(err)}`);
       }
       throw err;
     }
@@ -279,14 +338,35 @@ export class AmqpBroker extends Broker {
   private async publishOnce(queue: string, message: OutgoingMessage, route?: PublishRoute): Promise<void> {
     if (queue) await this.assertQueue(queue);
     const ch = await this.channel();
-    await new Promise<void>((resolve, reject) => {
-      ch.publish(route?.exchange ?? '', route?.routingKey ?? queue, message.body, { ...message.properties, headers: message.headers, mandatory: true }, (err: unknown) => (err ? reject(err) : resolve()));
-    });
-    if (this.returned.size > 0 && this.returned.delete(returnKey(queue, message.properties.correlationId))) {
+    const exchange = route?.exchange ?? '';
+    const routingKey = route?.routingKey ?? queue;
+    // Mandatory only where a return means "the queue we declared is gone": to it through the default
+    // exchange, or through its own exchange with a key its binding takes. Elsewhere an unroutable
+    // message is dropped, as Celery publishes (mandatory=False).
+    const mandatory = !!queue && (exchange === '' ? routingKey === queue : this.takenBy(queue, exchange, routingKey));
+    this.publishChannelError = null;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ch.publish(exchange, routingKey, message.body, { ...message.properties, headers: message.headers, mandatory }, (err: unknown) => (err ? reject(err) : resolve()));
+      });
+    } catch (err) {
+      const closed = this.publishChannelError as { code?: number; message: string } | null;
+      if (closed?.code === 404) {
+        // NOT_FOUND: the exchange does not exist. Publishing again cannot help.
+        throw new CeleryBrokerRefusedError(`Broker ${this.describe()} refused the message for exchange '${exchange}' (routing key ${routingKey}): ${closed.message}`);
+      }
+      throw err;
+    }
+    if (this.returned.size > 0 && this.returned.delete(returnKey(routingKey, message.properties.correlationId))) {
       this.declared.delete(queue);
       this.logger.warn(`Queue ${queue} no longer exists (message ${message.properties.correlationId} returned unroutable); declaring it again`);
       throw new Error(`queue ${queue} missing`);
     }
+  }
+
+  private takenBy(queue: string, exchange: string, routingKey: string): boolean {
+    const q = this.queueOf(queue);
+    return q.exchange.name === exchange && bindingTakes(q.exchange.type, q.routingKey, routingKey);
   }
 
   private async waitReady(deadline: number, queue: string): Promise<void> {
@@ -324,6 +404,8 @@ export class AmqpBroker extends Broker {
         if (record.channel && record.tag) await record.channel.cancel(record.tag).catch(() => undefined);
       },
       setPrefetch: async (count: number) => {
+        // Per-consumer QoS reaches only consumers started after it: the prefetch stays what it was (Celery: "static").
+        if (this.perConsumerQos) return;
         record.prefetch = clampPrefetch(count);
         await record.channel?.prefetch(record.prefetch, true).catch(() => undefined);
       },
@@ -400,8 +482,8 @@ export class AmqpBroker extends Broker {
 
   /** Declares the queue, sets the channel's prefetch and consumes; again on the same channel if the server cancels the consumer. */
   private async consumeOn(ch: Channel, record: ConsumerRecord, lost: AbortSignal): Promise<void> {
-    await declareTopology(ch, record.queue, this.options.queueArguments);
-    await ch.prefetch(record.prefetch, true);
+    await applySteps(ch, queueTopology(this.queueOf(record.queue)));
+    await ch.prefetch(record.prefetch, !this.perConsumerQos);
     const reply = await ch.consume(record.queue, (msg) => {
       if (msg) {
         record.onMessage(deliveryOf(ch, lost, msg, this.logger));
@@ -431,11 +513,34 @@ export class AmqpBroker extends Broker {
   }
 }
 
-/** Celery's topology for a queue: a direct exchange and a durable queue of the same name, bound by it. */
-async function declareTopology(ch: Channel, queue: string, queueArguments?: Record<string, unknown>): Promise<void> {
-  await ch.assertExchange(queue, 'direct', { durable: true, autoDelete: false });
-  await ch.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false, arguments: queueArguments ? toAmqpFieldTable(queueArguments) : undefined });
-  await ch.bindQueue(queue, queue, queue);
+/**
+ * kombu 5.7's `qos_semantics_matches_spec`: RabbitMQ 4.0+ gets per-consumer QoS for every queue
+ * (global QoS is deprecated there and denied by default from 4.3); 3.x keeps the global QoS.
+ */
+export function serverWantsPerConsumerQos(version: unknown): boolean {
+  const text = Buffer.isBuffer(version) ? version.toString('utf8') : typeof version === 'string' ? version : '';
+  const major = /^(\d+)\./.exec(text)?.[1];
+  return major !== undefined && Number(major) >= 4;
+}
+
+/** Sends declaration frames in order, as kombu does (lib/protocol/routing.ts). */
+async function applySteps(ch: Channel, steps: readonly TopologyStep[]): Promise<void> {
+  for (const step of steps) {
+    switch (step.kind) {
+      case 'exchange.declare':
+        await ch.assertExchange(step.exchange, step.type, { durable: step.durable, autoDelete: step.autoDelete });
+        break;
+      case 'queue.declare':
+        await ch.assertQueue(step.queue, { durable: step.durable, exclusive: step.exclusive, autoDelete: step.autoDelete, arguments: toAmqpFieldTable(step.arguments) });
+        break;
+      case 'queue.bind':
+        await ch.bindQueue(step.queue, step.exchange, step.routingKey);
+        break;
+      case 'exchange.bind':
+        await ch.bindExchange(step.destination, step.source, step.routingKey);
+        break;
+    }
+  }
 }
 
 function deliveryOf(ch: Channel, lost: AbortSignal, msg: ConsumeMessage, logger: Logger): Delivery {

@@ -1,5 +1,6 @@
 import type { AmqpFieldValue } from '../protocol/amqp-field-table';
 import type { IncomingMessage, MessageProperties } from '../protocol/task-message';
+import type { TopologyStep } from '../protocol/routing';
 
 /** A task message ready to publish: typed headers, AMQP properties, body bytes. */
 export interface OutgoingMessage {
@@ -43,6 +44,8 @@ export interface ConsumerHandle {
    * Change how many unacknowledged messages the broker may hand over (held ETA tasks raise it).
    * Takes effect at once for the running consumer (AMQP: global QoS on the consumer's own channel)
    * and is kept for the consumer that replaces it after its channel or connection is lost.
+   * With per-consumer QoS (AMQP `perConsumerQos`, quorum queues) it does nothing: the prefetch is
+   * fixed when the consumer starts, as in Celery.
    */
   setPrefetch(count: number): Promise<void>;
 }
@@ -54,8 +57,17 @@ export interface ConsumerHandle {
  */
 export abstract class Broker {
   abstract connect(): Promise<void>;
-  /** Declares Celery's topology for a queue: direct exchange, durable queue, binding (wire spec §1.1). */
+  /** Declares Celery's topology for a queue: its exchange, the durable queue, the binding (wire spec §1.1; lib/protocol/routing.ts). */
   abstract assertQueue(queue: string): Promise<void>;
+  /**
+   * Declares exchanges, queues and bindings in order (the native delayed-delivery topology and its
+   * bindings). With `once`, only the first call with that key on a connection sends them. The
+   * default does nothing (a broker without exchanges).
+   */
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  async declareTopology(steps: TopologyStep[], once?: string): Promise<void> {
+    return;
+  }
   /**
    * Publishes to the default exchange with routing key = queue, or, with `route`, to that exchange
    * and routing key (the queue is still declared first when named); resolves once the broker has

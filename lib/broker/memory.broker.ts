@@ -1,5 +1,6 @@
 import { fromAmqpFieldValue, toAmqpFieldValue, type AmqpFieldValue } from '../protocol/amqp-field-table';
 import { Broker, ConsumerHandle, Delivery, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
+import { bindingTakes, DELAY_BITS, DELAYED_DELIVERY_EXCHANGE, plainQueue, queueTopology, type ExchangeType, type QueueDeclaration, type TopologyStep } from '../protocol/routing';
 
 export interface MemoryBrokerOptions {
   /**
@@ -7,6 +8,14 @@ export interface MemoryBrokerOptions {
    * is modelled: `x-dead-letter-exchange` and `x-dead-letter-routing-key` (see `MemoryBroker`).
    */
   queueArguments?: Record<string, unknown>;
+  /** How each queue is declared (its exchange and binding key), as `AmqpBroker`'s `queues`. */
+  queues?: (name: string) => QueueDeclaration;
+}
+
+interface MemoryExchange {
+  type: ExchangeType;
+  /** Queues and exchanges bound to it, with their binding keys. */
+  bindings: { queue?: string; exchange?: string; key: string }[];
 }
 
 interface Stored {
@@ -51,6 +60,14 @@ interface MemoryQueue {
  *   exchanges are the default one (`''`, routing key = queue name) and each queue's Celery
  *   exchange (same name as the queue, routing key = queue name); a dead-letter that routes to no
  *   declared queue is dropped, as RabbitMQ drops an unroutable one.
+ * - Exchanges (direct, topic, fanout) and their bindings, declared with each queue as Celery
+ *   declares it and by `declareTopology`: a publish follows them (exchange-to-exchange bindings
+ *   too). A publish to an exchange nobody declared goes to the queue of its routing key. The native
+ *   delayed-delivery levels (`celery_delayed_N`) are not modelled as queues with TTLs: a message
+ *   published to one goes straight on through `celery_delayed_delivery` (the worker then holds it
+ *   until its ETA), with the prefixed routing key and, as RabbitMQ reports it, the dead-letter
+ *   exchange of the last delay level in its delivery; no `x-death`.
+ *   `headers` exchanges, exchange arguments and the alternate exchange are not modelled.
  * - A lost channel (`simulateChannelLoss`, or `close`) puts its unacknowledged messages back at
  *   the head of the queue as redelivered and aborts their deliveries' `lost` signal; their
  *   ack / reject then do nothing.
@@ -61,6 +78,7 @@ interface MemoryQueue {
  */
 export class MemoryBroker extends Broker {
   private readonly queues = new Map<string, MemoryQueue>();
+  private readonly exchanges = new Map<string, MemoryExchange>();
   private closed = false;
 
   constructor(private readonly options: MemoryBrokerOptions = {}) {
@@ -75,13 +93,68 @@ export class MemoryBroker extends Broker {
     this.queueOf(queue);
   }
 
+  override async declareTopology(steps: TopologyStep[]): Promise<void> {
+    for (const step of steps) {
+      if (step.kind === 'exchange.declare') this.exchangeOf(step.exchange, step.type);
+      else if (step.kind === 'queue.declare') this.queueOf(step.queue, step.arguments);
+      else if (step.kind === 'queue.bind') this.bind(step.exchange, { queue: step.queue, key: step.routingKey });
+      else this.bind(step.source, { exchange: step.destination, key: step.routingKey });
+    }
+  }
+
   async publish(queue: string, message: OutgoingMessage, route?: PublishRoute): Promise<void> {
     if (this.closed) throw new Error('memory broker is closed');
     // AmqpBroker declares the queue before it publishes: the message waits for a consumer.
-    // Every exchange routes to the queue of its routing key here (Celery's default topology: the queue's own direct exchange).
-    const q = this.queueOf(queue || (route?.routingKey ?? ''));
-    const exchange = route?.exchange ?? '';
-    this.enqueue(q, { message: { ...message, body: Buffer.from(message.body) }, redelivered: false, exchange, routingKey: route?.routingKey ?? queue });
+    if (queue) this.queueOf(queue);
+    let exchange = route?.exchange ?? '';
+    const routingKey = route?.routingKey ?? queue;
+    let delivered = exchange;
+    if (/^celery_delayed_\d+$/.test(exchange)) {
+      // No delay levels here: straight on to where the last one dead-letters. RabbitMQ reports the
+      // dead-letter exchange of the last delay queue the message waited in (that of its lowest 1 digit).
+      exchange = DELAYED_DELIVERY_EXCHANGE;
+      const lowest = routingKey.split('.').slice(0, DELAY_BITS).reverse().indexOf('1');
+      delivered = lowest > 0 ? `celery_delayed_${lowest - 1}` : DELAYED_DELIVERY_EXCHANGE;
+    }
+    const copy = { ...message, body: Buffer.from(message.body) };
+    for (const q of this.route(exchange, routingKey, queue)) this.enqueue(q, { message: copy, redelivered: false, exchange: delivered, routingKey });
+  }
+
+  /** The queues a publish reaches: by name through the default exchange, else along the declared bindings. */
+  private route(exchange: string, routingKey: string, declared: string): MemoryQueue[] {
+    if (exchange === '') return [this.queues.get(routingKey) ?? this.queueOf(routingKey)];
+    // An exchange nobody declared: Celery's default topology (each queue's own direct exchange) is assumed.
+    if (!this.exchanges.has(exchange)) return [this.queueOf(declared || routingKey)];
+    const found = new Set<MemoryQueue>();
+    const seen = new Set<string>();
+    const walk = (name: string) => {
+      const ex = this.exchanges.get(name);
+      if (!ex || seen.has(name)) return;
+      seen.add(name);
+      for (const b of ex.bindings) {
+        if (!bindingTakes(ex.type, b.key, routingKey)) continue;
+        if (b.queue) {
+          const q = this.queues.get(b.queue);
+          if (q) found.add(q);
+        } else if (b.exchange) walk(b.exchange);
+      }
+    };
+    walk(exchange);
+    return [...found];
+  }
+
+  private exchangeOf(name: string, type: ExchangeType): MemoryExchange {
+    let ex = this.exchanges.get(name);
+    if (!ex) {
+      ex = { type, bindings: [] };
+      this.exchanges.set(name, ex);
+    }
+    return ex;
+  }
+
+  private bind(exchange: string, binding: { queue?: string; exchange?: string; key: string }): void {
+    const ex = this.exchanges.get(exchange) ?? this.exchangeOf(exchange, 'direct');
+    if (!ex.bindings.some((b) => b.queue === binding.queue && b.exchange === binding.exchange && b.key === binding.key)) ex.bindings.push(binding);
   }
 
   async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle> {
@@ -172,11 +245,19 @@ export class MemoryBroker extends Broker {
     old.abort(new Error(`memory broker: channel of the consumer of queue ${q.name} closed`));
   }
 
-  private queueOf(name: string): MemoryQueue {
+  /** The queue, created (with its exchange and binding, as Celery declares them) on first use. */
+  private queueOf(name: string, args?: Record<string, unknown>): MemoryQueue {
     let q = this.queues.get(name);
     if (!q) {
-      q = { name, arguments: { ...this.options.queueArguments }, ready: [], consumers: [], cancelled: new Set(), next: 0 };
+      const decl = args ? null : this.options.queues ? this.options.queues(name) : plainQueue(name, this.options.queueArguments);
+      q = { name, arguments: { ...(args ?? decl?.arguments) }, ready: [], consumers: [], cancelled: new Set(), next: 0 };
       this.queues.set(name, q);
+      if (decl) {
+        for (const step of queueTopology(decl)) {
+          if (step.kind === 'exchange.declare') this.exchangeOf(step.exchange, step.type);
+          else if (step.kind === 'queue.bind') this.bind(step.exchange, { queue: step.queue, key: step.routingKey });
+        }
+      }
     }
     return q;
   }
@@ -244,11 +325,10 @@ export class MemoryBroker extends Broker {
     if (typeof exchange !== 'string') return;
     const dlKey = q.arguments['x-dead-letter-routing-key'];
     const routingKey = typeof dlKey === 'string' ? dlKey : q.name;
-    // The default exchange routes by queue name; a queue's Celery exchange only by its own name.
-    const target = exchange === '' || exchange === routingKey ? this.queues.get(routingKey) : undefined;
-    if (!target) return;
+    // Along the declared bindings; an unroutable dead letter is dropped.
+    const targets = exchange === '' ? [this.queues.get(routingKey)].filter((t): t is MemoryQueue => !!t) : this.exchanges.has(exchange) ? this.route(exchange, routingKey, '') : [];
     const headers = { ...message.headers, 'x-death': xDeath(message.headers['x-death'], q.name) };
-    this.enqueue(target, { message: { ...message, headers }, redelivered: false, exchange, routingKey });
+    for (const target of targets) this.enqueue(target, { message: { ...message, headers }, redelivered: false, exchange, routingKey });
   }
 }
 

@@ -1,7 +1,9 @@
+import { hostname as osHostname } from 'node:os';
 import { CeleryConfigError } from '../errors/celery.errors';
 import type { CassandraOptions, CeleryModuleOptions, CeleryOptionsInput, WorkerOptions } from '../interfaces/celery-options.interface';
 import { DEFAULT_MAX_RESULT_BYTES } from '../results/store-errors';
 import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedRateLimitConfig, ResolvedTls } from './resolved-config';
+import { EXCHANGE_TYPES, prepareRouters, QueueTable, type QueueDefinition, type QueueType, type RoutingSettings, type TaskRoutesInput } from '../protocol/routing';
 
 /**
  * Validates `forRoot` options and fills in defaults. Accepts camelCase options and a Python
@@ -30,6 +32,10 @@ const CAMEL_KEYS = new Set([
   'brokerUrl', 'brokerTls', 'resultBackend', 'queueArguments', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
   'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal', 'publishTimeoutMs',
   ...RATE_LIMIT_KEYS,
+  // task defaults (issue 12)
+  'taskTimeLimit', 'taskSoftTimeLimit', 'taskTrackStarted', 'taskIgnoreResult', 'taskStoreErrorsEvenIfIgnored',
+  'taskRoutes', 'taskQueues', 'defaultExchange', 'defaultExchangeType', 'defaultRoutingKey', 'queueMaxPriority', 'queueType',
+  'createMissingQueueType', 'delayedDeliveryQueueType', 'defaultPriority',
 ]);
 const CASSANDRA_KEYS = new Set([
   'contactPoints', 'port', 'localDataCenter', 'keyspace', 'table', 'readConsistency', 'writeConsistency',
@@ -37,7 +43,11 @@ const CASSANDRA_KEYS = new Set([
 ]);
 /** Smallest `worker.maxResultBytes`: room for the FAILURE row that says a result was too large. */
 const MIN_RESULT_BYTES = 4096;
-const WORKER_KEYS = new Set(['enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit', ...RATE_LIMIT_WORKER_KEYS]);
+const WORKER_KEYS = new Set([
+  'enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit',
+  'detectQuorumQueues', 'consumerTimeoutMs', 'hostname', 'taskContextStorage',
+  ...RATE_LIMIT_WORKER_KEYS,
+]);
 
 /** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
 const PYTHON_KEYS: Record<string, string> = {
@@ -64,7 +74,34 @@ const PYTHON_KEYS: Record<string, string> = {
   worker_prefetch_multiplier: 'prefetchMultiplier',
   worker_eta_task_limit: 'worker.etaTaskLimit',
   ...RATE_LIMIT_PYTHON_KEYS,
+  // task defaults (issue 12)
+  task_time_limit: 'taskTimeLimit',
+  task_soft_time_limit: 'taskSoftTimeLimit',
+  task_track_started: 'taskTrackStarted',
+  task_ignore_result: 'taskIgnoreResult',
+  task_store_errors_even_if_ignored: 'taskStoreErrorsEvenIfIgnored',
+  worker_detect_quorum_queues: 'worker.detectQuorumQueues',
+  task_routes: 'taskRoutes',
+  task_queues: 'taskQueues',
+  task_default_exchange: 'defaultExchange',
+  task_default_exchange_type: 'defaultExchangeType',
+  task_default_routing_key: 'defaultRoutingKey',
+  task_queue_max_priority: 'queueMaxPriority',
+  task_default_queue_type: 'queueType',
+  task_create_missing_queue_type: 'createMissingQueueType',
+  broker_native_delayed_delivery_queue_type: 'delayedDeliveryQueueType',
+  task_default_priority: 'defaultPriority',
 };
+
+// --- result states and options (Celery's result_extended) ---
+CAMEL_KEYS.add('resultExtended');
+PYTHON_KEYS.result_extended = 'resultExtended';
+
+/** The result options, resolved: `resultExtended` (Celery's `result_extended`, default false). */
+function resolveResultOptions(o: Mutable): Pick<ResolvedCeleryConfig, 'resultExtended'> {
+  return { resultExtended: optBool(o.resultExtended, 'resultExtended') ?? false };
+}
+// --- end of result options ---
 
 type Mutable = CeleryModuleOptions & {
   cassandra?: Partial<CassandraOptions>;
@@ -152,6 +189,154 @@ function resolveQueueArguments(value: unknown): Record<string, unknown> | null {
   return { ...(value as Record<string, unknown>) };
 }
 
+/** RabbitMQ's default `consumer_timeout` (3.8.17+): 30 minutes. */
+const DEFAULT_CONSUMER_TIMEOUT_MS = 30 * 60 * 1000;
+
+function resolveRouting(
+  o: Mutable,
+  defaultQueue: string,
+  queueArguments: Record<string, unknown> | null,
+  taskQueues: [string, QueueDefinition][],
+  workerQueues: string[],
+): RoutingSettings {
+  const defaultExchange = optString(o.defaultExchange, 'defaultExchange') || defaultQueue;
+  const maxPriority = o.queueMaxPriority;
+  if (maxPriority !== undefined && maxPriority !== null && (typeof maxPriority !== 'number' || !Number.isInteger(maxPriority) || maxPriority < 1 || maxPriority > 255)) {
+    throw new CeleryConfigError('queueMaxPriority', `must be an integer 1-255 (RabbitMQ's x-max-priority), got ${JSON.stringify(maxPriority)}`);
+  }
+  let routers;
+  try {
+    routers = prepareRouters(resolveRoutes(o.taskRoutes));
+  } catch (err) {
+    if (err instanceof CeleryConfigError) throw err;
+    throw new CeleryConfigError('taskRoutes', (err as Error).message);
+  }
+  return {
+    defaultQueue,
+    defaultExchange,
+    defaultExchangeType: optChoice(o.defaultExchangeType, 'defaultExchangeType', EXCHANGE_TYPES) ?? 'direct',
+    defaultRoutingKey: optString(o.defaultRoutingKey, 'defaultRoutingKey') || defaultQueue,
+    queueType: optChoice(o.queueType, 'queueType', QUEUE_TYPES) ?? 'classic',
+    createMissingQueueType: optChoice(o.createMissingQueueType, 'createMissingQueueType', QUEUE_TYPES) ?? 'classic',
+    queues: taskQueues,
+    queueMaxPriority: (maxPriority as number | undefined) ?? null,
+    queueArguments,
+    routers,
+    delayedDeliveryQueueType: optChoice(o.delayedDeliveryQueueType, 'delayedDeliveryQueueType', QUEUE_TYPES) ?? 'quorum',
+    extraQueues: workerQueues,
+  };
+}
+
+/**
+ * What RabbitMQ refuses on quorum queues, found here rather than as a broker error at startup
+ * (checked on RabbitMQ 3.10): `x-max-priority` (406 "invalid arg 'x-max-priority' ... of queue type
+ * rabbit_quorum_queue"; Celery sends it all the same) and global QoS on a consumer (540
+ * NOT_IMPLEMENTED "does not support global qos", which closes the whole connection).
+ */
+function checkQueueTypes(routing: RoutingSettings, detectQuorumQueues: boolean): void {
+  const table = new QueueTable(routing);
+  const quorum = table.all().filter((q) => q.arguments['x-queue-type'] === 'quorum');
+  const prioritized = quorum.find((q) => q.arguments['x-max-priority'] !== undefined);
+  if (prioritized) {
+    const key = routing.queueMaxPriority !== null ? 'queueMaxPriority' : `taskQueues.${prioritized.name}.arguments`;
+    throw new CeleryConfigError(
+      key,
+      `quorum queue ${prioritized.name} would be declared with x-max-priority, which RabbitMQ refuses on quorum queues (PRECONDITION_FAILED; Celery sends it and fails the same way): leave the priority out or make the queue classic`,
+    );
+  }
+  if (quorum.length > 0 && !detectQuorumQueues) {
+    throw new CeleryConfigError(
+      'worker.detectQuorumQueues',
+      `is false but ${quorum[0].name} is a quorum queue: RabbitMQ refuses global QoS on quorum queues (540 NOT_IMPLEMENTED closes the connection); leave it true`,
+    );
+  }
+}
+
+const QUEUE_TYPES: readonly QueueType[] = ['classic', 'quorum'];
+/** Keys of a `taskQueues` entry: camelCase, or kombu's as a celeryconfig writes them. */
+const QUEUE_DEFINITION_KEYS: Record<string, keyof QueueDefinition> = {
+  exchange: 'exchange',
+  exchangeType: 'exchangeType',
+  exchange_type: 'exchangeType',
+  routingKey: 'routingKey',
+  routing_key: 'routingKey',
+  bindingKey: 'routingKey',
+  binding_key: 'routingKey',
+  arguments: 'arguments',
+  queueArguments: 'arguments',
+  queue_arguments: 'arguments',
+};
+
+/** `taskQueues` / `task_queues`: `{ name: { exchange, exchangeType, routingKey, arguments } }`, or a list of `{ name, ... }`. */
+function resolveTaskQueues(value: unknown): [string, QueueDefinition][] {
+  if (value === undefined || value === null) return [];
+  const entries: [string, unknown][] = Array.isArray(value)
+    ? value.map((q, i) => {
+        if (typeof q !== 'object' || q === null || typeof (q as { name?: unknown }).name !== 'string') throw new CeleryConfigError(`taskQueues[${i}]`, 'must be an object with a name');
+        const { name, ...rest } = q as { name: string };
+        return [name, rest];
+      })
+    : typeof value === 'object'
+      ? Object.entries(value as Record<string, unknown>)
+      : (() => {
+          throw new CeleryConfigError('taskQueues', 'must be an object { queueName: { exchange, exchangeType, routingKey, arguments } }');
+        })();
+  return entries.map(([name, raw]) => {
+    const where = `taskQueues.${name}`;
+    if (!name) throw new CeleryConfigError('taskQueues', 'a queue name must not be empty');
+    if (raw === null || raw === undefined) raw = {};
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw new CeleryConfigError(where, 'must be an object { exchange, exchangeType, routingKey, arguments }');
+    const def: QueueDefinition = {};
+    for (const [key, v] of Object.entries(raw as Record<string, unknown>)) {
+      const target = QUEUE_DEFINITION_KEYS[key];
+      if (!target) throw new CeleryConfigError(`${where}.${key}`, 'unknown option (use exchange, exchangeType, routingKey, arguments)');
+      if (v === undefined || v === null) continue;
+      if (target === 'arguments') {
+        if (typeof v !== 'object' || Array.isArray(v)) throw new CeleryConfigError(`${where}.${key}`, 'must be an object of x-arguments');
+        def.arguments = { ...(v as Record<string, unknown>) };
+      } else if (target === 'exchangeType') def.exchangeType = optChoice(v, `${where}.${key}`, EXCHANGE_TYPES);
+      else def[target] = optString(v, `${where}.${key}`);
+    }
+    const type = def.arguments?.['x-queue-type'];
+    if (type !== undefined && type !== 'classic' && type !== 'quorum') throw new CeleryConfigError(`${where}.arguments`, `x-queue-type must be 'classic' or 'quorum', got ${JSON.stringify(type)}`);
+    return [name, def];
+  });
+}
+
+const ROUTE_TARGET_KEYS: Record<string, string> = { exchange_type: 'exchangeType', routing_key: 'routingKey' };
+
+/** `taskRoutes` / `task_routes`: snake_case keys of route dicts become camelCase; functions stay as they are. */
+function resolveRoutes(value: unknown): TaskRoutesInput | null {
+  if (value === undefined || value === null) return null;
+  const target = (t: unknown): unknown => {
+    if (typeof t !== 'object' || t === null || Array.isArray(t)) return t;
+    return Object.fromEntries(Object.entries(t as Record<string, unknown>).map(([k, v]) => [ROUTE_TARGET_KEYS[k] ?? k, v]));
+  };
+  const router = (r: unknown): unknown => {
+    if (typeof r === 'function') return r;
+    if (Array.isArray(r)) return r.map((pair) => (Array.isArray(pair) ? [pair[0], target(pair[1])] : pair));
+    if (typeof r === 'object' && r !== null) return Object.fromEntries(Object.entries(r as Record<string, unknown>).map(([k, v]) => [k, target(v)]));
+    throw new CeleryConfigError('taskRoutes', 'must be an object { taskNameOrGlob: queue | { queue, exchange, exchangeType, routingKey } }, a function, or a list of these');
+  };
+  if (Array.isArray(value) && !value.every((e) => Array.isArray(e) && e.length === 2 && (typeof e[0] === 'string' || e[0] instanceof RegExp))) {
+    return value.map(router) as TaskRoutesInput;
+  }
+  return router(value) as TaskRoutesInput;
+}
+
+function optChoice<T extends string>(value: unknown, key: string, choices: readonly T[]): T | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!choices.includes(value as T)) throw new CeleryConfigError(key, `must be one of ${choices.map((c) => `'${c}'`).join(', ')}, got ${JSON.stringify(value)}`);
+  return value as T;
+}
+
+function optPriority(value: unknown, key: string): number | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'string' && /^\d+$/.test(value)) value = Number(value); // Celery's option type is 'string'
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 255) throw new CeleryConfigError(key, `must be an integer 0-255, got ${JSON.stringify(value)}`);
+  return value;
+}
+
 function resolveTls(value: unknown, key: string): ResolvedTls | null {
   if (value === undefined || value === null) return null;
   if (typeof value !== 'object' || Array.isArray(value)) throw new CeleryConfigError(key, 'must be an object {ca, cert, key, rejectUnauthorized, servername}');
@@ -212,11 +397,17 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
   const concurrency = optInt(w.concurrency, 'worker.concurrency', 1) ?? 64;
   const multiplier = optInt(o.prefetchMultiplier, 'worker_prefetch_multiplier', 1) ?? 4;
   const prefetch = optInt(w.prefetch, 'worker.prefetch', 1) ?? concurrency * multiplier;
-  const queues = w.queues ?? [defaultQueue];
+  const taskQueues = resolveTaskQueues(o.taskQueues);
+  // Celery's worker without -Q consumes every queue of task_queues, else the default queue.
+  const queues = w.queues ?? (taskQueues.length > 0 ? taskQueues.map(([name]) => name) : [defaultQueue]);
   if (!Array.isArray(queues) || queues.length === 0 || queues.some((q) => typeof q !== 'string' || !q)) {
     throw new CeleryConfigError('worker.queues', 'must be a non-empty list of queue names');
   }
   const cassandraConfig = o.cassandra ? resolveCassandra(o.cassandra, o.writtenAs) : null;
+  const queueArguments = resolveQueueArguments(o.queueArguments);
+  const routing = resolveRouting(o, defaultQueue, queueArguments, taskQueues, queues as string[]);
+  const detectQuorumQueues = optBool(w.detectQuorumQueues, 'worker.detectQuorumQueues') ?? true;
+  checkQueueTypes(routing, detectQuorumQueues);
   if (o.cassandra && o.resultBackend === undefined && resultBackend !== 'cassandra') {
     // Celery ignores cassandra_* keys without result_backend = 'cassandra://'; say so instead of storing elsewhere.
     // (An explicit other backend keeps the settings unused, for switching back and forth.)
@@ -236,7 +427,9 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     resultBackend,
     cassandra: resultBackend === 'cassandra' ? cassandraConfig : null,
     defaultQueue,
-    queueArguments: resolveQueueArguments(o.queueArguments),
+    queueArguments,
+    routing,
+    defaultPriority: optPriority(o.defaultPriority, 'defaultPriority'),
     worker: {
       enabled: optBool(w.enabled, 'worker.enabled') ?? true,
       queues: [...queues],
@@ -247,12 +440,24 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       maxResultBytes: optInt(w.maxResultBytes, 'worker.maxResultBytes', MIN_RESULT_BYTES) ?? DEFAULT_MAX_RESULT_BYTES,
       successCheck: resolveSuccessCheck(w.successCheck),
       etaTaskLimit: optInt(w.etaTaskLimit, 'worker.etaTaskLimit', 0) ?? 10000,
+      detectQuorumQueues,
+      consumerTimeoutMs: optInt(w.consumerTimeoutMs, 'worker.consumerTimeoutMs', 0) ?? DEFAULT_CONSUMER_TIMEOUT_MS,
+      hostname: resolveHostname(w.hostname),
+      taskContextStorage: optBool(w.taskContextStorage, 'worker.taskContextStorage') ?? null,
+    },
+    tasks: {
+      timeLimit: optSeconds(o.taskTimeLimit, 'taskTimeLimit') ?? null,
+      softTimeLimit: optSeconds(o.taskSoftTimeLimit, 'taskSoftTimeLimit') ?? null,
+      trackStarted: optBool(o.taskTrackStarted, 'taskTrackStarted') ?? false,
+      ignoreResult: optBool(o.taskIgnoreResult, 'taskIgnoreResult') ?? false,
+      storeErrorsEvenIfIgnored: optBool(o.taskStoreErrorsEvenIfIgnored, 'taskStoreErrorsEvenIfIgnored') ?? false,
     },
     publishTimeoutMs: optInt(o.publishTimeoutMs, 'publishTimeoutMs', 0) ?? 30000,
     accept,
     peerCompat,
     resultPollIntervalMs: optInt(o.resultPollIntervalMs, 'resultPollIntervalMs', 1) ?? 100,
     rateLimits: resolveRateLimits(o, w),
+    ...resolveResultOptions(o),
   };
 }
 
@@ -359,6 +564,24 @@ function resolveSuccessCheck(value: unknown): 'always' | 'redelivered' {
   if (value === undefined) return 'always';
   if (value === 'always' || value === 'redelivered') return value;
   throw new CeleryConfigError('worker.successCheck', `must be 'always' or 'redelivered', got ${JSON.stringify(value)}`);
+}
+
+/** The worker's node name, `name@host` as Celery's `-n`; default `nestjs@<hostname>` (`celery@` is Python's). */
+function resolveHostname(value: unknown): string {
+  const name = optString(value, 'worker.hostname') ?? `nestjs@${osHostname()}`;
+  if (!name.includes('@') || name.startsWith('@') || name.endsWith('@')) {
+    throw new CeleryConfigError('worker.hostname', `must be "name@host" as Celery's node names, got ${JSON.stringify(name)}`);
+  }
+  return name;
+}
+
+/** A positive number of seconds (fractions allowed), as Celery's time limits. */
+export function optSeconds(value: unknown, key: string): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new CeleryConfigError(key, `must be a number of seconds > 0, got ${JSON.stringify(value)}`);
+  }
+  return value;
 }
 
 function optString(value: unknown, key: string): string | undefined {

@@ -1,4 +1,5 @@
 import type { PeerCompat } from '../protocol/task-message';
+import type { RoutingSettings } from '../protocol/routing';
 
 /** Options after validation and defaults; what the rest of the library reads. */
 export interface ResolvedTls {
@@ -33,6 +34,10 @@ export interface ResolvedCeleryConfig {
   cassandra: ResolvedCassandraConfig | null;
   defaultQueue: string;
   queueArguments: Record<string, unknown> | null;
+  /** Queues, exchanges and routes (task_queues, task_routes, task_default_exchange_type, ...). */
+  routing: RoutingSettings;
+  /** `task_default_priority`: the priority of sends that give none. */
+  defaultPriority: number | null;
   worker: {
     enabled: boolean;
     queues: string[];
@@ -43,6 +48,22 @@ export interface ResolvedCeleryConfig {
     maxResultBytes: number;
     successCheck: 'always' | 'redelivered';
     etaTaskLimit: number;
+    /** `worker_detect_quorum_queues`: per-consumer QoS when a quorum queue is configured. */
+    detectQuorumQueues: boolean;
+    /** RabbitMQ's consumer_timeout the worker plans for: a held ETA message is moved before it (0: never). */
+    consumerTimeoutMs: number;
+    /** This worker's node name (`name@host`): STARTED rows, the task context, events. */
+    hostname: string;
+    /** Run tasks in the AsyncLocalStorage behind CeleryTaskContext; null = when a provider injects it. */
+    taskContextStorage: boolean | null;
+  };
+  /** Defaults of every task (Celery's `task_*` settings); a task's own `@Task()` options win. */
+  tasks: {
+    timeLimit: number | null;
+    softTimeLimit: number | null;
+    trackStarted: boolean;
+    ignoreResult: boolean;
+    storeErrorsEvenIfIgnored: boolean;
   };
   publishTimeoutMs: number;
   accept: string[];
@@ -50,6 +71,8 @@ export interface ResolvedCeleryConfig {
   resultPollIntervalMs: number;
   /** Rate limits (issue 12 item 4). */
   rateLimits: ResolvedRateLimitConfig;
+  /** Celery's `result_extended`: rows also carry name, args, kwargs, worker, retries, queue. */
+  resultExtended: boolean;
 }
 
 // ---- rate limits (issue 12 item 4) ----

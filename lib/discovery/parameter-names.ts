@@ -95,3 +95,11 @@ export function bindArguments(taskName: string, params: ParameterList, args: unk
   }
   return bound;
 }
+
+/** Puts the task context at its parameter's place in bound arguments (missing ones before it stay undefined: defaults apply). */
+export function withContextArgument(bound: unknown[], index: number | null | undefined, context: unknown): unknown[] {
+  if (index === null || index === undefined) return bound;
+  const out = bound.length < index ? [...bound, ...new Array<unknown>(index - bound.length)] : [...bound];
+  out.splice(index, 0, context);
+  return out;
+}

@@ -1,7 +1,10 @@
 import { Injectable, OnModuleInit } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { TaskRegistrationError } from '../errors/celery.errors';
-import { parameterNames } from './parameter-names';
+import { TASK_CONTEXT_PARAM } from '../celery.constants';
+import { CeleryTaskContext } from '../worker/task-context';
+import { validateTaskOptions } from '../decorators/task.decorator';
+import { ParameterList, parameterNames } from './parameter-names';
 import { TaskMetadataAccessor, taskNameOf } from './task-metadata.accessor';
 import { TaskRegistry } from './task.registry';
 
@@ -21,6 +24,7 @@ export class TaskExplorer implements OnModuleInit {
 
   explore(): void {
     for (const wrapper of this.discovery.getProviders()) {
+      if (injectsTaskContext(wrapper.metatype)) this.registry.contextAccessorUsed = true;
       const instance = wrapper.instance as Record<string, unknown> | undefined;
       if (!instance || typeof instance !== 'object' || !wrapper.isDependencyTreeStatic()) continue;
       const prototype = Object.getPrototypeOf(instance) as object | null;
@@ -39,13 +43,35 @@ export class TaskExplorer implements OnModuleInit {
     const className = instance.constructor?.name ?? 'Anonymous';
     const name = taskNameOf(className, metadata);
     if (!name.trim()) throw new TaskRegistrationError(`${className}.${methodName}: task name must not be empty`);
+    const contextIndex = Reflect.getMetadata(TASK_CONTEXT_PARAM, instance, methodName) as number | undefined;
+    const params = metadata.params ? { names: [...metadata.params], restIndex: null } : withoutParameter(parameterNames(method), contextIndex);
+    validateTaskOptions(`${className}.${methodName}`, metadata);
     this.registry.register({
       name,
       target: `${className}.${methodName}`,
       queue: metadata.queue ?? null,
       ignoreResult: metadata.ignoreResult ?? false,
-      params: metadata.params ? { names: [...metadata.params], restIndex: null } : parameterNames(method),
+      params,
+      contextIndex: contextIndex ?? null,
+      options: metadata,
       handler: (...args: unknown[]) => (method as (...a: unknown[]) => unknown).apply(instance, args),
     });
   }
+}
+
+/** Whether a provider class asks for `CeleryTaskContext` in its constructor or an `@Inject()` property. */
+function injectsTaskContext(metatype: unknown): boolean {
+  if (typeof metatype !== 'function') return false;
+  const ctorTypes = (Reflect.getMetadata('design:paramtypes', metatype) as unknown[] | undefined) ?? [];
+  const selfTypes = (Reflect.getMetadata('self:paramtypes', metatype) as { param: unknown }[] | undefined) ?? [];
+  const props = (Reflect.getMetadata('self:properties_metadata', metatype) as { type: unknown }[] | undefined) ?? [];
+  return [...ctorTypes, ...selfTypes.map((s) => s.param), ...props.map((p) => p.type)].includes(CeleryTaskContext);
+}
+
+/** The parameter list without the `@TaskContext()` parameter, which callers do not bind. */
+function withoutParameter(params: ParameterList, index: number | undefined): ParameterList {
+  if (index === undefined || index >= params.names.length) return params;
+  const names = params.names.filter((_, i) => i !== index);
+  const restIndex = params.restIndex === null ? null : params.restIndex > index ? params.restIndex - 1 : params.restIndex;
+  return { names, restIndex };
 }

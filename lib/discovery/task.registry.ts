@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { TaskRegistrationError } from '../errors/celery.errors';
+import type { TaskOptions } from '../decorators/task.decorator';
 import type { ParameterList } from './parameter-names';
 
 /** A discovered task: its name, where it runs and how its arguments bind. */
@@ -9,7 +10,12 @@ export interface RegisteredTask {
   target: string;
   queue: string | null;
   ignoreResult: boolean;
+  /** The parameters callers bind to (the `@TaskContext()` parameter left out). */
   params: ParameterList;
+  /** Where the `@TaskContext()` parameter is, if the method has one. */
+  contextIndex?: number | null;
+  /** The `@Task()` options (retries, time limits, rate limit, results). */
+  options?: TaskOptions;
   /** Calls the method on its DI-managed instance. */
   handler: (...args: unknown[]) => unknown;
 }
@@ -21,6 +27,8 @@ export interface RegisteredTask {
 @Injectable()
 export class TaskRegistry {
   private readonly tasks = new Map<string, RegisteredTask>();
+  /** Whether a provider injects `CeleryTaskContext` (found at bootstrap): then tasks run in its storage. */
+  contextAccessorUsed = false;
 
   register(task: RegisteredTask): void {
     const existing = this.tasks.get(task.name);

@@ -120,3 +120,9 @@ export class ResultTooLargeError extends CeleryError {
     super(`The result row of task ${taskId} is ${bytes} bytes, over worker.maxResultBytes (${limit} bytes)`);
   }
 }
+
+/**
+ * A result to store that the store cannot take as given (e.g. an `expiresSeconds` that is not a
+ * TTL Cassandra accepts). Never retried: the same value is refused again.
+ */
+export class InvalidResultError extends CeleryError {}

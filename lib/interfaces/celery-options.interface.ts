@@ -1,4 +1,7 @@
 import type { PeerCompat } from '../protocol/task-message';
+import type { ExchangeType, QueueDefinition, QueueType, TaskRoutesInput } from '../protocol/routing';
+
+export type { ExchangeType, QueueDefinition, QueueType, RouteFunction, RouteTarget, TaskRoutesInput } from '../protocol/routing';
 
 /**
  * TLS settings: file paths of PEM files. Server certificates are verified by default
@@ -48,7 +51,7 @@ export interface CassandraOptions {
 export interface WorkerOptions {
   /** Consume and run tasks in this process. Default true. */
   enabled?: boolean;
-  /** Queues to consume. Default `[defaultQueue]`. */
+  /** Queues to consume (Celery's `-Q`). Default: every queue of `taskQueues`, else `[defaultQueue]` (as Celery). */
   queues?: string[];
   /**
    * Tasks in progress at once (running or storing their result). Default 64: a Node worker is
@@ -86,6 +89,27 @@ export interface WorkerOptions {
   etaTaskLimit?: number;
   /** Celery's `worker_disable_rate_limits`: ignore every task's `rateLimit` (shared ones too) in this worker. Default false. */
   disableRateLimits?: boolean;
+  /** This worker's node name, `name@host` (Celery's `-n`): in STARTED rows and the task context. Default `nestjs@<hostname>`. */
+  hostname?: string;
+  /**
+   * Run tasks inside the AsyncLocalStorage behind `CeleryTaskContext` and `currentTask()`. Default:
+   * on when a provider injects `CeleryTaskContext`, else off — on Node 20 a live AsyncLocalStorage
+   * makes every promise of the process dearer. `@TaskContext()` parameters work either way.
+   */
+  taskContextStorage?: boolean;
+  /**
+   * Celery's `worker_detect_quorum_queues`: when some configured queue is a quorum queue, set the
+   * prefetch per consumer (`basic.qos` global=false; RabbitMQ refuses global QoS on quorum queues).
+   * The prefetch is then static: held ETA tasks occupy prefetch slots. Default true.
+   */
+  detectQuorumQueues?: boolean;
+  /**
+   * RabbitMQ's `consumer_timeout` (default 30 minutes): a message held unacknowledged longer makes
+   * RabbitMQ close the channel. An ETA task held in memory longer than half of this is published
+   * again (confirmed) to its queue and its delivery acknowledged, so the channel is never closed.
+   * 0: never (a broker with consumer_timeout disabled). Default 1800000.
+   */
+  consumerTimeoutMs?: number;
 }
 
 // ---- rate limits (issue 12 item 4) ----
@@ -128,6 +152,33 @@ export interface CeleryModuleOptions {
    * side: `Queue(..., queue_arguments=...)`), or RabbitMQ refuses the declaration.
    */
   queueArguments?: Record<string, unknown>;
+  /**
+   * Celery's `task_routes`: task name or glob (`'reports.*'`) → queue name, or
+   * `{ queue, exchange, exchangeType, routingKey, priority }`; also a function
+   * `(name, args, kwargs, options) => target | null`, or a list of maps and functions (first match wins).
+   */
+  taskRoutes?: TaskRoutesInput;
+  /**
+   * Celery's `task_queues` (as a dict): queue name → `{ exchange, exchangeType, routingKey, arguments }`.
+   * Default: only `defaultQueue`.
+   */
+  taskQueues?: Record<string, QueueDefinition>;
+  /** Celery's `task_default_exchange`. Default: the default queue's name. */
+  defaultExchange?: string;
+  /** Celery's `task_default_exchange_type`: `direct` (default), `topic`, `fanout` or `headers`. */
+  defaultExchangeType?: ExchangeType;
+  /** Celery's `task_default_routing_key`. Default: the default queue's name. */
+  defaultRoutingKey?: string;
+  /** Celery's `task_queue_max_priority`: `x-max-priority` on every queue that does not set its own. */
+  queueMaxPriority?: number;
+  /** Celery's `task_default_queue_type` (5.5+): the default queue's type, when `taskQueues` is not given. Default `classic`. */
+  queueType?: QueueType;
+  /** Celery's `task_create_missing_queue_type` (5.6+): type of queues not in `taskQueues`. Default `classic`. */
+  createMissingQueueType?: QueueType;
+  /** Celery's `broker_native_delayed_delivery_queue_type`: type of the `celery_delayed_*` queues. Default `quorum`. */
+  delayedDeliveryQueueType?: QueueType;
+  /** Celery's `task_default_priority`: the priority of sends that give none. */
+  defaultPriority?: number;
   worker?: WorkerOptions;
   /** Only `json` is supported, as with Celery's Cassandra backend. */
   taskSerializer?: string;
@@ -148,6 +199,27 @@ export interface CeleryModuleOptions {
   isGlobal?: boolean;
   /** Limits shared by all workers (rate limits, issue 12 item 4). */
   globalRateLimits?: GlobalRateLimitOptions;
+
+  // --- task defaults (Celery's task_* settings); a task's own @Task() options win ---
+  /** Hard time limit in seconds of every task (`task_time_limit`). Default none. */
+  taskTimeLimit?: number;
+  /** Soft time limit in seconds of every task (`task_soft_time_limit`). Default none. */
+  taskSoftTimeLimit?: number;
+  /** Store a STARTED row before a task runs (`task_track_started`). Default false. */
+  taskTrackStarted?: boolean;
+  /** Store no results (`task_ignore_result`). Default false. */
+  taskIgnoreResult?: boolean;
+  /** With ignored results, still store FAILURE and RETRY rows (`task_store_errors_even_if_ignored`). Default false. */
+  taskStoreErrorsEvenIfIgnored?: boolean;
+
+  // --- result options ---
+  /**
+   * Celery's `result_extended`: each stored state also records the task's name, args, kwargs,
+   * worker, retries and queue (and parent and group ids), read back with `AsyncResult.extended()`.
+   * On Cassandra they go to extra nullable columns a worker adds to Celery's table (ALTER TABLE
+   * ADD); Python's readers and writers keep working on it. Default false.
+   */
+  resultExtended?: boolean;
 }
 
 /** A Python celeryconfig, as written (snake_case keys). */
@@ -176,6 +248,26 @@ export interface PythonCeleryConfig {
   worker_prefetch_multiplier?: number;
   worker_eta_task_limit?: number;
   worker_disable_rate_limits?: boolean;
+  task_time_limit?: number;
+  task_soft_time_limit?: number;
+  task_track_started?: boolean;
+  task_ignore_result?: boolean;
+  task_store_errors_even_if_ignored?: boolean;
+  /** Celery's `result_extended` (see `resultExtended`). */
+  result_extended?: boolean;
+  worker_detect_quorum_queues?: boolean;
+  /** `{ 'tasks.add': 'math', 'reports.*': { queue: 'reports', routing_key: 'reports.daily' } }` (snake_case or camelCase keys). */
+  task_routes?: TaskRoutesInput | Record<string, string | Record<string, unknown>>;
+  /** `{ name: { exchange, exchange_type, routing_key / binding_key, queue_arguments } }` */
+  task_queues?: Record<string, Record<string, unknown>>;
+  task_default_exchange?: string;
+  task_default_exchange_type?: ExchangeType;
+  task_default_routing_key?: string;
+  task_queue_max_priority?: number;
+  task_default_queue_type?: QueueType;
+  task_create_missing_queue_type?: QueueType;
+  broker_native_delayed_delivery_queue_type?: QueueType;
+  task_default_priority?: number;
 }
 
 export type CeleryOptionsInput = CeleryModuleOptions | PythonCeleryConfig | (CeleryModuleOptions & PythonCeleryConfig);

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Optional, Type } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, Type } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Broker } from '../broker/broker.interface';
@@ -8,6 +8,9 @@ import { TaskMetadataAccessor, taskNameOf } from '../discovery/task-metadata.acc
 import { TaskRegistry } from '../discovery/task.registry';
 import { TaskNotRegisteredError } from '../errors/celery.errors';
 import { encodeTaskMessage } from '../protocol/task-message';
+import { routeTask, type Destination } from '../protocol/routing';
+import { queueTableOf } from '../config/queue-table';
+import { publishRouted } from './routed-publish';
 import { AsyncResult } from '../results/async-result';
 import { ResultStore } from '../results/result-store.interface';
 import { NOTIFY_HEADER, ResultNotifier } from '../results/result-notifier';
@@ -24,11 +27,18 @@ export interface SendTaskOptions {
   eta?: Date;
   /** Seconds from now, or a time, after which the task is not run (REVOKED `expired`). */
   expires?: number | Date;
-  /** Queue to send to; default the task's `@Task({ queue })`, else the module's `defaultQueue`. */
+  /**
+   * Queue to send to (a `taskQueues` name, or any name: then its own direct exchange, as Celery).
+   * Default: the task's `@Task({ queue })`, else the first matching `taskRoutes`, else `defaultQueue`.
+   */
   queue?: string;
+  /** Exchange to publish to (Celery's `exchange`); with `routingKey`, instead of the queue's. */
+  exchange?: string;
+  /** Routing key (Celery's `routing_key`); used with a non-direct exchange or an explicit `exchange`. */
+  routingKey?: string;
   /** Task id; default a random UUID. */
   taskId?: string;
-  /** AMQP message priority (0–255; the queue needs `x-max-priority` for it to matter). */
+  /** AMQP message priority (0–255; the queue needs `x-max-priority` for it to matter). Default: the route's, else `defaultPriority`. */
   priority?: number;
   /** Ask the worker to store no result. */
   ignoreResult?: boolean;
@@ -80,6 +90,7 @@ export class TaskSignature<F extends AnyMethod> {
 @Injectable()
 export class Producer {
   private readonly origin = `gen${process.pid}@${hostname()}`;
+  private readonly logger = new Logger('CeleryProducer');
   private readonly replyTo = randomUUID();
 
   constructor(
@@ -97,7 +108,8 @@ export class Producer {
    */
   async sendTask<T = unknown>(name: string, options: SendTaskOptions = {}): Promise<AsyncResult<T>> {
     const id = options.taskId ?? randomUUID();
-    const queue = options.queue ?? this.registry.get(name)?.queue ?? this.config.defaultQueue;
+    const destination = this.route(name, options);
+    const priority = options.priority ?? destination.priority ?? this.config.defaultPriority ?? undefined;
     const message = encodeTaskMessage(
       {
         task: name,
@@ -107,7 +119,7 @@ export class Producer {
         countdown: options.countdown,
         eta: options.eta,
         expires: options.expires,
-        priority: options.priority,
+        priority,
         ignoreResult: options.ignoreResult,
         timeLimit: options.timeLimit,
         softTimeLimit: options.softTimeLimit,
@@ -118,9 +130,21 @@ export class Producer {
       },
       { nowMicros: Date.now() * 1000, origin: this.origin, peer: this.config.peerCompat },
     );
-    await this.broker.publish(queue, { headers: message.amqpHeaders, properties: message.properties, body: message.body });
+    await publishRouted(this.broker, queueTableOf(this.config), destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
     // A push is expected soon after the send; later get() calls read the store at once.
     return new AsyncResult<T>(id, this.results, this.config.resultPollIntervalMs, this.notifier, this.notifier ? Date.now() + PUSH_GRACE_MS : 0);
+  }
+
+  /** Where the task goes: Celery's router (lib/protocol/routing.ts) over `taskQueues` / `taskRoutes`. */
+  private route(name: string, options: SendTaskOptions): Destination {
+    const countdown = options.countdown ?? (options.eta ? (options.eta.getTime() - Date.now()) / 1000 : null);
+    return routeTask(queueTableOf(this.config), name, {
+      explicit: { queue: options.queue, exchange: options.exchange, routingKey: options.routingKey, priority: options.priority },
+      task: { queue: this.registry.get(name)?.queue ?? undefined, priority: this.config.defaultPriority ?? undefined },
+      args: options.args,
+      kwargs: options.kwargs,
+      delaySeconds: countdown,
+    });
   }
 
   /** A typed reference to a `@Task()` method of `type`; argument types are checked at compile time. */

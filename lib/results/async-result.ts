@@ -1,6 +1,7 @@
 import { CeleryConfigError, TaskFailedError, TaskTimeoutError } from '../errors/celery.errors';
 import { isExceptionInfo } from '../protocol/exceptions';
-import type { TaskMeta } from '../protocol/result-row';
+import type { ExtendedResult, TaskMeta } from '../protocol/result-row';
+import { parseChildren, ResultTuple } from '../protocol/result-tuple';
 import { PROPAGATE_STATES, READY_STATES, TaskState } from '../protocol/states';
 import type { ResultStore } from './result-store.interface';
 import type { ResultNotifier } from './result-notifier';
@@ -19,6 +20,10 @@ const MAX_POLL_MS = 500;
 /**
  * A handle on a sent task, like Celery's `AsyncResult`: its id, its state, and `get()` for its value.
  * `T` is the task's return type when the task was sent through a typed reference.
+ *
+ * States: PENDING (no row), STARTED (`info().result` is `{pid, hostname}`), RETRY (`info().result`
+ * is the exception dict), and the ready ones SUCCESS, FAILURE, REVOKED. `get()` waits through
+ * STARTED and RETRY.
  */
 export class AsyncResult<T = unknown> {
   constructor(
@@ -28,12 +33,21 @@ export class AsyncResult<T = unknown> {
     private readonly notifier: ResultNotifier | null = null,
     /** Until this time (epoch ms) a push is expected: the task was just sent by this process. */
     private readonly pushExpectedUntil = 0,
+    /**
+     * The task this one was sent from, when known: as in Celery, only a handle made from a result
+     * tuple that names it (a `children` entry, a chain step) knows it. A row does not say (Celery's
+     * Cassandra table has no parent column); with `resultExtended`, `extended()` has `parentId`.
+     */
+    readonly parent: AsyncResult | null = null,
   ) {
     // Sent by this process: its push is kept for this handle, however late get() is called.
     if (notifier && pushExpectedUntil > 0) notifier.expect(id, this);
   }
 
-  /** The stored meta of the task: status, result, traceback, children, date done. */
+  /**
+   * The stored meta of the task: status, result, traceback, children, date done (and `extended`
+   * with `resultExtended`). `result` is the value, the exception dict, or STARTED's `{pid, hostname}`.
+   */
   info(): Promise<TaskMeta> {
     return this.store.getTaskMeta(this.id);
   }
@@ -55,6 +69,45 @@ export class AsyncResult<T = unknown> {
   }
 
   /**
+   * The tasks this task sent, from its row's `children` column (Celery's result tuples): an
+   * `AsyncResult` per task, a `GroupResult` per group. Null when the task has no row (PENDING) or
+   * the row says null (a REVOKED row written without a request), as Python's `children` is None.
+   */
+  async children(): Promise<(AsyncResult | GroupResult)[] | null> {
+    const meta = await this.info();
+    if (meta.status === 'PENDING') return null;
+    return parseChildren(meta.children, this.id)?.map((t) => this.fromTuple(t)) ?? null;
+  }
+
+  /**
+   * Celery's `result_extended` fields of the newest row: name, args, kwargs, worker, retries,
+   * queue (and parentId, groupId). Null when the row has none: `resultExtended` off, a row written
+   * by Python (Celery's Cassandra backend never stores them), or no row at all.
+   */
+  async extended(): Promise<ExtendedResult | null> {
+    return (await this.info()).extended ?? null;
+  }
+
+  /**
+   * Deletes the task's stored states (and, as Celery, its known parent's): readers see PENDING
+   * again. A push this process kept for it is dropped too. Celery 5.7's Cassandra backend deletes
+   * the rows the same way (`DELETE ... WHERE task_id`); a worker storing a state later writes a
+   * new row.
+   */
+  async forget(): Promise<void> {
+    if (this.parent) await this.parent.forget();
+    this.notifier?.forget(this.id);
+    await this.store.forget(this.id);
+  }
+
+  /** A handle on a task named by a result tuple, sharing this handle's store and notifier. */
+  private fromTuple(t: ResultTuple): AsyncResult | GroupResult {
+    const parent = t.parent ? (this.fromTuple(t.parent) as AsyncResult) : null;
+    if (t.results) return new GroupResult(t.id, t.results.map((r) => this.fromTuple(r)), parent);
+    return new AsyncResult(t.id, this.store, this.defaultInterval, this.notifier, 0, parent);
+  }
+
+  /**
    * Waits for a ready state and resolves the value; rejects on FAILURE / REVOKED and on timeout.
    * A NestJS worker pushes the result to this process as soon as it is stored; otherwise (a Python
    * worker, a lost push) the store is polled with back-off.
@@ -69,7 +122,8 @@ export class AsyncResult<T = unknown> {
     const unsubscribeStore = this.store.subscribe?.(this.id, () => wake?.());
     const unsubscribePush = this.notifier?.subscribe(this.id, (meta) => {
       pushed = meta;
-      wake?.();
+      // STARTED and RETRY are not worth a store read: the worker pushes the final state too
+      if (READY_STATES.has(meta.status)) wake?.();
     });
     try {
       pushed ??= this.notifier?.latest(this.id);
@@ -126,5 +180,23 @@ export class AsyncResult<T = unknown> {
       throw new TaskFailedError(this.id, meta.status, exc.exc_type, message, exc.exc_module ?? null, meta.traceback);
     }
     return meta.result as T;
+  }
+}
+
+/**
+ * A group named in a `children` column (Celery's `GroupResult` tuple `[[id, parent], [members]]`).
+ * Celery's Cassandra backend cannot save or restore groups (`GroupResult.save()` raises there), so
+ * this is only ever built from such a tuple.
+ */
+export class GroupResult {
+  constructor(
+    readonly id: string,
+    readonly results: (AsyncResult | GroupResult)[],
+    readonly parent: AsyncResult | null = null,
+  ) {}
+
+  /** The members' values, in order; rejects as the first member that rejects. */
+  get(options: GetOptions = {}): Promise<unknown[]> {
+    return Promise.all(this.results.map((r) => r.get(options)));
   }
 }

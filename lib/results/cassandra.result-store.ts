@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import { Client, policies, types } from 'cassandra-driver';
 import type { ResolvedCassandraConfig } from '../config/resolved-config';
 import { CeleryConnectionError } from '../errors/celery.errors';
-import { decodeResultRow, encodeResultRow, pendingMeta, ResultRow, ResultToStore, TaskMeta } from '../protocol/result-row';
+import { checkExpiresSeconds, decodeResultRow, encodeResultRow, ExtendedRow, pendingMeta, ResultRow, ResultToStore, TaskMeta } from '../protocol/result-row';
 import { cassandraClientOptions, DriverClientOptions, driverConsistencyKey } from './cassandra-client-options';
 import { ResultStore } from './result-store.interface';
 import { guardedClient } from './cassandra-stream-guard';
@@ -20,7 +20,30 @@ export function createTableCql(keyspace: string, table: string): string {
   );
 }
 
+/**
+ * The `resultExtended` columns, added to Celery's table with ALTER TABLE ADD. Celery's own
+ * statements name their columns (SELECT status, result, date_done, traceback, children), so Python
+ * readers and writers keep working on the altered table; Python's rows leave these null.
+ */
+export const EXTENDED_COLUMNS: readonly (readonly [string, string])[] = [
+  ['name', 'text'],
+  ['args', 'blob'],
+  ['kwargs', 'blob'],
+  ['worker', 'text'],
+  ['retries', 'int'],
+  ['queue', 'text'],
+  ['parent_id', 'text'],
+  ['group_id', 'text'],
+];
+
+export interface CassandraResultStoreOptions {
+  /** Celery's `result_extended`: store name, args, kwargs, worker, retries, queue in extra columns. */
+  resultExtended?: boolean;
+}
+
 const UNAUTHORIZED = 0x2100;
+/** How often a reader looks again for the extended columns while the table lacks them. */
+const EXTENDED_RECHECK_MS = 5000;
 /** Status reads (before each write) out at once before new ones wait to go together. */
 const STATUS_READS_IN_FLIGHT = 2;
 /** Most task ids in one status read (`IN` list). */
@@ -35,9 +58,17 @@ const STATUS_READ_BATCH = 64;
 export class CassandraResultStore extends ResultStore {
   private readonly logger = new Logger('CeleryResultStore');
   private client: Client | null = null;
-  private readonly insertCql: string;
+  private readonly target: string;
   private readonly selectCql: string;
+  private readonly selectExtendedCql: string;
   private readonly statusCql: string;
+  private readonly deleteCql: string;
+  /** The four INSERTs: [plain, with TTL, extended, extended with TTL]. */
+  private readonly insertCqls: readonly string[];
+  private readonly resultExtended: boolean;
+  /** Whether the table has the extended columns (checked at connect, and again by readers). */
+  private extendedColumns = false;
+  private extendedCheckedAt = 0;
   private readonly statusChecks: { taskId: string; resolve: (status: string | undefined) => void; reject: (err: unknown) => void }[] = [];
   private statusReadsInFlight = 0;
   private readonly readConsistency: number;
@@ -48,13 +79,18 @@ export class CassandraResultStore extends ResultStore {
     private readonly json: JsonOptions = DEFAULT_JSON_OPTIONS,
     /** Largest encoded row written (`worker.maxResultBytes`); a larger one is refused before the write. */
     private readonly maxResultBytes = DEFAULT_MAX_RESULT_BYTES,
+    options: CassandraResultStoreOptions = {},
   ) {
     super();
     const target = `${config.keyspace}.${config.table}`;
-    const ttl = config.entryTtl ? ` USING TTL ${config.entryTtl}` : '';
-    this.insertCql = `INSERT INTO ${target} (task_id, status, result, date_done, traceback, children) VALUES (?, ?, ?, ?, ?, ?)${ttl}`;
-    this.selectCql = `SELECT task_id, status, result, date_done, traceback, children FROM ${target} WHERE task_id=? LIMIT 1`;
+    this.target = target;
+    this.resultExtended = options.resultExtended ?? false;
+    const base = 'task_id, status, result, date_done, traceback, children';
+    this.selectCql = `SELECT ${base} FROM ${target} WHERE task_id=? LIMIT 1`;
+    this.selectExtendedCql = `SELECT ${base}, ${EXTENDED_COLUMNS.map(([c]) => c).join(', ')} FROM ${target} WHERE task_id=? LIMIT 1`;
     this.statusCql = `SELECT task_id, status FROM ${target} WHERE task_id IN ? PER PARTITION LIMIT 1`;
+    this.deleteCql = `DELETE FROM ${target} WHERE task_id=?`;
+    this.insertCqls = [false, true].flatMap((extended) => [false, true].map((ttl) => insertCql(target, extended, ttl)));
     this.readConsistency = consistencyOf(config.readConsistency);
     this.writeConsistency = consistencyOf(config.writeConsistency);
   }
@@ -73,6 +109,7 @@ export class CassandraResultStore extends ResultStore {
     try {
       await this.checkKeyspace(client);
       if (forWrites) await this.ensureTable(client);
+      if (this.resultExtended) await (forWrites ? this.checkExtendedColumns(client, true) : this.checkExtendedColumnsQuietly(client));
     } catch (err) {
       await client.shutdown().catch(() => undefined);
       throw err;
@@ -84,15 +121,25 @@ export class CassandraResultStore extends ResultStore {
   }
 
   async store(result: ResultToStore): Promise<void> {
-    const row = encodeResultRow(result, new Date(), this.json);
+    const ttl = checkExpiresSeconds(result) ?? this.config.entryTtl ?? undefined;
+    const extended = this.resultExtended && this.extendedColumns;
+    const row = encodeResultRow(extended || !result.extended ? result : { ...result, extended: undefined }, new Date(), this.json);
     checkRowSize(row, this.maxResultBytes);
-    const rs = await this.requireClient().execute(
-      this.insertCql,
-      [row.taskId, row.status, row.result, row.dateDone, row.traceback, row.children],
-      { prepare: true, consistency: this.writeConsistency },
-    );
+    const params: unknown[] = [row.taskId, row.status, row.result, row.dateDone, row.traceback, row.children];
+    if (row.extended) params.push(...extendedParams(row.extended));
+    if (ttl !== undefined) params.push(ttl);
+    const rs = await this.requireClient().execute(this.insertCqls[(row.extended ? 2 : 0) + (ttl !== undefined ? 1 : 0)], params, {
+      prepare: true,
+      consistency: this.writeConsistency,
+    });
     // an INSERT answers with no rows; rows mean the reply belongs to another request, so the write is not known to be done
     if (rs.rows !== undefined) throw new CeleryConnectionError(`${this.describe()} answered the write of ${row.taskId} with rows; not counted as stored`);
+  }
+
+  /** Deletes every row of the task, as Celery 5.7's `_forget` (`DELETE FROM t WHERE task_id=%s`, write consistency). */
+  async forget(taskId: string): Promise<void> {
+    const rs = await this.requireClient().execute(this.deleteCql, [taskId], { prepare: true, consistency: this.writeConsistency });
+    if (rs.rows !== undefined) throw new CeleryConnectionError(`${this.describe()} answered the delete of ${taskId} with rows; not counted as done`);
   }
 
   /**
@@ -151,7 +198,10 @@ export class CassandraResultStore extends ResultStore {
   }
 
   async getTaskMeta(taskId: string): Promise<TaskMeta> {
-    const rs = await this.requireClient().execute(this.selectCql, [taskId], { prepare: true, consistency: this.readConsistency });
+    const client = this.requireClient();
+    if (this.resultExtended && !this.extendedColumns && Date.now() - this.extendedCheckedAt >= EXTENDED_RECHECK_MS) await this.checkExtendedColumnsQuietly(client);
+    const extended = this.resultExtended && this.extendedColumns;
+    const rs = await client.execute(extended ? this.selectExtendedCql : this.selectCql, [taskId], { prepare: true, consistency: this.readConsistency });
     const row = rowsOf(rs, 'result read')[0];
     if (!row) return pendingMeta(taskId);
     if (row.task_id !== taskId) throw new CeleryConnectionError(`Cassandra answered the result read of ${taskId} with the row of ${String(row.task_id)}; retrying`);
@@ -162,6 +212,18 @@ export class CassandraResultStore extends ResultStore {
       dateDone: row.date_done as Date | null,
       traceback: row.traceback as Buffer | null,
       children: row.children as Buffer | null,
+      extended: extended
+        ? {
+            name: row.name as string | null,
+            args: row.args as Buffer | null,
+            kwargs: row.kwargs as Buffer | null,
+            worker: row.worker as string | null,
+            retries: row.retries as number | null,
+            queue: row.queue as string | null,
+            parentId: row.parent_id as string | null,
+            groupId: row.group_id as string | null,
+          }
+        : null,
     });
   }
 
@@ -251,10 +313,72 @@ export class CassandraResultStore extends ResultStore {
     }
   }
 
+  /**
+   * With `resultExtended`: finds whether the table has the extended columns, and a worker
+   * (`forWrites`) adds the missing ones (ALTER TABLE ADD; a column another worker added meanwhile
+   * is fine). A reader never alters the table: it reads the columns once a worker has added them.
+   */
+  /** A reader's look for the extended columns: a failure leaves them unread until the next look, never fails a read. */
+  private async checkExtendedColumnsQuietly(client: Client): Promise<void> {
+    try {
+      await this.checkExtendedColumns(client, false);
+    } catch (err) {
+      this.logger.warn(`Could not look for the resultExtended columns of ${this.target}: ${messageOf(err)}; reading without them`);
+    }
+  }
+
+  private async checkExtendedColumns(client: Client, forWrites: boolean): Promise<void> {
+    this.extendedCheckedAt = Date.now();
+    // system_schema directly: the driver's table metadata lags another client's ALTER by a second or more
+    const missing = async () => {
+      const rs = await client.execute(
+        'SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?',
+        [this.config.keyspace.toLowerCase(), this.config.table.toLowerCase()],
+        { prepare: true, consistency: this.readConsistency },
+      );
+      const rows = rowsOf(rs, 'schema read');
+      if (rows.length === 0) return null; // no table yet
+      const have = new Set(rows.map((r) => r.column_name as string));
+      return EXTENDED_COLUMNS.filter(([c]) => !have.has(c));
+    };
+    let absent = await missing();
+    if (absent && absent.length > 0 && forWrites) {
+      try {
+        await client.execute(`ALTER TABLE ${this.target} ADD (${absent.map(([c, t]) => `${c} ${t}`).join(', ')})`);
+        this.logger.log(`Added the resultExtended columns ${absent.map(([c]) => c).join(', ')} to ${this.target}`);
+      } catch (err) {
+        if ((err as { code?: number }).code === UNAUTHORIZED) {
+          throw new CeleryConnectionError(
+            `resultExtended is on but result table ${this.target} lacks its columns (${absent.map(([c, t]) => `${c} ${t}`).join(', ')}) ` +
+              `and this role may not add them (needs ALTER permission on ${this.target}): ${messageOf(err)}`,
+          );
+        }
+        // another worker added them meanwhile
+        if (!/already exist/i.test(messageOf(err))) throw new CeleryConnectionError(`Cannot add the resultExtended columns to ${this.target}: ${messageOf(err)}`);
+      }
+      absent = await missing();
+    }
+    this.extendedColumns = absent !== null && absent.length === 0;
+  }
+
   private requireClient(): Client {
     if (!this.client) throw new CeleryConnectionError(`${this.describe()} is not connected`);
     return this.client;
   }
+}
+
+/**
+ * Celery's INSERT (wire spec §4.3), with the extended columns when given, and `USING TTL ?` when
+ * the row expires: its `expiresSeconds`, else `cassandra.entryTtl`. Without either the statement
+ * has no TTL clause, so a table's own `default_time_to_live` still applies.
+ */
+function insertCql(target: string, extended: boolean, ttl: boolean): string {
+  const columns = ['task_id', 'status', 'result', 'date_done', 'traceback', 'children', ...(extended ? EXTENDED_COLUMNS.map(([c]) => c) : [])];
+  return `INSERT INTO ${target} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})${ttl ? ' USING TTL ?' : ''}`;
+}
+
+function extendedParams(e: ExtendedRow): unknown[] {
+  return [e.name, e.args, e.kwargs, e.worker, e.retries, e.queue, e.parentId, e.groupId];
 }
 
 function consistencyOf(name: string): number {

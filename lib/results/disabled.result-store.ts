@@ -19,5 +19,9 @@ export class DisabledResultStore extends ResultStore {
     throw new CeleryConfigError('resultBackend', 'no result backend is configured, so results cannot be read; set resultBackend to cassandra or memory');
   }
 
+  async forget(_taskId: string): Promise<void> {
+    throw new CeleryConfigError('resultBackend', 'no result backend is configured, so there are no results to forget; set resultBackend to cassandra or memory');
+  }
+
   async close(): Promise<void> {}
 }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { decodeResultRow, encodeResultRow, pendingMeta, ResultRow, ResultToStore, TaskMeta } from '../protocol/result-row';
+import { checkExpiresSeconds, decodeResultRow, encodeResultRow, pendingMeta, ResultRow, ResultToStore, TaskMeta } from '../protocol/result-row';
 import { ResultStore } from './result-store.interface';
 import { checkRowSize, DEFAULT_MAX_RESULT_BYTES, encodedRowBytes } from './store-errors';
 
@@ -11,6 +11,8 @@ export interface MemoryResultStoreOptions {
    * oldest rows are dropped, and their tasks read as PENDING again. Default 128 MiB.
    */
   maxBytes?: number;
+  /** Keep the `resultExtended` fields (name, args, kwargs, worker, retries, queue) with each row. */
+  resultExtended?: boolean;
 }
 
 /** Default byte budget of the memory store. */
@@ -24,38 +26,50 @@ export const ROW_OVERHEAD_BYTES = 512;
  * `cache+memory://` backend (an LRU of 5,000 results), the oldest results are forgotten first.
  */
 export class MemoryResultStore extends ResultStore {
-  private readonly rows = new Map<string, { row: ResultRow; bytes: number }>();
+  /** Newest row per task; `expiresAt` (epoch ms) when it was stored with `expiresSeconds`. */
+  private readonly rows = new Map<string, { row: ResultRow; bytes: number; expiresAt: number | null }>();
   private readonly events = new EventEmitter().setMaxListeners(0);
   private readonly maxResultBytes: number;
   private readonly maxBytes: number;
+  private readonly resultExtended: boolean;
   private heldBytes = 0;
 
   constructor(options: MemoryResultStoreOptions = {}) {
     super();
     this.maxResultBytes = options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
     this.maxBytes = options.maxBytes ?? DEFAULT_MEMORY_STORE_BYTES;
+    this.resultExtended = options.resultExtended ?? false;
   }
 
   async connect(): Promise<void> {}
 
   async store(result: ResultToStore): Promise<void> {
-    const row = encodeResultRow(result, new Date());
+    const seconds = checkExpiresSeconds(result);
+    const row = encodeResultRow(this.resultExtended ? result : { ...result, extended: undefined }, new Date());
     checkRowSize(row, this.maxResultBytes);
-    this.forget(result.taskId);
+    this.drop(result.taskId);
     const bytes = encodedRowBytes(row) + ROW_OVERHEAD_BYTES;
-    this.rows.set(result.taskId, { row, bytes });
+    this.rows.set(result.taskId, { row, bytes, expiresAt: seconds ? row.dateDone.getTime() + seconds * 1000 : null });
     this.heldBytes += bytes;
     // oldest first; the newest row stays even when it alone is over the budget
     for (const taskId of this.rows.keys()) {
       if (this.heldBytes <= this.maxBytes || taskId === result.taskId) break;
-      this.forget(taskId);
+      this.drop(taskId);
     }
     this.events.emit(result.taskId);
   }
 
   async getTaskMeta(taskId: string): Promise<TaskMeta> {
     const kept = this.rows.get(taskId);
+    if (kept && kept.expiresAt !== null && kept.expiresAt <= Date.now()) {
+      this.drop(taskId); // expired, like a Cassandra row past its TTL
+      return pendingMeta(taskId);
+    }
     return kept ? decodeResultRow(kept.row) : pendingMeta(taskId);
+  }
+
+  async forget(taskId: string): Promise<void> {
+    this.drop(taskId);
   }
 
   /** Bytes the kept rows count for (at most the budget, unless one row alone is larger). */
@@ -65,7 +79,8 @@ export class MemoryResultStore extends ResultStore {
 
   /** Every kept row, newest state per task. For the sample's "rows" command and for tests. */
   allRows(): ResultRow[] {
-    return [...this.rows.values()].map((kept) => kept.row);
+    const now = Date.now();
+    return [...this.rows.values()].filter((kept) => kept.expiresAt === null || kept.expiresAt > now).map((kept) => kept.row);
   }
 
   override subscribe(taskId: string, listener: () => void): () => void {
@@ -77,7 +92,7 @@ export class MemoryResultStore extends ResultStore {
     this.events.removeAllListeners();
   }
 
-  private forget(taskId: string): void {
+  private drop(taskId: string): void {
     const kept = this.rows.get(taskId);
     if (!kept) return;
     this.rows.delete(taskId);

@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { Broker } from '../broker/broker.interface';
 import { decodeResultMessage, TaskMeta } from '../protocol/result-row';
+import { READY_STATES } from '../protocol/states';
 
 /** Message header naming the producer's reply queue; our worker pushes the result there once stored. */
 export const NOTIFY_HEADER = 'nestjs_celery_notify';
@@ -71,6 +72,11 @@ export class ResultNotifier {
     return this.heldBytes;
   }
 
+  /** Drops the kept push of a task (`AsyncResult.forget()`): its state is read from the store again. */
+  forget(taskId: string): void {
+    this.drop(taskId);
+  }
+
   subscribe(taskId: string, listener: (meta: TaskMeta) => void): () => void {
     let set = this.listeners.get(taskId);
     if (!set) this.listeners.set(taskId, (set = new Set()));
@@ -89,6 +95,8 @@ export class ResultNotifier {
       this.logger.warn(`Ignored an unreadable result message: ${(err as Error).message}`);
       return;
     }
+    // a late STARTED or RETRY push (a duplicate run) never hides a SUCCESS, as in the store
+    if (!READY_STATES.has(meta.status) && this.latest(meta.taskId)?.status === 'SUCCESS') return;
     this.keep(meta, body.length + PUSH_OVERHEAD_BYTES);
     for (const listener of this.listeners.get(meta.taskId) ?? []) listener(meta);
   }

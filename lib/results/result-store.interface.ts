@@ -22,6 +22,12 @@ export abstract class ResultStore {
     await this.store(result);
     return null;
   }
+  /**
+   * Deletes every stored state of the task (Celery 5.7's `CassandraBackend._forget`: `DELETE ...
+   * WHERE task_id`): readers see PENDING again. A worker that stores a state for it later writes
+   * a new row, as with Celery.
+   */
+  abstract forget(taskId: string): Promise<void>;
   abstract close(): Promise<void>;
   /** Whether results can be read back at all (false for the disabled store). */
   readonly enabled: boolean = true;

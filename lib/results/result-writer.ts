@@ -1,5 +1,6 @@
 import type { Logger } from '@nestjs/common';
-import type { ResultToStore, TaskMeta } from '../protocol/result-row';
+import { checkExpiresSeconds, ResultToStore, TaskMeta } from '../protocol/result-row';
+import { READY_STATES } from '../protocol/states';
 import type { ResultStore } from './result-store.interface';
 import { classifyStoreError, StoreErrorClass } from './store-errors';
 
@@ -25,6 +26,11 @@ const MAX_DELAY_MS = 5000;
  * every prefetched message waits so, the broker stops delivering. A permanent error (too large, not
  * allowed, invalid) is never retried: a FAILURE saying why is stored in the result's place when the
  * store takes it. A stored SUCCESS is never replaced (Celery 5.7's rule; checked first when asked).
+ *
+ * Non-final states (STARTED, RETRY) are always checked first, whatever `checkFirst` says: a late
+ * STARTED or RETRY (a duplicate delivery, a task id published twice) must never hide a stored
+ * SUCCESS. One refused for good is not replaced by a FAILURE: the task has not failed, its state
+ * just goes unrecorded (`unstorable` with `stored: null`), and its final state is stored later.
  */
 export class ResultWriter {
   constructor(
@@ -34,9 +40,14 @@ export class ResultWriter {
   ) {}
 
   async write(result: ResultToStore, checkFirst: boolean): Promise<StoreOutcome> {
-    const first = await this.attempt(result, checkFirst);
+    const final = READY_STATES.has(result.status);
+    const first = await this.attempt(result, checkFirst || !final);
     if (first.kind !== 'refused') return first;
     const reason = `${first.message} (${first.error.label})`;
+    if (!final) {
+      this.logger.warn(`The ${result.status} state of ${result.taskId} cannot be stored: ${reason}; not recorded`);
+      return { kind: 'unstorable', reason, stored: null };
+    }
     this.logger.warn(`The ${result.status} result of ${result.taskId} cannot be stored: ${reason}; storing a FAILURE that says so`);
     const failure = unstorableFailure(result, first.message, first.error.tooLarge);
     // a FAILURE never replaces a stored SUCCESS, so this write always checks first
@@ -90,5 +101,18 @@ export function unstorableFailure(result: ResultToStore, why: string, tooLarge: 
     result: { exc_type: tooLarge ? 'ValueError' : 'RuntimeError', exc_message: [message], exc_module: 'builtins' },
     traceback: null,
     children: [],
+    // the row it stands for would have expired and carried these; so does the FAILURE (without
+    // args and kwargs when the row was too large: they may be what made it so)
+    ...(validExpiry(result) !== undefined ? { expiresSeconds: result.expiresSeconds } : {}),
+    ...(result.extended ? { extended: tooLarge ? { ...result.extended, args: null, kwargs: null } : result.extended } : {}),
   };
+}
+
+/** The result's `expiresSeconds` when the store takes it; undefined when absent or refused. */
+function validExpiry(result: ResultToStore): number | undefined {
+  try {
+    return checkExpiresSeconds(result);
+  } catch {
+    return undefined;
+  }
 }

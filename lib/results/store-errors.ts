@@ -1,5 +1,5 @@
 import { errors, types } from 'cassandra-driver';
-import { CeleryConnectionError, ResultTooLargeError } from '../errors/celery.errors';
+import { CeleryConnectionError, InvalidResultError, ResultTooLargeError } from '../errors/celery.errors';
 import type { ResultRow } from '../protocol/result-row';
 
 /**
@@ -65,6 +65,7 @@ const SOCKET_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPI
 /** Tells a store error that may go away from one that never will. Unknown errors are transient. */
 export function classifyStoreError(err: unknown): StoreErrorClass {
   if (err instanceof ResultTooLargeError) return permanent('ResultTooLargeError', true);
+  if (err instanceof InvalidResultError) return permanent('InvalidResultError', false);
   if (err instanceof CeleryConnectionError) return transient('CeleryConnectionError');
   if (err instanceof errors.ResponseError) {
     const label = `ResponseError ${CODE_NAMES.get(err.code) ?? 'unknown'} (0x${err.code.toString(16).padStart(4, '0')})`;
@@ -100,9 +101,11 @@ function transient(label: string): StoreErrorClass {
  */
 export const DEFAULT_MAX_RESULT_BYTES = 8 * 1024 * 1024;
 
-/** Bytes of a row as stored: its blobs, task id and status. */
+/** Bytes of a row as stored: its blobs, task id and status, and its resultExtended fields. */
 export function encodedRowBytes(row: ResultRow): number {
-  return row.result.length + row.traceback.length + row.children.length + Buffer.byteLength(row.taskId) + Buffer.byteLength(row.status);
+  const e = row.extended;
+  const extended = e ? (e.args?.length ?? 0) + (e.kwargs?.length ?? 0) + Buffer.byteLength((e.name ?? '') + (e.worker ?? '') + (e.queue ?? '') + (e.parentId ?? '') + (e.groupId ?? '')) + 4 : 0;
+  return row.result.length + row.traceback.length + row.children.length + Buffer.byteLength(row.taskId) + Buffer.byteLength(row.status) + extended;
 }
 
 /** Throws ResultTooLargeError for a row over `maxBytes`, before any write is tried. */

@@ -6,13 +6,23 @@ import { TaskRegistry } from '../discovery/task.registry';
 import { encodeResultMessage, ResultToStore } from '../protocol/result-row';
 import { ResultStore } from '../results/result-store.interface';
 import { ResultWriter } from '../results/result-writer';
+import { hostname } from 'node:os';
+import { WorkerShutdown } from '../errors/task-exceptions';
 import { HoldEnd, RequestContext, StoreOutcome, TaskRequest } from './task-request';
+import { perConsumerQos, queueTableOf } from '../config/queue-table';
+import { delayedDeliveryBindings, delayedDeliveryTopology, retryDestination } from '../protocol/routing';
+import { publishRouted } from '../producer/routed-publish';
+import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
+
+/** How long tasks aborted at the shutdown timeout get to end (and send their message back) before the worker returns. */
+const SHUTDOWN_ABORT_GRACE_MS = 1000;
 
 /** The longest delay setTimeout honours. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** One queue's consumer, and how many of its held ETA tasks have raised its prefetch. */
 interface ConsumerState {
+  queue: string;
   handle: ConsumerHandle | null;
   raised: number;
   ctx: RequestContext;
@@ -21,6 +31,16 @@ interface ConsumerState {
 interface Hold {
   timer: NodeJS.Timeout;
   end: (how: HoldEnd) => void;
+}
+
+/** A delivery with an ETA, as its request sees it: `moved` aborts its `lost` once a copy is published and the original acknowledged. */
+interface Movable {
+  delivery: Delivery;
+  queue: string;
+  moved: AbortController;
+  receivedAt: number;
+  /** Its hold has ended (the ETA came, the worker stops, its channel went): it is no longer ours to move. */
+  released: boolean;
 }
 
 /**
@@ -34,12 +54,16 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   private readonly consumers: ConsumerState[] = [];
   private readonly inFlight = new Set<Promise<void>>();
   private readonly holds = new Set<Hold>();
+  /** ETA deliveries that can be moved before RabbitMQ's consumer_timeout, by the `lost` signal their request holds. */
+  private readonly movable = new WeakMap<AbortSignal, Movable>();
   private readonly waitingForSlot: (() => void)[] = [];
   /** The last request of each task id in this process: a later delivery of the same id waits for it. */
   private readonly byTaskId = new Map<string, Promise<void>>();
   private running = 0;
   private stopping = false;
-  private readonly ctx: Omit<RequestContext, 'holdUntil'>;
+  /** Tasks running now, by id: how to abort each (revoke, shutdown). */
+  private readonly aborts = new Map<string, Set<(reason: Error) => void>>();
+  private readonly ctx: Omit<RequestContext, 'holdUntil' | 'queue'>;
   private readonly writer: ResultWriter;
 
   constructor(
@@ -60,6 +84,23 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       storeDurably: (result, redelivered) => this.storeDurably(result, redelivered || config.worker.successCheck === 'always'),
       notify: (queue, result) =>
         this.broker.publishReply(queue, { correlationId: result.taskId, body: encodeResultMessage(result, { envelopes: config.peerCompat !== '5.2' }) }),
+      hostname: config.worker.hostname,
+      taskDefaults: config.tasks,
+      origin: `gen${process.pid}@${hostname()}`,
+      peerCompat: config.peerCompat,
+      publishRetry: (taskName, call, delivery, message) => {
+        const countdownSeconds = call.eta ? (call.eta.getTime() - Date.now()) / 1000 : (call.countdown ?? null);
+        const destination = retryDestination(
+          queueTableOf(config),
+          taskName,
+          { exchange: delivery.exchange, routingKey: delivery.routingKey, priority: delivery.priority },
+          { countdownSeconds, queue: call.queue, args: call.args, kwargs: call.kwargs },
+        );
+        return publishRouted(this.broker, queueTableOf(config), destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
+      },
+      track: (taskId, abort) => this.track(taskId, abort),
+      resultExtended: config.resultExtended,
+      contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
     };
   }
 
@@ -75,11 +116,15 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   async start(): Promise<void> {
     const { queues, prefetch, concurrency } = this.config.worker;
     if (this.registry.names().length === 0) this.logger.warn('No @Task() methods found: every message will be rejected as unregistered');
+    await this.declareDelayedDelivery();
+    if (perConsumerQos(this.config)) {
+      this.logger.log('A quorum queue is configured: prefetch is per consumer and static (held ETA tasks occupy prefetch slots), as Celery sets it');
+    }
     for (const queue of queues) {
-      const consumer: ConsumerState = { handle: null, raised: 0, ctx: { ...this.ctx, holdUntil: (eta, lost) => this.holdUntil(eta, lost, consumer) } };
+      const consumer: ConsumerState = { queue, handle: null, raised: 0, ctx: { ...this.ctx, queue, holdUntil: (eta, lost) => this.holdUntil(eta, lost, consumer) } };
       this.consumers.push(consumer);
       // messages can arrive before consume() resolves: those held by then are applied right after
-      consumer.handle = await this.broker.consume(queue, prefetch, (delivery) => this.onDelivery(delivery, consumer.ctx));
+      consumer.handle = await this.broker.consume(queue, prefetch, (delivery) => this.onDelivery(delivery, consumer));
       if (consumer.raised > 0) this.applyPrefetch(consumer);
     }
     this.logger.log(
@@ -98,19 +143,53 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     this.logger.log(`Waiting for ${this.inFlight.size} task(s) in flight`);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), this.config.worker.shutdownTimeoutMs)));
-    const outcome = await Promise.race([Promise.allSettled([...this.inFlight]).then(() => 'done' as const), timeout]);
+    let outcome = await Promise.race([Promise.allSettled([...this.inFlight]).then(() => 'done' as const), timeout]);
     clearTimeout(timer);
+    if (outcome === 'timeout' && this.aborts.size > 0) {
+      // Celery's cold shutdown: running tasks see their AbortSignal fire (reason WorkerShutdown); one that
+      // ends with it is not stored and its message goes back to the queue. They get a moment to do so.
+      this.logger.warn(`Shutdown timeout: aborting ${this.aborts.size} running task(s)`);
+      for (const id of [...this.aborts.keys()]) this.abortTask(id, new WorkerShutdown());
+      const grace = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), SHUTDOWN_ABORT_GRACE_MS)));
+      outcome = await Promise.race([Promise.allSettled([...this.inFlight]).then(() => 'done' as const), grace]);
+      clearTimeout(timer);
+    }
     if (outcome === 'timeout') {
       this.logger.warn(`${this.inFlight.size} task(s) still running after ${this.config.worker.shutdownTimeoutMs} ms; their messages return to the queue unacknowledged`);
     }
   }
 
-  private onDelivery(delivery: Delivery, ctx: RequestContext): void {
+  /**
+   * Celery's `DelayedDelivery` bootstep: when a quorum queue is configured, the native
+   * delayed-delivery topology and the bindings of every known queue behind a non-direct exchange.
+   * A failure is logged and the worker goes on, as Celery's does.
+   */
+  private async declareDelayedDelivery(): Promise<void> {
+    const table = queueTableOf(this.config);
+    if (!table.quorum) return;
+    try {
+      await this.broker.declareTopology(delayedDeliveryTopology(table.settings.delayedDeliveryQueueType), 'native delayed delivery');
+      const direct = table.all().filter((q) => q.exchange.type === 'direct');
+      if (direct.length > 0) {
+        this.logger.warn(
+          `Queues behind a direct exchange (${direct.map((q) => q.name).join(', ')}) cannot use native delayed delivery: their ETA tasks are held in worker memory`,
+        );
+      }
+      for (const q of table.all()) {
+        if (q.exchange.type !== 'direct') await this.broker.assertQueue(q.name);
+      }
+      await this.broker.declareTopology(delayedDeliveryBindings(table.all()));
+    } catch (err) {
+      this.logger.error(`Could not declare the native delayed-delivery topology: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  private onDelivery(delivery: Delivery, consumer: ConsumerState): void {
     if (this.stopping) {
       delivery.reject(true);
       return;
     }
-    const done = new TaskRequest(delivery, ctx)
+    const done = new TaskRequest(this.movableView(delivery, consumer.queue), consumer.ctx)
       .handle()
       .catch((err: unknown) => {
         this.logger.error(`Unexpected worker error: ${err instanceof Error ? err.stack : String(err)}`);
@@ -141,11 +220,13 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
         return setTimeout(() => (left > MAX_TIMER_MS ? (hold.timer = arm()) : hold.end('run')), Math.min(Math.max(0, left), MAX_TIMER_MS));
       };
       const onLost = () => hold.end('lost');
+      const move = this.scheduleMove(lost, etaMicros / 1000);
       const hold: Hold = {
         timer: undefined as unknown as NodeJS.Timeout,
         end: (how) => {
           if (!this.holds.delete(hold)) return;
           clearTimeout(hold.timer);
+          move?.release();
           lost.removeEventListener('abort', onLost);
           if (raises) {
             consumer.raised--;
@@ -158,6 +239,83 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       lost.addEventListener('abort', onLost, { once: true });
       hold.timer = arm();
     });
+  }
+
+  /**
+   * Fires the AbortSignal of the task `taskId` running in this worker (every delivery of it) with
+   * `reason`. Returns false when it is not running here. Revoke (`terminate`) calls this.
+   */
+  abortTask(taskId: string, reason: Error): boolean {
+    const aborts = this.aborts.get(taskId);
+    if (!aborts) return false;
+    for (const abort of [...aborts]) abort(reason);
+    return true;
+  }
+
+  /** Ids of the tasks running in this worker now. */
+  runningTaskIds(): string[] {
+    return [...this.aborts.keys()];
+  }
+
+  private track(taskId: string, abort: (reason: Error) => void): () => void {
+    let set = this.aborts.get(taskId);
+    if (!set) this.aborts.set(taskId, (set = new Set()));
+    set.add(abort);
+    return () => {
+      set.delete(abort);
+      if (set.size === 0 && this.aborts.get(taskId) === set) this.aborts.delete(taskId);
+    };
+  }
+
+  /**
+   * An ETA delivery as its request sees it: the same message, with a `lost` signal of its own that
+   * also fires once the held message has been moved (see {@link moveHeld}).
+   */
+  private movableView(delivery: Delivery, queue: string): Delivery {
+    if (this.config.worker.consumerTimeoutMs <= 0 || !hasEtaHeader(delivery)) return delivery;
+    const moved = new AbortController();
+    const view: Delivery = { ...delivery, lost: AbortSignal.any([delivery.lost, moved.signal]) };
+    this.movable.set(view.lost, { delivery, queue, moved, receivedAt: Date.now(), released: false });
+    return view;
+  }
+
+  /**
+   * RabbitMQ closes a channel whose consumer holds a message unacknowledged longer than its
+   * consumer_timeout (30 min by default), and every message held on it goes back. So a held ETA
+   * message is moved before that: a copy is published to the same queue (through the default
+   * exchange) and, once the broker has confirmed it, the original is acknowledged and its hold
+   * ends as if its channel were lost. A crash in between leaves two copies of the message
+   * (the same task id; the worker's stored-SUCCESS check runs it once) — never none. A move that
+   * fails is tried again later; if the timeout comes first, RabbitMQ requeues the message.
+   */
+  private scheduleMove(lost: AbortSignal, etaMs: number): { timer: NodeJS.Timeout; release: () => void } | null {
+    const m = this.movable.get(lost);
+    const timeoutMs = this.config.worker.consumerTimeoutMs;
+    if (!m || timeoutMs <= 0) return null;
+    const moveAt = m.receivedAt + timeoutMs * MOVE_AT_FRACTION;
+    // Not when the ETA comes soon after: a copy published as the original runs would be a duplicate for nothing.
+    if (etaMs <= moveAt + timeoutMs * MOVE_RETRY_FRACTION) return null;
+    m.released = false;
+    const timer = setTimeout(() => void this.moveHeld(m, lost, etaMs), Math.max(0, moveAt - Date.now()));
+    return { timer, release: () => ((m.released = true), clearTimeout(timer)) };
+  }
+
+  private async moveHeld(m: Movable, lost: AbortSignal, etaMs: number): Promise<void> {
+    if (lost.aborted || m.released || this.stopping) return;
+    try {
+      await this.broker.publish(m.queue, outgoingOf(m.delivery));
+    } catch (err) {
+      const retryMs = this.config.worker.consumerTimeoutMs * MOVE_RETRY_FRACTION;
+      this.logger.warn(`Could not move held ETA task ${m.delivery.correlationId ?? ''} before the consumer timeout: ${err instanceof Error ? err.message : String(err)}; trying again in ${retryMs} ms`);
+      if (!lost.aborted && !m.released && etaMs > Date.now() + retryMs) setTimeout(() => void this.moveHeld(m, lost, etaMs), retryMs);
+      return;
+    }
+    // Its hold ended meanwhile (ETA reached, worker stopping, channel lost): the copy is an extra one, run once by the SUCCESS check.
+    if (lost.aborted || m.released) return;
+    m.released = true;
+    m.delivery.ack();
+    m.moved.abort();
+    this.logger.debug?.(`Held ETA task ${m.delivery.correlationId ?? ''} moved to the back of ${m.queue} before the consumer timeout`);
   }
 
   private applyPrefetch(consumer: ConsumerState): void {

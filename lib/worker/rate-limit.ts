@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { ResolvedCeleryConfig } from '../config/resolved-config';
+import type { RateLimitOption } from '../decorators/task.decorator';
 import { InvalidRateLimitError, TaskNotRegisteredError } from '../errors/celery.errors';
 import { parseRate } from '../protocol/rate';
 import { CassandraResultStore } from '../results/cassandra.result-store';
@@ -8,11 +9,10 @@ import type { ResultStore } from '../results/result-store.interface';
 import { CassandraRateStore } from './cassandra-rate-store';
 
 /**
- * A task's `rateLimit` option: Celery's per-worker rate (`'10/s'`, `'100/m'`, `'2/h'`, a number per
- * second, 0 / null for none), or `{ global, local? }` for a limit shared by every worker of the
- * task, with an optional per-worker one beside it.
+ * A task's `rateLimit` (`@Task({ rateLimit })`), or null / undefined for none: what `configure`
+ * and `setRate` take (the control command sends Celery's strings, or null).
  */
-export type RateLimitOption = string | number | null | undefined | { global: string | number | null; local?: string | number | null };
+export type RateLimitSetting = RateLimitOption | null | undefined;
 
 /**
  * Where shared limits live: per task name, the instant (epoch µs) from which the next task may
@@ -184,7 +184,7 @@ export class RateLimiter {
    * not: `setRate` accepts only registered names). Throws InvalidRateLimitError on a value Celery
    * would not read, or a shared limit with no store to keep it in.
    */
-  configure(taskName: string, option: RateLimitOption): void {
+  configure(taskName: string, option: RateLimitSetting): void {
     const limits = parseRateLimitOption(option, taskName);
     this.checkShared(taskName, option, limits);
     const t = this.limits.get(taskName) ?? new TaskLimit(taskName);
@@ -229,7 +229,7 @@ export class RateLimiter {
    * sets the per-worker limit (Celery's `rate_limit` control command; 0 / null removes it) and
    * keeps a shared one; `{ global, local? }` sets both. The bucket keeps the tokens it has.
    */
-  setRate(taskName: string, rate: RateLimitOption): void {
+  setRate(taskName: string, rate: RateLimitSetting): void {
     const t = this.limits.get(taskName);
     if (!t) throw new TaskNotRegisteredError(taskName);
     const limits = parseRateLimitOption(rate, taskName);

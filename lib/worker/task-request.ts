@@ -1,12 +1,17 @@
 import type { Logger } from '@nestjs/common';
 import type { Delivery } from '../broker/broker.interface';
-import { bindArguments } from '../discovery/parameter-names';
+import type { ResolvedCeleryConfig } from '../config/resolved-config';
+import type { TaskContext } from '../decorators/task-context.decorator';
+import { bindArguments, withContextArgument } from '../discovery/parameter-names';
 import type { RegisteredTask, TaskRegistry } from '../discovery/task.registry';
 import { InvalidTaskMessageError } from '../errors/celery.errors';
+import { Retry, RetryOptions, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerShutdown } from '../errors/task-exceptions';
 import { celeryException, toExceptionInfo, tracebackOf } from '../protocol/exceptions';
 import { pythonJsonDumps } from '../protocol/python-json';
-import type { ResultToStore, TaskMeta } from '../protocol/result-row';
-import { decodeTaskMessageAsync, DecodedTask } from '../protocol/task-message';
+import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-row';
+import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage } from '../protocol/task-message';
+import { autoretryFor, encodeRetryMessage, retryOrGiveUp } from './retry';
+import { runInTaskContext } from './task-context';
 import type { ResultStore } from '../results/result-store.interface';
 import type { StoreOutcome } from '../results/result-writer';
 import { NOTIFY_HEADER } from '../results/result-notifier';
@@ -34,6 +39,38 @@ export interface RequestContext {
   storeDurably(result: ResultToStore, redelivered: boolean): Promise<StoreOutcome>;
   /** Pushes a stored result to the producer's reply queue. */
   notify(queue: string, result: ResultToStore): void;
+  /** The queue this request's consumer reads. */
+  queue: string;
+  /** The worker's node name. */
+  hostname: string;
+  /** Task defaults of the module (`taskTimeLimit`, `taskTrackStarted`, ...). */
+  taskDefaults: ResolvedCeleryConfig['tasks'];
+  /** Publishes a retry message where Celery's `Task.retry` sends it, and resolves once the broker confirmed it. */
+  publishRetry(taskName: string, call: RetryOptions, delivery: Delivery, message: EncodedTaskMessage): Promise<void>;
+  /** `gen<pid>@<host>` and the peer generation, for messages the worker sends. */
+  origin: string;
+  peerCompat: ResolvedCeleryConfig['peerCompat'];
+  /** Celery's `result_extended`: rows carry the request's name, args, kwargs, worker, retries and queue. */
+  resultExtended: boolean;
+  /** Whether tasks run inside the AsyncLocalStorage behind `CeleryTaskContext` / `currentTask()`. */
+  contextStorage(): boolean;
+  /** Registers a running task so revoke and shutdown can abort it; returns the unregister function. */
+  track(taskId: string, abort: (reason: Error) => void): () => void;
+}
+
+/** How a run ended: a result to store, a retry to publish, or a shutdown that sends the message back. */
+type RunOutcome =
+  | { kind: 'result'; result: ResultToStore }
+  | { kind: 'retry'; retry: Retry; traceback: string | null }
+  | { kind: 'shutdown' };
+
+/** A task's settings for one run: its `@Task()` options over the module's defaults, under the message's own header. */
+interface Effective {
+  hardSeconds: number | null;
+  softSeconds: number | null;
+  ignoreResult: boolean;
+  storeErrorsEvenIfIgnored: boolean;
+  trackStarted: boolean;
 }
 
 /**
@@ -79,33 +116,195 @@ export class TaskRequest {
       if (end === 'lost') return;
       if (isExpired(task)) return this.revokeExpired(task);
     }
-    const ignoreResult = task.ignoreResult ?? entry.ignoreResult;
-    const outcome = await this.ctx.withSlot(async () => (this.delivery.lost.aborted ? null : this.run(task, entry)));
+    const settings = this.effective(task, entry);
+    const outcome = await this.ctx.withSlot(async () => (this.delivery.lost.aborted ? null : this.run(task, entry, settings)));
     if (!outcome) return; // its channel closed while it waited for a slot: the redelivered copy runs it
-    return this.finish(task, outcome, ignoreResult && outcome.status === 'SUCCESS');
+    if (outcome.kind === 'shutdown') {
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}] stopped for the worker's shutdown; its message goes back to the queue`);
+      return this.delivery.reject(true);
+    }
+    if (outcome.kind === 'retry') return this.retry(task, outcome.retry, outcome.traceback, settings);
+    return this.finish(task, outcome.result, this.skipsStore(outcome.result.status, settings));
+  }
+
+  /** Celery: an ignored result stores nothing, except errors (FAILURE, RETRY, REVOKED) with `storeErrorsEvenIfIgnored`. */
+  private skipsStore(status: string, settings: Effective): boolean {
+    if (!settings.ignoreResult) return false;
+    return !(settings.storeErrorsEvenIfIgnored && (status === 'FAILURE' || status === 'RETRY' || status === 'REVOKED'));
+  }
+
+  private effective(task: DecodedTask, entry: RegisteredTask): Effective {
+    const options = entry.options ?? {};
+    const defaults = this.ctx.taskDefaults;
+    const [hard, soft] = task.timeLimit;
+    return {
+      // the message's `timelimit` header wins; a null entry means the task's own (Celery §5.3)
+      hardSeconds: positive(hard) ?? options.timeLimit ?? defaults.timeLimit,
+      softSeconds: positive(soft) ?? options.softTimeLimit ?? defaults.softTimeLimit,
+      ignoreResult: task.ignoreResult ?? options.ignoreResult ?? entry.ignoreResult ?? defaults.ignoreResult,
+      storeErrorsEvenIfIgnored: options.storeErrorsEvenIfIgnored ?? defaults.storeErrorsEvenIfIgnored,
+      trackStarted: options.trackStarted ?? defaults.trackStarted,
+    };
   }
 
   private revokeExpired(task: DecodedTask): Promise<void> {
     this.ctx.logger.warn(`Task ${task.task}[${task.id}] expired; not run`);
-    return this.finish(task, { taskId: task.id, status: 'REVOKED', result: celeryException('TaskRevokedError', 'expired'), traceback: null, children: null }, false);
+    const entry = this.ctx.registry.get(task.task);
+    const skip = entry ? this.skipsStore('REVOKED', this.effective(task, entry)) : false;
+    return this.finish(task, { taskId: task.id, status: 'REVOKED', result: celeryException('TaskRevokedError', 'expired'), traceback: null, children: null }, skip);
   }
 
-  private async run(task: DecodedTask, entry: RegisteredTask): Promise<ResultToStore> {
+  /**
+   * Runs the task in its context (AsyncLocalStorage), under its time limits. The soft limit fires
+   * the context's AbortSignal with SoftTimeLimitExceeded; the hard limit ends the run at once with a
+   * FAILURE TimeLimitExceeded and frees its slot (the function itself cannot be stopped in place: it
+   * is told through the signal, and whatever it returns later is dropped — `isolate` really stops it).
+   */
+  private async run(task: DecodedTask, entry: RegisteredTask, settings: Effective): Promise<RunOutcome> {
     const started = Date.now();
+    const abort = new AbortController();
+    const untrack = this.ctx.track(task.id, (reason) => {
+      if (!abort.signal.aborted) abort.abort(reason);
+    });
+    const timers: NodeJS.Timeout[] = [];
     try {
-      const callArgs = bindArguments(task.task, entry.params, task.args, task.kwargs);
-      const value = await entry.handler(...callArgs);
+      if (settings.trackStarted && !this.skipsStore('STARTED', settings)) {
+        const succeeded = await this.storeStarted(task);
+        // the same id already succeeded (published twice): keep that SUCCESS and do not run it again
+        if (succeeded) return { kind: 'result', result: successOf(succeeded) };
+      }
+      const context = this.contextOf(task, entry, settings, abort.signal);
+      const running = runInTaskContext(
+        context,
+        async () => {
+          const callArgs = withContextArgument(bindArguments(task.task, entry.params, task.args, task.kwargs), entry.contextIndex, context);
+          return entry.handler(...callArgs);
+        },
+        this.ctx.contextStorage(),
+      );
+      if (settings.softSeconds !== null) {
+        const soft = settings.softSeconds;
+        timers.push(setTimeout(() => abort.signal.aborted || abort.abort(new SoftTimeLimitExceeded(soft)), soft * 1000));
+      }
+      let value: unknown;
+      if (settings.hardSeconds === null) {
+        value = await running;
+      } else {
+        const hard = settings.hardSeconds;
+        const timedOut = new Promise<never>((_resolve, reject) => {
+          timers.push(
+            setTimeout(() => {
+              const error = new TimeLimitExceeded(hard);
+              if (!abort.signal.aborted) abort.abort(error);
+              reject(error);
+            }, hard * 1000),
+          );
+        });
+        running.catch(() => undefined); // it may end after the hard limit: nobody waits for it then
+        value = await Promise.race([running, timedOut]);
+      }
       pythonJsonDumps(value); // a value JSON cannot hold is a task failure, not a storage failure
       this.ctx.logger.log(`Task ${task.task}[${task.id}] succeeded in ${Date.now() - started} ms`);
-      return { taskId: task.id, status: 'SUCCESS', result: value ?? null, traceback: null, children: [] };
-    } catch (err) {
-      const info = toExceptionInfo(err);
-      this.ctx.logger.error(`Task ${task.task}[${task.id}] raised ${info.exc_type}: ${info.exc_message.join(', ')}`);
-      return { taskId: task.id, status: 'FAILURE', result: info, traceback: tracebackOf(err), children: [] };
+      return { kind: 'result', result: { taskId: task.id, status: 'SUCCESS', result: value ?? null, traceback: null, children: [] } };
+    } catch (thrown) {
+      return this.failed(task, entry, thrown, abort.signal);
+    } finally {
+      for (const timer of timers) clearTimeout(timer);
+      untrack();
     }
   }
 
-  private async finish(task: DecodedTask, result: ResultToStore, skipStore: boolean): Promise<void> {
+  /** A thrown error: a retry (asked for, or automatic), the worker's shutdown, or a FAILURE. */
+  private failed(task: DecodedTask, entry: RegisteredTask, thrown: unknown, signal: AbortSignal): RunOutcome {
+    let err = abortReasonOf(thrown, signal);
+    if (err instanceof WorkerShutdown) return { kind: 'shutdown' };
+    if (!(err instanceof Retry) && !(err instanceof TimeLimitExceeded)) {
+      const auto = autoretryFor(err, task.retries, entry.options);
+      if (auto) err = retryOrGiveUp(task, auto, entry.options);
+    }
+    if (err instanceof Retry) return { kind: 'retry', retry: err, traceback: tracebackOf(err) };
+    const info = toExceptionInfo(err);
+    this.ctx.logger.error(`Task ${task.task}[${task.id}] raised ${info.exc_type}: ${info.exc_message.join(', ')}`);
+    return { kind: 'result', result: { taskId: task.id, status: 'FAILURE', result: info, traceback: tracebackOf(err), children: [] } };
+  }
+
+  private contextOf(task: DecodedTask, entry: RegisteredTask, settings: Effective, signal: AbortSignal): TaskContext {
+    const delivery = this.delivery;
+    return {
+      id: task.id,
+      name: task.task,
+      args: task.args,
+      kwargs: task.kwargs,
+      retries: task.retries,
+      rootId: task.rootId,
+      parentId: task.parentId,
+      group: task.group,
+      groupIndex: task.groupIndex,
+      eta: task.eta === null ? null : new Date(task.eta / 1000),
+      expires: task.expires === null ? null : new Date(task.expires / 1000),
+      deliveryInfo: { exchange: delivery.exchange, routingKey: delivery.routingKey, redelivered: delivery.redelivered, priority: task.priority },
+      headers: task.headers,
+      hostname: this.ctx.hostname,
+      origin: task.origin,
+      timeLimit: [settings.hardSeconds, settings.softSeconds],
+      signal,
+      retry: (options: RetryOptions = {}): never => {
+        throw retryOrGiveUp(task, options, entry.options);
+      },
+    };
+  }
+
+  /** Celery's `task_track_started`: a STARTED row with the worker's pid and hostname; a failure to store it does not stop the task. */
+  private async storeStarted(task: DecodedTask): Promise<TaskMeta | null> {
+    try {
+      return await this.ctx.store.storeUnlessSucceeded(
+        this.withResultOptions(task, { taskId: task.id, status: 'STARTED', result: { pid: process.pid, hostname: this.ctx.hostname }, traceback: null, children: [] }),
+      );
+    } catch (err) {
+      this.ctx.logger.warn(`Could not store STARTED for ${task.task}[${task.id}]: ${err instanceof Error ? err.message : String(err)}; running it anyway`);
+      return null;
+    }
+  }
+
+  /**
+   * Celery's retry: the new message is published (and confirmed) first, then the RETRY row is
+   * stored, then the original is acknowledged — a crash in between leaves a duplicate, never a loss.
+   * If the retry cannot be published, the original goes back to the queue (Celery rejects it
+   * without requeue and the task is lost).
+   */
+  private async retry(task: DecodedTask, retry: Retry, traceback: string | null, settings: Effective): Promise<void> {
+    if (this.delivery.lost.aborted) {
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}]: its channel closed while it ran; its retry is not sent: the broker redelivers it`);
+      return;
+    }
+    const call = retry.options;
+    const message = encodeRetryMessage(task, call, { nowMicros: Date.now() * 1000, origin: this.ctx.origin, peer: this.ctx.peerCompat });
+    try {
+      await this.ctx.publishRetry(task.task, call, this.delivery, message);
+    } catch (err) {
+      this.ctx.logger.error(`Task ${task.task}[${task.id}]: its retry could not be sent (${err instanceof Error ? err.message : String(err)}); the message goes back to the queue`);
+      this.delivery.reject(true);
+      return;
+    }
+    const exc = call.exc !== undefined ? call.exc : retry;
+    this.ctx.logger.warn(`Task ${task.task}[${task.id}] retry ${task.retries + 1}: ${retry.message}`);
+    if (!this.skipsStore('RETRY', settings)) {
+      // the RETRY row lists the task itself as its child: the retry was sent from inside it (wire spec §3.2)
+      const result = this.withResultOptions(task, {
+        taskId: task.id,
+        status: 'RETRY',
+        result: toExceptionInfo(exc),
+        traceback: tracebackOf(exc) ?? traceback,
+        children: [[[task.id, null], null]],
+      });
+      const outcome = await this.ctx.storeDurably(result, true);
+      if (outcome.kind === 'abandoned') this.ctx.logger.warn(`RETRY of ${task.task}[${task.id}] not stored (the worker is stopping); the retry message is out`);
+    }
+    this.delivery.ack();
+  }
+
+  private async finish(task: DecodedTask, plain: ResultToStore, skipStore: boolean): Promise<void> {
+    const result = this.withResultOptions(task, plain);
     if (this.delivery.lost.aborted) return this.finishLost(task, result, skipStore);
     if (skipStore) {
       this.delivery.ack();
@@ -147,6 +346,21 @@ export class TaskRequest {
       // the redelivered copy runs again and meets the same store
       this.ctx.logger.warn(`Task ${task.task}[${task.id}]: its channel closed while it ran; its SUCCESS is not stored (${outcome.kind === 'unstorable' ? outcome.reason : 'the worker is stopping'})`);
     }
+  }
+
+  /**
+   * Every row of a task carries the same expiry (`resultExpires`: each state is a row of its own, and
+   * a newer row that expired first would bring an older one back) and, with `resultExtended`, the
+   * request's name, args, kwargs, worker, retries and queue.
+   */
+  private withResultOptions(task: DecodedTask, result: ResultToStore): ResultToStore {
+    const expires = this.ctx.registry.get(task.task)?.options?.resultExpires;
+    if (expires === undefined && !this.ctx.resultExtended) return result;
+    return {
+      ...result,
+      ...(expires !== undefined ? { expiresSeconds: expires } : {}),
+      ...(this.ctx.resultExtended ? { extended: extendedResultOf(task, this.ctx.hostname, this.delivery.routingKey) } : {}),
+    };
   }
 
   private notify(task: DecodedTask, result: ResultToStore): void {
@@ -199,4 +413,23 @@ function isExpired(task: DecodedTask): boolean {
 
 function nowMicros(): number {
   return Date.now() * 1000;
+}
+
+function positive(value: number | null): number | null {
+  return typeof value === 'number' && value > 0 ? value : null;
+}
+
+/**
+ * What an await that honoured the task's signal threw, read as the signal's reason: Node's
+ * `timers/promises` and `events` reject with an `AbortError` whose `cause` is the reason, `fetch`
+ * with the reason itself. Either way the task failed with SoftTimeLimitExceeded (or the other reasons).
+ */
+function abortReasonOf(thrown: unknown, signal: AbortSignal): unknown {
+  if (!signal.aborted) return thrown;
+  const reason: unknown = signal.reason;
+  if (thrown === reason) return reason;
+  // duck-typed: errors from Node's internals may come from another realm (vm contexts, test runners)
+  const e = thrown as { name?: unknown; cause?: unknown } | null;
+  if (e !== null && typeof e === 'object' && e.name === 'AbortError' && (e.cause === reason || e.cause === undefined)) return reason;
+  return thrown;
 }

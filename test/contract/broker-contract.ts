@@ -1,5 +1,6 @@
 import type { Broker, Delivery, OutgoingMessage } from '../../lib/broker/broker.interface';
 import { encodeTaskMessage } from '../../lib/protocol/task-message';
+import { plainQueue, type QueueDeclaration } from '../../lib/protocol/routing';
 
 /**
  * What the producer and the worker rely on from a broker, as one set of jest cases run against
@@ -9,7 +10,7 @@ import { encodeTaskMessage } from '../../lib/protocol/task-message';
  */
 export interface BrokerContractAdapter {
   /** A connected broker; every broker made is closed by `cleanup`. */
-  make(options?: { queueArguments?: Record<string, unknown> }): Promise<Broker>;
+  make(options?: { queueArguments?: Record<string, unknown>; queues?: (name: string) => QueueDeclaration }): Promise<Broker>;
   /** A queue name unique to this test; every name handed out is deleted by `cleanup`. */
   queueName(prefix: string): string;
   /** Runs `body` where `loseChannel` works (AMQP: a short consumer_timeout, for channels opened inside). */
@@ -222,6 +223,40 @@ export function defineBrokerContract(name: string, makeAdapter: () => BrokerCont
       expect(deaths).toHaveLength(1);
       expect(deaths[0]).toMatchObject({ reason: 'rejected', queue, count: 1 });
       await inbox.expectExactly(2, quiet);
+    });
+
+    it('routes a publish through a queue\'s topic exchange by its binding pattern, with its exchange and key in the delivery; a key it does not take is dropped', async () => {
+      // Queues behind a topic exchange of their own name, bound by `<name>.#` (Celery's task_queues with exchange_type topic).
+      const broker = await adapter.make({ queues: (name) => ({ ...plainQueue(name), exchange: { name, type: 'topic', durable: true, autoDelete: false }, routingKey: `${name}.#` }) });
+      const queue = adapter.queueName('topic');
+      const inbox = new Inbox();
+      inbox.autoAck = true;
+      await broker.consume(queue, 10, inbox.onMessage);
+      await broker.publish(queue, message('taken'), { exchange: queue, routingKey: `${queue}.a.b` });
+      await broker.publish(queue, message('not-taken'), { exchange: queue, routingKey: 'elsewhere.a' });
+      await inbox.waitFor(1, wait);
+      await inbox.expectExactly(1, quiet);
+      expect(inbox.ids()).toEqual(['taken']);
+      expect(inbox.deliveries[0]).toMatchObject({ exchange: queue, routingKey: `${queue}.a.b` });
+    });
+
+    it('follows exchange-to-exchange bindings declared with declareTopology', async () => {
+      const broker = await adapter.make({ queues: (name) => ({ ...plainQueue(name), exchange: { name, type: 'topic', durable: true, autoDelete: false }, routingKey: name }) });
+      const queue = adapter.queueName('e2e_dst');
+      const entry = adapter.queueName('e2e_src');
+      await broker.assertQueue(queue);
+      await broker.declareTopology([
+        { kind: 'exchange.declare', exchange: entry, type: 'topic', durable: true, autoDelete: false },
+        { kind: 'exchange.bind', destination: queue, source: entry, routingKey: `#.${queue}` },
+        { kind: 'queue.bind', queue, exchange: queue, routingKey: `#.${queue}` },
+      ]);
+      const inbox = new Inbox();
+      inbox.autoAck = true;
+      await broker.consume(queue, 10, inbox.onMessage);
+      await broker.publish('', message('via-entry'), { exchange: entry, routingKey: `0.1.${queue}` });
+      await inbox.waitFor(1, wait);
+      await inbox.expectExactly(1, quiet);
+      expect(inbox.deliveries[0]).toMatchObject({ exchange: entry, routingKey: `0.1.${queue}` });
     });
 
     it('does not deliver an acknowledged message again, to this consumer or a later one', async () => {

@@ -17,7 +17,7 @@ defineBrokerContract('AmqpBroker on RabbitMQ', () => {
   const queues: string[] = [];
   return {
     async make(options) {
-      const broker = new AmqpBroker({ url: AMQP_URL, retryOnStartup: false, publishTimeoutMs: 10000, queueArguments: options?.queueArguments });
+      const broker = new AmqpBroker({ url: AMQP_URL, retryOnStartup: false, publishTimeoutMs: 10000, queueArguments: options?.queueArguments, queues: options?.queues });
       await broker.connect();
       brokers.push(broker);
       return broker;

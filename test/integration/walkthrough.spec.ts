@@ -3,7 +3,7 @@ import { Test, TestingModule } from '@nestjs/testing';
 import type { Client } from 'cassandra-driver';
 import { AmqpBroker, Broker, CassandraResultStore, CeleryModule, Producer, ResultStore, TaskFailedError } from '../../lib';
 import { FixtureTasks } from '../support/fixture-tasks';
-import { eventually, RawAmqp, rawCassandra, realOptions, uniqueName, AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, SUPERUSER, removeQueueAndTable } from '../support/real-services';
+import { eventually, RawAmqp, rawCassandra, realOptions, uniqueName, AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, SUPERUSER, removeQueueAndTable, pythonServiceKeys } from '../support/real-services';
 
 /**
  * The sortWords walkthrough end to end on the real services:
@@ -223,17 +223,10 @@ describe('configuration against the real services', () => {
     const app = await Test.createTestingModule({
       imports: [
         CeleryModule.forRoot({
-          broker_url: AMQP_URL,
-          result_backend: 'cassandra://',
-          cassandra_servers: [CASSANDRA_HOST],
-          cassandra_port: CASSANDRA_PORT,
-          cassandra_keyspace: KEYSPACE,
-          cassandra_table: table,
+          ...pythonServiceKeys(table),
           cassandra_read_consistency: 'ONE',
           cassandra_write_consistency: 'ONE',
           cassandra_entry_ttl: 3600,
-          cassandra_auth_provider: 'PlainTextAuthProvider',
-          cassandra_auth_kwargs: { ...SUPERUSER },
           task_default_queue: queue,
           task_serializer: 'json',
           result_serializer: 'json',

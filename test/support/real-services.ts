@@ -1,7 +1,7 @@
 import * as amqplib from 'amqplib';
 import { auth, Client, ClientOptions, types } from 'cassandra-driver';
 import { randomBytes } from 'node:crypto';
-import type { CeleryModuleOptions } from '../../lib';
+import type { CeleryModuleOptions, PythonCeleryConfig } from '../../lib';
 
 /**
  * Where the real RabbitMQ and Cassandra of `npm run services:up` listen. Integration tests talk
@@ -17,6 +17,20 @@ export const SUPERUSER = { username: process.env.CASSANDRA_USERNAME ?? 'cassandr
 /** A name unique to this run, safe as a queue and as a CQL table name. */
 export function uniqueName(prefix: string): string {
   return `${prefix}_${randomBytes(4).toString('hex')}`;
+}
+
+/** The test services as a Python celeryconfig writes them (broker, Cassandra result backend and login), for `table`. */
+export function pythonServiceKeys(table: string): PythonCeleryConfig {
+  return {
+    broker_url: AMQP_URL,
+    result_backend: 'cassandra://',
+    cassandra_servers: [CASSANDRA_HOST],
+    cassandra_port: CASSANDRA_PORT,
+    cassandra_keyspace: KEYSPACE,
+    cassandra_table: table,
+    cassandra_auth_provider: 'PlainTextAuthProvider',
+    cassandra_auth_kwargs: { ...SUPERUSER },
+  };
 }
 
 export function realOptions(queue: string, table: string, extra: Partial<CeleryModuleOptions> = {}): CeleryModuleOptions {

@@ -1,7 +1,10 @@
 """The walkthrough's celeryconfig (Cassandra result backend), with addresses from the environment.
 
 The NestJS side of the interop suite passes the same keys to CeleryModule.forRoot() as they are.
+CELERY_EXTRA_CONFIG (JSON) adds or overrides settings (task_queues, task_routes, ...) for the
+cells that need them; without it the settings are the walkthrough's.
 """
+import json
 import os
 
 broker_url = os.environ.get('CELERY_BROKER_URL', 'amqp://guest:guest@127.0.0.1:5672//')
@@ -26,3 +29,6 @@ broker_connection_retry_on_startup = True
 task_default_queue = os.environ.get('PY_QUEUE', 'celery')
 task_track_started = True
 worker_hijack_root_logger = False
+
+if os.environ.get('CELERY_EXTRA_CONFIG'):
+    globals().update(json.loads(os.environ['CELERY_EXTRA_CONFIG']))

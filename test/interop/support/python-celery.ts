@@ -2,8 +2,10 @@ import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { TestingModule } from '@nestjs/testing';
+import type { PythonCeleryConfig } from '../../../lib';
 import { pythonJsonDumps } from '../../../lib/protocol/python-json';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE } from '../../support/real-services';
+import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, rawCassandra, SUPERUSER } from '../../support/real-services';
 
 const run = promisify(execFile);
 
@@ -38,6 +40,10 @@ export interface PythonEnv {
   /** Astra DB: the secure-connect bundle (instead of cassandra_servers) and the login. */
   secureBundle?: string;
   credentials?: { username: string; password: string };
+  /** Queues the worker consumes (`-Q`); default `[pyQueue]`. */
+  workerQueues?: string[];
+  /** More celeryconfig settings (task_queues, task_routes, ...), passed as CELERY_EXTRA_CONFIG JSON. */
+  extraConfig?: Record<string, unknown>;
 }
 
 function envFor(env: PythonEnv): NodeJS.ProcessEnv {
@@ -52,6 +58,7 @@ function envFor(env: PythonEnv): NodeJS.ProcessEnv {
     PYTHONDONTWRITEBYTECODE: '1',
     ...(env.secureBundle ? { CASSANDRA_SECURE_BUNDLE: env.secureBundle } : {}),
     ...(env.credentials ? { CASSANDRA_USERNAME: env.credentials.username, CASSANDRA_PASSWORD: env.credentials.password } : {}),
+    ...(env.extraConfig ? { CELERY_EXTRA_CONFIG: JSON.stringify(env.extraConfig) } : {}),
   };
 }
 
@@ -71,7 +78,7 @@ export class PythonWorker {
   static async start(env: PythonEnv): Promise<PythonWorker> {
     const child = spawn(
       join(VENV, 'bin', 'celery'),
-      ['-A', 'tasks', 'worker', '-Q', env.pyQueue, '--pool', 'threads', '-c', '4', '-n', `py-interop-${env.pyQueue}@localhost`,
+      ['-A', 'tasks', 'worker', '-Q', (env.workerQueues ?? [env.pyQueue]).join(','), '--pool', 'threads', '-c', '4', '-n', `py-interop-${env.pyQueue}@localhost`,
         '--without-gossip', '--without-mingle', '--without-heartbeat', '-l', 'INFO'],
       { cwd: PYTHON_DIR, env: envFor(env), stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -108,4 +115,40 @@ export class PythonWorker {
     await exited;
     clearTimeout(timer);
   }
+}
+
+/**
+ * The walkthrough's celeryconfig as the Python side has it (test/interop/python/celeryconfig.py),
+ * for the NestJS app: the same broker and result table, `defaultQueue` for NestJS tasks.
+ */
+export function walkthroughCeleryconfig(env: PythonEnv, defaultQueue: string): PythonCeleryConfig {
+  return {
+    broker_url: AMQP_URL,
+    result_backend: 'cassandra://',
+    cassandra_servers: [CASSANDRA_HOST],
+    cassandra_port: CASSANDRA_PORT,
+    cassandra_keyspace: KEYSPACE,
+    cassandra_table: env.table,
+    cassandra_entry_ttl: 86400,
+    cassandra_auth_provider: 'PlainTextAuthProvider',
+    cassandra_auth_kwargs: { ...SUPERUSER },
+    task_serializer: 'json',
+    result_serializer: 'json',
+    accept_content: ['json'],
+    enable_utc: true,
+    broker_connection_retry_on_startup: true,
+    task_default_queue: defaultQueue,
+  };
+}
+
+/** Ends an interop suite: the Python worker, the NestJS app, the queues, and the shared table. */
+export async function stopInterop(worker: PythonWorker | undefined, app: TestingModule | undefined, env: PythonEnv, queues: string[]): Promise<void> {
+  await worker?.stop();
+  await app?.close();
+  const amqp = await RawAmqp.open();
+  await amqp.deleteQueues(...queues);
+  await amqp.close();
+  const cql = await rawCassandra();
+  await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${env.table}`);
+  await cql.shutdown();
 }

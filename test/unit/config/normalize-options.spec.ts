@@ -1,4 +1,6 @@
+import { hostname } from 'node:os';
 import { normalizeCeleryOptions } from '../../../lib/config/normalize-options';
+import { perConsumerQos, queueTableOf } from '../../../lib/config/queue-table';
 import { CeleryConfigError } from '../../../lib/errors/celery.errors';
 import type { CeleryOptionsInput } from '../../../lib/interfaces/celery-options.interface';
 
@@ -26,12 +28,43 @@ describe('normalizeCeleryOptions: defaults', () => {
       cassandra: null,
       defaultQueue: 'celery',
       queueArguments: null,
-      worker: { enabled: true, queues: ['celery'], concurrency: 64, prefetch: 256, shutdownTimeoutMs: 30000, maxMessageBytes: 10485760, maxResultBytes: 8388608, successCheck: 'always', etaTaskLimit: 10000 },
+      routing: {
+        defaultQueue: 'celery',
+        defaultExchange: 'celery',
+        defaultExchangeType: 'direct',
+        defaultRoutingKey: 'celery',
+        queueType: 'classic',
+        createMissingQueueType: 'classic',
+        queues: [],
+        queueMaxPriority: null,
+        queueArguments: null,
+        routers: [],
+        delayedDeliveryQueueType: 'quorum',
+        extraQueues: ['celery'],
+      },
+      defaultPriority: null,
+      worker: {
+        enabled: true,
+        queues: ['celery'],
+        concurrency: 64,
+        prefetch: 256,
+        shutdownTimeoutMs: 30000,
+        maxMessageBytes: 10485760,
+        maxResultBytes: 8388608,
+        successCheck: 'always',
+        etaTaskLimit: 10000,
+        detectQuorumQueues: true,
+        consumerTimeoutMs: 1800000,
+        hostname: `nestjs@${hostname()}`,
+        taskContextStorage: null,
+      },
+      tasks: { timeLimit: null, softTimeLimit: null, trackStarted: false, ignoreResult: false, storeErrorsEvenIfIgnored: false },
       accept: ['application/json'],
       peerCompat: '5.3',
       resultPollIntervalMs: 100,
       publishTimeoutMs: 30000,
       rateLimits: { disabled: false, table: 'celery_rate_limits', serialConsistency: 'SERIAL', reserveAheadMs: 500, maxLateMs: 25 },
+      resultExtended: false,
     };
     expect(normalizeCeleryOptions(undefined)).toEqual(expected);
     expect(normalizeCeleryOptions(null)).toEqual(expected);
@@ -418,5 +451,86 @@ describe('normalizeCeleryOptions: TLS', () => {
       /resultBackend: cassandra settings are given but the result backend is none/,
     );
     expect(() => normalizeCeleryOptions({ broker_url: 'amqp://h', cassandra_servers: ['h'], cassandra_keyspace: 'ks' })).toThrow(/result_backend/);
+  });
+});
+
+describe('normalizeCeleryOptions: routing, priorities and queue types', () => {
+  it('reads a celeryconfig\'s routing keys as they are written', () => {
+    const config = normalizeCeleryOptions({
+      task_default_queue: 'jobs',
+      task_default_exchange: 'jobs_x',
+      task_default_exchange_type: 'topic',
+      task_default_routing_key: 'jobs.default',
+      task_queue_max_priority: 10,
+      task_default_queue_type: 'quorum',
+      task_create_missing_queue_type: 'classic',
+      broker_native_delayed_delivery_queue_type: 'classic',
+      task_default_priority: 3,
+      worker_detect_quorum_queues: false,
+      task_queues: { reports: { exchange: 'reports_x', exchange_type: 'fanout', binding_key: 'r', queue_arguments: { 'x-max-priority': 4 } } },
+      task_routes: { 'reports.*': { queue: 'reports', routing_key: 'r.daily' } },
+    } as CeleryOptionsInput);
+    expect(config.routing).toMatchObject({
+      defaultQueue: 'jobs',
+      defaultExchange: 'jobs_x',
+      defaultExchangeType: 'topic',
+      defaultRoutingKey: 'jobs.default',
+      queueMaxPriority: 10,
+      queueType: 'quorum',
+      createMissingQueueType: 'classic',
+      delayedDeliveryQueueType: 'classic',
+      queues: [['reports', { exchange: 'reports_x', exchangeType: 'fanout', routingKey: 'r', arguments: { 'x-max-priority': 4 } }]],
+    });
+    expect(config.defaultPriority).toBe(3);
+    expect(config.worker.detectQuorumQueues).toBe(false);
+    expect(config.routing.routers).toHaveLength(1);
+  });
+
+  it('uses per-consumer QoS only when a configured queue is quorum and detection is on (Celery 5.7)', () => {
+    expect(perConsumerQos(normalizeCeleryOptions({}))).toBe(false);
+    expect(perConsumerQos(normalizeCeleryOptions({ queueType: 'quorum' }))).toBe(true);
+    // task_default_queue_type applies only without task_queues, as in Celery
+    expect(perConsumerQos(normalizeCeleryOptions({ queueType: 'quorum', taskQueues: { a: {} } }))).toBe(false);
+    expect(perConsumerQos(normalizeCeleryOptions({ taskQueues: { a: { arguments: { 'x-queue-type': 'quorum' } } } }))).toBe(true);
+    // a worker queue created as missing with task_create_missing_queue_type
+    expect(perConsumerQos(normalizeCeleryOptions({ createMissingQueueType: 'quorum', worker: { queues: ['other'] } }))).toBe(true);
+  });
+
+  it('consumes every queue of taskQueues when worker.queues is not given, as a Celery worker without -Q', () => {
+    expect(normalizeCeleryOptions({ taskQueues: { a: {}, b: {} } }).worker.queues).toEqual(['a', 'b']);
+    expect(normalizeCeleryOptions({ taskQueues: { a: {} }, worker: { queues: ['b'] } }).worker.queues).toEqual(['b']);
+    expect(normalizeCeleryOptions({}).worker.queues).toEqual(['celery']);
+  });
+
+  it('gives every module configuration its own queue table, shared by the broker, producer and worker', () => {
+    const config = normalizeCeleryOptions({});
+    expect(queueTableOf(config)).toBe(queueTableOf(config));
+    expect(queueTableOf(normalizeCeleryOptions({}))).not.toBe(queueTableOf(config));
+  });
+
+  it.each([
+    [{ queueMaxPriority: 0 }, 'queueMaxPriority', /1-255/],
+    [{ task_queue_max_priority: 256 }, 'queueMaxPriority', /1-255/],
+    [{ queueType: 'stream' }, 'queueType', /'classic', 'quorum'/],
+    [{ defaultExchangeType: 'x-delayed-message' }, 'defaultExchangeType', /'direct', 'topic', 'fanout', 'headers'/],
+    [{ taskQueues: { a: { exchnage: 'x' } } }, 'taskQueues.a.exchnage', /unknown option/],
+    [{ taskQueues: { a: { arguments: { 'x-queue-type': 'stream' } } } }, 'taskQueues.a.arguments', /x-queue-type/],
+    [{ taskQueues: 'a' }, 'taskQueues', /must be an object/],
+    [{ taskRoutes: 5 }, 'taskRoutes', /must be an object/],
+    [{ defaultPriority: 300 }, 'defaultPriority', /0-255/],
+    [{ worker: { consumerTimeoutMs: -1 } }, 'worker.consumerTimeoutMs', />= 0/],
+  ])('rejects %j, naming %s', (input, key, detail) => {
+    const err = configError(input);
+    expect(err.key).toBe(key);
+    expect(err.message).toMatch(detail);
+  });
+
+  it('refuses worker.detectQuorumQueues false with a quorum queue: RabbitMQ closes the connection on global QoS there', () => {
+    expect(configError({ queueType: 'quorum', worker: { detectQuorumQueues: false } }).message).toMatch(/worker\.detectQuorumQueues: is false but celery is a quorum queue.*540 NOT_IMPLEMENTED/);
+    expect(normalizeCeleryOptions({ worker: { detectQuorumQueues: false } }).worker.detectQuorumQueues).toBe(false);
+  });
+
+  it('names the celeryconfig key the user wrote', () => {
+    expect(configError({ task_default_queue_type: 'stream' }).message).toMatch(/^Invalid nestjs-celery configuration: task_default_queue_type \(queueType\)/);
   });
 });

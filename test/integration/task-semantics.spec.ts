@@ -1,0 +1,132 @@
+import { Injectable } from '@nestjs/common';
+import { Test, TestingModule } from '@nestjs/testing';
+import type { Client } from 'cassandra-driver';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CeleryModule, Producer, Task, TaskContext, TaskFailedError } from '../../lib';
+import { encodeTaskMessage } from '../../lib/protocol/task-message';
+import { TasksService } from '../../sample/tasks.service';
+import { eventually, KEYSPACE, RawAmqp, rawCassandra, realOptions, uniqueName } from '../support/real-services';
+
+/** Tasks only this spec needs, beside the sample's. */
+@Injectable()
+class SemanticsProbe {
+  @Task('it.context')
+  context(@TaskContext() ctx: TaskContext): Record<string, unknown> {
+    return { retries: ctx.retries, exchange: ctx.deliveryInfo.exchange, routingKey: ctx.deliveryInfo.routingKey, parentId: ctx.parentId };
+  }
+
+  @Task('it.retryOnce')
+  retryOnce(@TaskContext() ctx: TaskContext): Record<string, unknown> {
+    if (ctx.retries === 0) ctx.retry({ countdown: 0.1, exc: new RangeError('first try') });
+    return { retries: ctx.retries, exchange: ctx.deliveryInfo.exchange, routingKey: ctx.deliveryInfo.routingKey, parentId: ctx.parentId };
+  }
+
+  @Task('it.hang', { timeLimit: 0.3 })
+  hang(): Promise<never> {
+    return new Promise<never>(() => undefined);
+  }
+
+  @Task('it.started', { trackStarted: true })
+  async started(ms: number): Promise<string> {
+    await sleep(ms);
+    return 'done';
+  }
+}
+
+interface Row {
+  status: string;
+  result: unknown;
+  children: unknown;
+}
+
+/**
+ * Retries, time limits and STARTED rows on the real RabbitMQ and Cassandra, read from Cassandra's
+ * rows themselves (every state Celery's table keeps is a row of its own, newest first).
+ */
+describe('task semantics on RabbitMQ and Cassandra', () => {
+  const queue = uniqueName('it_sem');
+  const table = uniqueName('it_sem');
+  let app: TestingModule;
+  let producer: Producer;
+  let cql: Client;
+  let amqp: RawAmqp;
+
+  async function rows(taskId: string): Promise<Row[]> {
+    const rs = await cql.execute(`SELECT status, result, children FROM ${KEYSPACE}.${table} WHERE task_id = ?`, [taskId], { prepare: true });
+    // oldest first
+    return rs.rows.reverse().map((r) => ({ status: r.status as string, result: JSON.parse(String(r.result)), children: JSON.parse(String(r.children)) }));
+  }
+
+  beforeAll(async () => {
+    cql = await rawCassandra();
+    amqp = await RawAmqp.open();
+    app = await Test.createTestingModule({
+      imports: [CeleryModule.forRoot(realOptions(queue, table, { worker: { concurrency: 1, hostname: 'it@semantics' } }))],
+      providers: [TasksService, SemanticsProbe],
+    }).compile();
+    await app.init();
+    producer = app.get(Producer);
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await amqp?.deleteQueues(queue);
+    await amqp?.close();
+    await cql?.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
+    await cql?.shutdown();
+  });
+
+  it('tasks.flaky retries through RabbitMQ: a RETRY row per retry, then SUCCESS, all under the same id', async () => {
+    const r = await producer.sendTask('tasks.flaky', { args: [2] });
+    await expect(r.get({ timeout: 15000 })).resolves.toBe('ok after 2 retries');
+    const history = await rows(r.id);
+    expect(history.map((h) => h.status)).toEqual(['RETRY', 'RETRY', 'SUCCESS']);
+    expect(history[0].result).toEqual({ exc_type: 'Exception', exc_message: ['flaky'], exc_module: 'builtins' });
+    expect(history[0].children).toEqual([[[r.id, null], null]]);
+  });
+
+  it('tasks.flaky beyond maxRetries (3) fails with its own exception after 3 RETRY rows', async () => {
+    const r = await producer.sendTask('tasks.flaky', { args: [5] });
+    const err = (await r.get({ timeout: 15000 }).catch((e: unknown) => e)) as TaskFailedError;
+    expect(err).toBeInstanceOf(TaskFailedError);
+    expect([err.excType, err.excModule, err.excMessage]).toEqual(['Exception', 'builtins', ['flaky']]);
+    expect((await rows(r.id)).map((h) => h.status)).toEqual(['RETRY', 'RETRY', 'RETRY', 'FAILURE']);
+  });
+
+  it("a retry goes back the way the message came: through the queue's own exchange when Python published it so", async () => {
+    // Python's Celery publishes to exchange <queue> with routing key <queue> (wire spec §1.1)
+    const id = uniqueName('py_style');
+    const m = encodeTaskMessage({ task: 'it.retryOnce', id }, { nowMicros: Date.now() * 1000, origin: 'gen1@python' });
+    amqp.channel.publish(queue, queue, m.body, { ...m.properties, headers: m.amqpHeaders });
+    await eventually(async () => (await rows(id)).some((h) => h.status === 'SUCCESS'), 15000);
+    const history = await rows(id);
+    expect(history.map((h) => h.status)).toEqual(['RETRY', 'SUCCESS']);
+    expect(history[1].result).toEqual({ retries: 1, exchange: queue, routingKey: queue, parentId: id });
+  });
+
+  it('a hard time limit stores TimeLimitExceeded, acknowledges, and the single slot serves the next task', async () => {
+    const hung = await producer.sendTask('it.hang');
+    const next = await producer.sendTask('tasks.add', { args: [2, 3] });
+    const err = (await hung.get({ timeout: 10000 }).catch((e: unknown) => e)) as TaskFailedError;
+    expect([err.excType, err.excModule, err.excMessage]).toEqual(['TimeLimitExceeded', 'billiard.exceptions', [0.3]]);
+    await expect(next.get({ timeout: 10000 })).resolves.toBe(5);
+    await eventually(async () => (await amqp.depth(queue)) === 0);
+  });
+
+  it("a soft time limit from the call's timelimit header stops tasks.sleep with SoftTimeLimitExceeded", async () => {
+    const r = await producer.sendTask('tasks.sleep', { args: [30], softTimeLimit: 0.2 });
+    const started = Date.now();
+    const err = (await r.get({ timeout: 10000 }).catch((e: unknown) => e)) as TaskFailedError;
+    expect([err.excType, err.excModule]).toEqual(['SoftTimeLimitExceeded', 'billiard.exceptions']);
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('trackStarted writes a STARTED row with pid and hostname before the SUCCESS row', async () => {
+    const r = await producer.sendTask('it.started', { args: [300] });
+    await eventually(async () => (await r.state()) === 'STARTED', 5000);
+    await expect(r.get({ timeout: 10000 })).resolves.toBe('done');
+    const history = await rows(r.id);
+    expect(history.map((h) => h.status)).toEqual(['STARTED', 'SUCCESS']);
+    expect(history[0].result).toEqual({ pid: process.pid, hostname: 'it@semantics' });
+  });
+});
