@@ -3,7 +3,7 @@
  * does nothing else on load (bench/nestjs-worker.ts could not be it: loading it starts a worker).
  */
 import { Injectable } from '@nestjs/common';
-import { sortWords } from './common';
+import { sortWords } from './sort-words';
 
 @Injectable()
 export class IsolatedTasksService {
