@@ -6,7 +6,10 @@
  *
  * - sequential: one call at a time, ms per call (the latency a task gains);
  * - concurrent: N calls with at most C in flight, calls/s (the walkthrough's sentence);
- * - heavy: the same with a 20 kB text (~1 ms of CPU per call): where threads add cores.
+ * - heavy: the same with a 20 kB text (~2 ms of CPU per call): where threads add cores;
+ *
+ * and once: the first call on a new pool (a thread started, the task module and its imports
+ * loaded: what a hard limit's replacement thread costs), and the RSS the pool's threads add.
  *
  *   npm run build:bench && node dist-bench/bench/isolation-micro.js [N] [rounds] [concurrency]
  */
@@ -47,6 +50,14 @@ async function main(): Promise<void> {
   const { n, rounds, concurrency } = roundsArgs({ n: 20000, rounds: 3, concurrency: 64 });
   const pool = new IsolatedPool();
   const local = new IsolatedTasksService();
+  const rssBefore = process.memoryUsage().rss;
+  let t = performance.now();
+  await pool.run(SPEC, [WALKTHROUGH_TEXT, false]);
+  const coldStartMs = performance.now() - t;
+  // every thread started and its module loaded
+  await Promise.all(Array.from({ length: pool.size * 4 }, () => pool.run(SPEC, [WALKTHROUGH_TEXT, false])));
+  const threadsRssMb = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
+  console.log(`first call on a new pool ${round(coldStartMs, 1)} ms; ${pool.stats().threads} threads add ${round(threadsRssMb, 1)} MiB RSS`);
   const calls: Record<Mode, (text: string) => Promise<unknown>> = {
     'in-process': async (text) => local.sortWords(text, false),
     thread: (text) => pool.run(SPEC, [text, false]),
@@ -83,6 +94,8 @@ async function main(): Promise<void> {
       concurrency,
       threads: pool.size,
       cpus: availableParallelism(),
+      coldStartMs: round(coldStartMs, 1),
+      threadsRssMb: round(threadsRssMb, 1),
       inProcess: summary('in-process'),
       thread: summary('thread'),
       overheadMsPerCall: round(median('thread', 'sequentialMs') - median('in-process', 'sequentialMs'), 4),

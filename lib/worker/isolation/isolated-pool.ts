@@ -4,12 +4,29 @@ import { extname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ResourceLimits, Worker } from 'node:worker_threads';
 import { IsolatedPoolClosedError, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError } from './errors';
-import { ABORT_NONE, ABORT_REQUESTED, ABORT_SOFT, IsolatedTaskSpec, ThreadData, ToMain, ToThread } from './protocol';
+import {
+  ABORT_INDEX,
+  ABORT_NONE,
+  ABORT_REQUESTED,
+  ABORT_SOFT,
+  IsolatedTaskSpec,
+  SHARED_BYTES,
+  STARTED_AT_INDEX,
+  STARTED_ID_INDEX,
+  ThreadData,
+  ToMain,
+  ToThread,
+} from './protocol';
 import { fromTransferable, fromTransferredError, toTransferable } from './transfer';
 
 export interface IsolatedPoolOptions {
   /** Most threads alive at once, hence most isolated tasks running at once. Default `os.availableParallelism()`. */
   size?: number;
+  /**
+   * How much longer than its hard limit a run may take to start its thread and load its module
+   * before it is stopped as TimeLimitExceeded too (a module whose loading never ends). Default 30 s.
+   */
+  moduleLoadGraceMs?: number;
   /** V8 heap limits of each thread (`worker_threads` resourceLimits): a thread that exceeds them dies (WorkerLostError). */
   resourceLimits?: ResourceLimits;
 }
@@ -55,7 +72,9 @@ export interface IsolatedPoolStats {
 
 interface Slot {
   worker: Worker;
+  /** Views of the memory shared with the thread (see SHARED_BYTES). */
   flag: Int32Array;
+  startedAt: BigInt64Array;
   run: PendingRun | null;
   /** Terminated on purpose: its exit is not a WorkerLostError. */
   killed: boolean;
@@ -68,6 +87,7 @@ interface PendingRun {
   args: unknown;
   opts: IsolatedRunOptions;
   slot: Slot | null;
+  dispatchedAt: number;
   timers: NodeJS.Timeout[];
   abortReason: unknown;
   settled: boolean;
@@ -98,8 +118,8 @@ if (workerData.runner.endsWith('.ts') && !require.extensions['.ts']) {
 require(workerData.runner);
 `;
 
-/** How much longer than its hard limit a run may spend starting a thread and loading its module. */
-const MODULE_LOAD_GRACE_MS = 30_000;
+/** How often a limit's timer looks again while the task's thread is still starting. */
+const LOAD_POLL_MS = 20;
 
 /** The runner beside this file, in this file's own language (.js when compiled, .ts under ts-jest). */
 const RUNNER = join(__dirname, `thread-main${extname(__filename)}`);
@@ -115,7 +135,10 @@ export class IsolatedPool {
   readonly size: number;
   private readonly slots: Slot[] = [];
   private readonly queue: PendingRun[] = [];
+  /** Modules checked to exist. */
   private readonly modules = new Set<string>();
+  /** Modules a thread has loaded and called a task of: what a replacement thread preloads. */
+  private readonly loaded = new Set<string>();
   private nextId = 1;
   private terminated = 0;
   private closed = false;
@@ -144,6 +167,7 @@ export class IsolatedPool {
       args: undefined,
       opts,
       slot: null,
+      dispatchedAt: 0,
       timers: [],
       abortReason: undefined,
       settled: false,
@@ -216,14 +240,14 @@ export class IsolatedPool {
   }
 
   private spawn(): Slot {
-    const data: ThreadData & { runner: string } = { flag: new SharedArrayBuffer(4), runner: RUNNER };
+    const data: ThreadData & { runner: string } = { shared: new SharedArrayBuffer(SHARED_BYTES), runner: RUNNER };
     const worker = new Worker(BOOTSTRAP, { eval: true, workerData: data, resourceLimits: this.options.resourceLimits });
-    const slot: Slot = { worker, flag: new Int32Array(data.flag), run: null, killed: false, lastError: null };
+    const slot: Slot = { worker, flag: new Int32Array(data.shared), startedAt: new BigInt64Array(data.shared), run: null, killed: false, lastError: null };
     worker.on('message', (message: ToMain) => this.onMessage(slot, message));
     worker.on('error', (err: Error) => (slot.lastError = err));
     worker.on('exit', (code) => this.onExit(slot, code));
     worker.unref(); // an idle pool does not keep the process alive
-    if (this.modules.size > 0) this.post(slot, { type: 'preload', modules: [...this.modules] });
+    if (this.loaded.size > 0) this.post(slot, { type: 'preload', modules: [...this.loaded] });
     this.slots.push(slot);
     return slot;
   }
@@ -231,24 +255,34 @@ export class IsolatedPool {
   private dispatch(run: PendingRun, slot: Slot): void {
     slot.run = run;
     run.slot = slot;
-    Atomics.store(slot.flag, 0, ABORT_NONE);
+    run.dispatchedAt = Date.now();
+    Atomics.store(slot.flag, ABORT_INDEX, ABORT_NONE);
     slot.worker.ref();
     this.post(slot, { type: 'run', id: run.id, spec: run.spec, args: run.args, context: run.opts.context });
-    const { hardMs } = run.opts;
-    // a module whose loading never ends (a top-level loop) is stopped too, later
-    if (hardMs != null) run.timers.push(setTimeout(() => this.kill(run, new TimeLimitExceeded(hardMs / 1000)), hardMs + MODULE_LOAD_GRACE_MS));
+    const { softMs, hardMs } = run.opts;
+    if (softMs != null) this.armLimit(run, softMs, () => this.signalThread(run, ABORT_SOFT));
+    if (hardMs != null) this.armLimit(run, hardMs, () => this.kill(run, new TimeLimitExceeded(hardMs / 1000)), this.options.moduleLoadGraceMs ?? 30_000);
     if (run.abortReason !== undefined) this.signalThread(run, ABORT_REQUESTED);
   }
 
   /**
-   * The limits count from the call of the task, as Celery's count from the child starting the job:
-   * starting a thread and loading the task's module (hundreds of ms for a Nest app's imports) are not the task's time.
+   * Calls `fire` `ms` after the task was called in its thread, as Celery's limits count from the
+   * child starting the job: starting a thread and loading the task's module (hundreds of ms for a
+   * Nest app's imports) are not the task's time. The thread writes when it called the task into
+   * shared memory; the timer looks there when it fires and waits on if the call came later. A run
+   * still loading its module after `ms + loadGraceMs` fires too (a module that never finishes loading).
    */
-  private startLimits(run: PendingRun): void {
-    for (const timer of run.timers.splice(0)) clearTimeout(timer);
-    const { softMs, hardMs } = run.opts;
-    if (softMs != null) run.timers.push(setTimeout(() => this.signalThread(run, ABORT_SOFT), softMs));
-    if (hardMs != null) run.timers.push(setTimeout(() => this.kill(run, new TimeLimitExceeded(hardMs / 1000)), hardMs));
+  private armLimit(run: PendingRun, ms: number, fire: () => void, loadGraceMs = Infinity): void {
+    const check = () => {
+      const slot = run.slot;
+      if (run.settled || !slot) return;
+      const now = Date.now();
+      const started = Atomics.load(slot.flag, STARTED_ID_INDEX) === run.id ? Number(Atomics.load(slot.startedAt, STARTED_AT_INDEX)) : null;
+      const left = started === null ? Math.min(LOAD_POLL_MS, run.dispatchedAt + ms + loadGraceMs - now) : started + ms - now;
+      if (left > 0) run.timers.push(setTimeout(check, left));
+      else fire();
+    };
+    run.timers.push(setTimeout(check, ms));
   }
 
   private post(slot: Slot, message: ToThread): void {
@@ -269,8 +303,8 @@ export class IsolatedPool {
   /** Sets the shared flag (seen at once by `signal.aborted` in the thread) and posts the abort (seen by listeners). */
   private signalThread(run: PendingRun, kind: number): void {
     const slot = run.slot;
-    if (run.settled || !slot || Atomics.load(slot.flag, 0) !== ABORT_NONE) return;
-    Atomics.store(slot.flag, 0, kind);
+    if (run.settled || !slot || Atomics.load(slot.flag, ABORT_INDEX) !== ABORT_NONE) return;
+    Atomics.store(slot.flag, ABORT_INDEX, kind);
     this.post(slot, { type: 'abort', id: run.id, kind });
   }
 
@@ -283,6 +317,7 @@ export class IsolatedPool {
       this.settle(run, false, error);
       return;
     }
+    this.noteLoaded(run, slot);
     slot.killed = true;
     this.removeSlot(slot);
     this.terminated++;
@@ -299,7 +334,7 @@ export class IsolatedPool {
     if (message.type === 'ready') return;
     const run = slot.run;
     if (!run || run.id !== message.id) return;
-    if (message.type === 'started') return this.startLimits(run);
+    this.noteLoaded(run, slot);
     slot.run = null;
     slot.worker.unref();
     if (message.ok) {
@@ -316,6 +351,11 @@ export class IsolatedPool {
       this.settle(run, false, this.errorOf(run, message.error, message.abortedBy));
     }
     this.pump();
+  }
+
+  /** A run whose task was called proves its module loads: later replacement threads preload it. */
+  private noteLoaded(run: PendingRun, slot: Slot): void {
+    if (Atomics.load(slot.flag, STARTED_ID_INDEX) === run.id) this.loaded.add(run.spec.module);
   }
 
   private errorOf(run: PendingRun, error: Extract<ToMain, { ok: false }>['error'], abortedBy: number): unknown {

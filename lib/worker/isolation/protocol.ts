@@ -20,9 +20,20 @@ export const ABORT_NONE = 0;
 export const ABORT_SOFT = 1;
 export const ABORT_REQUESTED = 2;
 
+/**
+ * Memory shared by the pool and one thread (16 bytes): Int32 0 is the ABORT_* value of the run in
+ * progress; Int32 1 the id of the last run whose task was called, BigInt64 1 when (`Date.now()`).
+ * Shared rather than posted so that neither side waits for the other's event loop: a loop that
+ * never yields still sees an abort, and a task's start costs no message.
+ */
+export const SHARED_BYTES = 16;
+export const ABORT_INDEX = 0;
+export const STARTED_ID_INDEX = 1;
+/** In the BigInt64Array view. */
+export const STARTED_AT_INDEX = 1;
+
 export interface ThreadData {
-  /** Int32Array(1) over it: the ABORT_* value for the run in progress. */
-  flag: SharedArrayBuffer;
+  shared: SharedArrayBuffer;
 }
 
 export type ToThread =
@@ -32,7 +43,5 @@ export type ToThread =
 
 export type ToMain =
   | { type: 'ready' }
-  /** The task's code is loaded and is being called now: its time limits start. */
-  | { type: 'started'; id: number }
   | { type: 'done'; id: number; ok: true; value: unknown }
   | { type: 'done'; id: number; ok: false; error: TransferredError; abortedBy: number };

@@ -8,10 +8,11 @@ import { pathToFileURL } from 'node:url';
 import { SoftTimeLimitExceeded } from './errors';
 import { setIsolatedTaskContext } from './thread-context';
 import { fromTransferable, toTransferable, toTransferredError } from './transfer';
-import { ABORT_NONE, ABORT_SOFT, IsolatedTaskSpec, ThreadData, ToMain, ToThread } from './protocol';
+import { ABORT_INDEX, ABORT_NONE, ABORT_SOFT, IsolatedTaskSpec, STARTED_AT_INDEX, STARTED_ID_INDEX, ThreadData, ToMain, ToThread } from './protocol';
 
 const data = workerData as ThreadData;
-const flag = new Int32Array(data.flag);
+const flag = new Int32Array(data.shared);
+const startedAt = new BigInt64Array(data.shared);
 const port = parentPort;
 if (!port) throw new Error('thread-main runs only as a worker thread started by IsolatedPool');
 
@@ -78,7 +79,7 @@ const nativeReason = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'rea
 function sharedSignal(controller: AbortController): AbortSignal {
   const signal = controller.signal;
   const poll = () => {
-    const kind = Atomics.load(flag, 0);
+    const kind = Atomics.load(flag, ABORT_INDEX);
     if (kind !== ABORT_NONE && !nativeAborted.call(signal)) controller.abort(reasonFor(kind));
   };
   Object.defineProperties(signal, {
@@ -109,13 +110,15 @@ async function run(message: Extract<ToThread, { type: 'run' }>): Promise<void> {
   let reply: ToMain;
   try {
     const fn = await target(message.spec);
-    port!.postMessage({ type: 'started', id: message.id } satisfies ToMain);
+    // the time limits count from here (not the thread's start, nor the module's loading)
+    Atomics.store(startedAt, STARTED_AT_INDEX, BigInt(Date.now()));
+    Atomics.store(flag, STARTED_ID_INDEX, message.id);
     const value = await fn(...(fromTransferable(message.args) as unknown[]));
     reply = { type: 'done', id: message.id, ok: true, value: toTransferable(value) };
   } catch (err) {
     const reason: unknown = nativeAborted.call(signal) ? nativeReason.call(signal) : undefined;
     const byAbort = reason !== undefined && (err === reason || (err as { cause?: unknown })?.cause === reason);
-    reply = { type: 'done', id: message.id, ok: false, error: toTransferredError(err), abortedBy: byAbort ? Atomics.load(flag, 0) : ABORT_NONE };
+    reply = { type: 'done', id: message.id, ok: false, error: toTransferredError(err), abortedBy: byAbort ? Atomics.load(flag, ABORT_INDEX) : ABORT_NONE };
   } finally {
     current = null;
     setIsolatedTaskContext(undefined);

@@ -169,6 +169,19 @@ describe('IsolatedPool', () => {
       expect((err as TimeLimitExceeded).seconds).toBe(0.4);
     });
 
+    it('stops a run whose module never finishes loading, once the load grace is over too', async () => {
+      const stuck = new IsolatedPool({ size: 1, moduleLoadGraceMs: 300 });
+      try {
+        const started = Date.now();
+        const spec = { module: join(__dirname, 'fixtures', 'hangs-on-load.js'), exportName: 'never' };
+        await expect(stuck.run(spec, [], { hardMs: 100 })).rejects.toBeInstanceOf(TimeLimitExceeded);
+        expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+        await expect(stuck.run({ module: MODULE, exportName: 'multiplyAll' }, [6, 7])).resolves.toBe(42);
+      } finally {
+        await stuck.close();
+      }
+    });
+
     it('counts the hard limit from the call of the task, not from the wait for a thread or its start', async () => {
       const single = new IsolatedPool({ size: 1 });
       try {
