@@ -257,8 +257,16 @@ export class IsolatedPool {
     run.slot = slot;
     run.dispatchedAt = Date.now();
     Atomics.store(slot.flag, ABORT_INDEX, ABORT_NONE);
+    try {
+      this.post(slot, { type: 'run', id: run.id, spec: run.spec, args: run.args, context: run.opts.context });
+    } catch (err) {
+      // a context that cannot be cloned (a function in it): this run fails, the thread stays free
+      slot.run = null;
+      run.slot = null;
+      this.settle(run, false, err);
+      return;
+    }
     slot.worker.ref();
-    this.post(slot, { type: 'run', id: run.id, spec: run.spec, args: run.args, context: run.opts.context });
     const { softMs, hardMs } = run.opts;
     if (softMs != null) this.armLimit(run, softMs, () => this.signalThread(run, ABORT_SOFT));
     if (hardMs != null) this.armLimit(run, hardMs, () => this.kill(run, new TimeLimitExceeded(hardMs / 1000)), this.options.moduleLoadGraceMs ?? 30_000);

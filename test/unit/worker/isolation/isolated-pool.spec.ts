@@ -95,6 +95,11 @@ describe('IsolatedPool', () => {
       await expect(pool.run(task('request'), [], { context: { id: 'abc', retries: 2 } })).resolves.toEqual({ id: 'abc', retries: 2 });
     });
 
+    it('fails a run whose context cannot be cloned, and keeps serving', async () => {
+      await expect(pool.run(task('request'), [], { context: { callback: () => 1 } })).rejects.toThrow(/could not be cloned/);
+      await expect(pool.run(task('add'), [1, 2])).resolves.toBe(3);
+    });
+
     it('constructs the class once per thread, with no arguments', async () => {
       const single = new IsolatedPool({ size: 1 });
       try {
