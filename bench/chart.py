@@ -17,7 +17,7 @@ PANELS = [
     ('p99_ms', 'round trip p99 (ms)', 'lower is better'),
     ('rss_mb', 'worker peak RSS (MiB)', 'lower is better'),
 ]
-COLORS = {'nestjs': '#e0234e', 'raw': '#4a4a4a', 'celery': '#37814a'}
+COLORS = {'nestjs': '#e0234e', 'nestjs_thread': '#f08aa0', 'raw': '#4a4a4a', 'celery': '#37814a'}
 
 
 def main(src, dst):

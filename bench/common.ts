@@ -18,19 +18,8 @@ export const CREDENTIALS = {
   password: process.env.CASSANDRA_PASSWORD ?? 'cassandra',
 };
 
-/** The walkthrough's call: `sortWords('storage yay my DB is powerful results Astra', False)`. */
-export const WALKTHROUGH_TEXT = 'storage yay my DB is powerful results Astra';
-export const TASK_NAME = 'tasks.sortWords';
-
-/** The task itself, as Celery's walkthrough writes it (Python's `sorted(key=str.lower)`: code point order). */
-export function sortWords(text: string, capitalize = false): string {
-  const sorted = text.split(' ').sort((a, b) => {
-    const x = a.toLowerCase();
-    const y = b.toLowerCase();
-    return x < y ? -1 : x > y ? 1 : 0;
-  });
-  return (capitalize ? sorted.map((w) => w.toUpperCase()) : sorted).join(' ');
-}
+import { WALKTHROUGH_TEXT } from './sort-words';
+export { sortWords, TASK_NAME, WALKTHROUGH_TEXT } from './sort-words';
 
 /**
  * The text argument: the walkthrough's sentence, or `bytes` bytes of pseudo-random ASCII words

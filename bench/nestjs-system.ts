@@ -7,6 +7,7 @@ import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { INestApplicationContext } from '@nestjs/common';
 import type { ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Client } from 'cassandra-driver';
 import { AsyncResult, CeleryModule, Producer } from '../lib';
@@ -35,25 +36,31 @@ import {
   workerRate,
 } from './common';
 
-const QUEUE = 'bench_nestjs';
-const TABLE = 'bench_nestjs';
 const WARMUP = 50;
 
-export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: string) => void): Promise<SystemResult> {
+/**
+ * `isolate: 'thread'` (system `nestjs_thread`): the same worker, its task run in an isolated worker
+ * thread, on its own queue and table (`bench_nestjs_thread`).
+ */
+export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: string) => void, variant: { isolate?: 'thread' } = {}): Promise<SystemResult> {
+  const QUEUE = variant.isolate ? 'bench_nestjs_thread' : 'bench_nestjs';
+  const TABLE = QUEUE;
+  const label = variant.isolate ? 'nestjs_thread' : 'nestjs';
   const text = payloadText(opts.payloadBytes);
   const expected = sortWords(text, false);
   const sampler = new RssSampler(100);
   const workerArgs = ['--queue', QUEUE, '--table', TABLE, '--concurrency', String(opts.concurrency)];
   if (opts.prefetch) workerArgs.push('--prefetch', String(opts.prefetch));
+  if (variant.isolate) workerArgs.push('--isolate', variant.isolate);
   let workers: ChildProcess[] = [];
   let app: INestApplicationContext | null = null;
   try {
     await deleteQueues(QUEUE);
     await resetTable(admin, TABLE);
-    const started = await startNodeWorkers('nestjs-worker.js', opts.workers, workerArgs, 'nestjs');
+    const started = await startNodeWorkers('nestjs-worker.js', opts.workers, workerArgs, label);
     workers = started.workers;
     sampler.watch(workers.map((w) => w.pid as number));
-    log(`nestjs: ${workers.length} worker process(es) ready (concurrency ${opts.concurrency}, prefetch ${String(started.info.prefetch)})`);
+    log(`${label}: ${workers.length} worker process(es) ready (concurrency ${opts.concurrency}, prefetch ${String(started.info.prefetch)}${variant.isolate ? ', task in a worker thread' : ''})`);
 
     @Module({
       imports: [
@@ -78,7 +85,7 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
     const producer = app.get(Producer);
     const send = () => producer.sendTask<string>(TASK_NAME, { args: [text, false], queue: QUEUE });
     const check = (value: string) => {
-      if (value !== expected) throw new Error(`nestjs: wrong result ${JSON.stringify(value).slice(0, 200)}`);
+      if (value !== expected) throw new Error(`${label}: wrong result ${JSON.stringify(value).slice(0, 200)}`);
     };
 
     // Warm-up: connections, prepared statements, JIT.
@@ -91,7 +98,7 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
     const wall0 = Date.now();
     const results: AsyncResult<string>[] = await Promise.all(Array.from({ length: n }, send));
     const t1 = performance.now();
-    log(`nestjs: ${n} published in ${round((t1 - t0) / 1000, 2)} s; collecting results`);
+    log(`${label}: ${n} published in ${round((t1 - t0) / 1000, 2)} s; collecting results`);
     const timeout = Math.max(120000, n * 20);
     const values = await mapLimit(results, opts.getConcurrency, (r) => r.get({ timeout }));
     const t2 = performance.now();
@@ -109,6 +116,7 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
     const rows = await tableStats(admin, TABLE, { from: wall0, to: wall2 });
     const mem = sampler.stop();
     const notes = [
+      ...(variant.isolate ? [`task run in an isolated worker thread (IsolatedPool, ${availableParallelism()} threads per worker process)`] : []),
       `${opts.workers} worker process(es), concurrency ${opts.concurrency}, prefetch ${String(started.info.prefetch)}`,
       `results read with AsyncResult.get(), ${opts.getConcurrency > 0 && opts.getConcurrency < n ? `at most ${opts.getConcurrency}` : 'all'} at once`,
     ];
@@ -128,8 +136,8 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
     };
   } finally {
     sampler.stop();
-    if (app) await app.close().catch((err: unknown) => log(`nestjs: closing the producer app failed: ${String(err)}`));
+    if (app) await app.close().catch((err: unknown) => log(`${label}: closing the producer app failed: ${String(err)}`));
     await Promise.all(workers.map((w) => stopChild(w)));
-    await deleteQueues(QUEUE).catch((err: unknown) => log(`nestjs: queue clean-up failed: ${String(err)}`));
+    await deleteQueues(QUEUE).catch((err: unknown) => log(`${label}: queue clean-up failed: ${String(err)}`));
   }
 }

@@ -3,15 +3,20 @@
  * CeleryModule.forRoot (RabbitMQ, Cassandra with credentials) and the walkthrough's task, in
  * production settings (Nest logger at warn / error only).
  *
- *   node dist-bench/bench/nestjs-worker.js --queue bench_nestjs --table bench_nestjs --concurrency 8 [--prefetch 32]
+ *   node dist-bench/bench/nestjs-worker.js --queue bench_nestjs --table bench_nestjs --concurrency 8 [--prefetch 32] [--isolate thread]
+ *
+ * `--isolate thread` runs the same task in an isolated worker thread (lib/worker/isolation, pool
+ * size os.availableParallelism()): the task method hands its arguments to IsolatedPool.run().
  *
  * Environment overrides: BENCH_CONCURRENCY, BENCH_PREFETCH, BENCH_SUCCESS_CHECK (worker.successCheck). Tells its parent `{ type: 'ready' }`
  * over IPC once it consumes; ends on SIGTERM / SIGINT (draining in-flight tasks) or when the parent goes.
  */
 import 'reflect-metadata';
-import { Injectable, Module } from '@nestjs/common';
+import { Injectable, Module, OnApplicationShutdown } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { join } from 'node:path';
 import { CeleryModule, Task } from '../lib';
+import { IsolatedPool } from '../lib/worker/isolation';
 import { AMQP_URL, CASSANDRA_DC, CASSANDRA_HOST, CASSANDRA_PORT, CREDENTIALS, KEYSPACE, sortWords, TASK_NAME } from './common';
 
 @Injectable()
@@ -19,6 +24,22 @@ export class TasksService {
   @Task(TASK_NAME)
   sortWords(text: string, capitalize = false): string {
     return sortWords(text, capitalize);
+  }
+}
+
+/** The same task, run in a worker thread that loads bench/isolated-tasks.js. */
+@Injectable()
+export class ThreadTasksService implements OnApplicationShutdown {
+  private readonly pool = new IsolatedPool();
+  private readonly spec = { module: join(__dirname, 'isolated-tasks.js'), exportName: 'IsolatedTasksService', method: 'sortWords' };
+
+  @Task(TASK_NAME)
+  sortWords(text: string, capitalize = false): Promise<unknown> {
+    return this.pool.run(this.spec, [text, capitalize]);
+  }
+
+  onApplicationShutdown(): Promise<void> {
+    return this.pool.close();
   }
 }
 
@@ -33,6 +54,8 @@ async function main(): Promise<void> {
   const concurrency = Number(arg('concurrency') ?? process.env.BENCH_CONCURRENCY ?? 8);
   const prefetchArg = arg('prefetch') ?? process.env.BENCH_PREFETCH;
   const prefetch = prefetchArg ? Number(prefetchArg) : undefined;
+  const isolate = arg('isolate');
+  if (isolate !== undefined && isolate !== 'thread') throw new Error(`--isolate takes "thread", got ${isolate}`);
 
   @Module({
     imports: [
@@ -58,7 +81,7 @@ async function main(): Promise<void> {
         },
       }),
     ],
-    providers: [TasksService],
+    providers: [isolate ? ThreadTasksService : TasksService],
   })
   class WorkerModule {}
 
@@ -78,7 +101,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void close(0));
   process.on('SIGINT', () => void close(0));
   process.on('disconnect', () => void close(0)); // the benchmark went away
-  process.send?.({ type: 'ready', pid: process.pid, concurrency, prefetch: prefetch ?? concurrency * 4 });
+  process.send?.({ type: 'ready', pid: process.pid, concurrency, prefetch: prefetch ?? concurrency * 4, isolate: isolate ?? null });
 }
 
 main().catch((err: unknown) => {

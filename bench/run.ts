@@ -19,6 +19,9 @@ import { ensureMatplotlib, PYTHON, REPO_ROOT } from './python-env';
 import { runRaw } from './raw-system';
 
 const ALL_SYSTEMS = ['nestjs', 'raw', 'celery'];
+/** Run only when named in --systems: nestjs with its task in an isolated worker thread. */
+const EXTRA_SYSTEMS = ['nestjs_thread'];
+const KNOWN_SYSTEMS = [...ALL_SYSTEMS, ...EXTRA_SYSTEMS];
 /** Payload guards: bytes a run may store without --n, and bytes of results read back at once. */
 const MAX_STORED_BYTES = 2 * 1024 ** 3;
 const MAX_READ_BYTES_IN_FLIGHT = 16 * 1024 ** 2;
@@ -27,7 +30,8 @@ const METRICS = ['publish_per_s', 'end_to_end_per_s', 'p50_ms', 'p99_ms', 'rss_m
 const USAGE = `usage: npm run bench -- [options]
   --quick                 N = 2000 (Celery 500), Celery 60 round trips
   --n N                   tasks per throughput run (default 20000; Celery: min(N, 2000))
-  --systems a,b           subset of ${ALL_SYSTEMS.join(',')}
+  --systems a,b           subset of ${KNOWN_SYSTEMS.join(',')} (default ${ALL_SYSTEMS.join(',')}; nestjs_thread:
+                          nestjs with its task in an isolated worker thread, compared with nestjs)
   --concurrency C         nestjs and raw worker concurrency (default 64, the library's default)
   --prefetch P            nestjs and raw worker prefetch (default concurrency x 4)
   --workers W             nestjs and raw worker processes (default 1)
@@ -80,7 +84,7 @@ export function parseArgs(argv: string[]): BenchOptions {
         break;
       case '--systems':
         opts.systems = value().split(',').map((s) => s.trim()).filter(Boolean);
-        for (const s of opts.systems) if (!ALL_SYSTEMS.includes(s)) throw new Error(`unknown system ${s} (${ALL_SYSTEMS.join(', ')})`);
+        for (const s of opts.systems) if (!KNOWN_SYSTEMS.includes(s)) throw new Error(`unknown system ${s} (${KNOWN_SYSTEMS.join(', ')})`);
         break;
       case '--concurrency':
         opts.concurrency = int(1);
@@ -193,8 +197,8 @@ export function gitInfo(): Record<string, unknown> {
 
 function ratios(systems: Record<string, SystemResult>): Record<string, Record<string, number>> {
   const out: Record<string, Record<string, number>> = {};
-  for (const other of ['raw', 'celery']) {
-    const a = systems.nestjs;
+  for (const [one, other] of [['nestjs', 'raw'], ['nestjs', 'celery'], ['nestjs_thread', 'nestjs']]) {
+    const a = systems[one];
     const b = systems[other];
     if (!a || !b) continue;
     const r: Record<string, number> = {};
@@ -203,7 +207,7 @@ function ratios(systems: Record<string, SystemResult>): Record<string, Record<st
       const y = b[m];
       if (typeof x === 'number' && typeof y === 'number' && y !== 0 && Number.isFinite(x) && Number.isFinite(y)) r[m] = round(x / y, 3);
     }
-    out[`nestjs/${other}`] = r;
+    out[`${one}/${other}`] = r;
   }
   return out;
 }
@@ -244,8 +248,9 @@ async function main(): Promise<number> {
       nestjs: runNestjs,
       raw: runRaw,
       celery: runCelery,
+      nestjs_thread: (o, a, l) => runNestjs(o, a, l, { isolate: 'thread' }),
     };
-    for (const name of ALL_SYSTEMS.filter((s) => opts.systems.includes(s))) {
+    for (const name of KNOWN_SYSTEMS.filter((s) => opts.systems.includes(s))) {
       const t = performance.now();
       const load = loadavg().map((l) => round(l, 2));
       try {
@@ -261,7 +266,7 @@ async function main(): Promise<number> {
   } finally {
     await admin.shutdown().catch(() => undefined);
     // Each system removes its queues; this sweep catches what a failure in the middle left behind.
-    await deleteQueues('bench_nestjs', 'bench_raw', 'bench_celery').catch((err: unknown) => log(`queue clean-up failed: ${String(err)}`));
+    await deleteQueues('bench_nestjs', 'bench_nestjs_thread', 'bench_raw', 'bench_celery').catch((err: unknown) => log(`queue clean-up failed: ${String(err)}`));
   }
 
   const rs = ratios(systems);
@@ -277,7 +282,7 @@ async function main(): Promise<number> {
       notes: opts.notes,
       git: gitInfo(),
       payload_bytes: opts.payloadBytes ?? Buffer.byteLength('storage yay my DB is powerful results Astra'),
-      ratio_meaning: 'nestjs value / other value: above 1 is better for rates, worse for latencies and memory',
+      ratio_meaning: 'a / b value (nestjs/raw, nestjs/celery, nestjs_thread/nestjs): above 1 is better for rates, worse for latencies and memory',
       ...(Object.keys(errors).length ? { errors } : {}),
     },
   };
@@ -325,7 +330,7 @@ export function installCleanup(): void {
       process.stderr.write(`[bench] ${signal}: stopping the workers\n`);
       killAllChildrenSync();
       const timer = setTimeout(() => process.exit(130), 5000);
-      deleteQueues('bench_nestjs', 'bench_raw', 'bench_celery')
+      deleteQueues('bench_nestjs', 'bench_nestjs_thread', 'bench_raw', 'bench_celery')
         .catch(() => undefined)
         .finally(() => {
           clearTimeout(timer);
