@@ -37,7 +37,7 @@ const CASSANDRA_KEYS = new Set([
 const MIN_RESULT_BYTES = 4096;
 const WORKER_KEYS = new Set([
   'enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit',
-  'detectQuorumQueues', 'consumerTimeoutMs', 'hostname', 'taskContextStorage',
+  'detectQuorumQueues', 'consumerTimeoutMs', 'hostname', 'taskContextStorage', 'isolatedThreads',
 ]);
 
 /** celeryconfig key → the camelCase option it sets (`cassandra.port` = `cassandra: { port }`). */
@@ -434,6 +434,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       consumerTimeoutMs: optInt(w.consumerTimeoutMs, 'worker.consumerTimeoutMs', 0) ?? DEFAULT_CONSUMER_TIMEOUT_MS,
       hostname: resolveHostname(w.hostname),
       taskContextStorage: optBool(w.taskContextStorage, 'worker.taskContextStorage') ?? null,
+      isolatedThreads: optInt(w.isolatedThreads, 'worker.isolatedThreads', 1) ?? null,
     },
     tasks: {
       timeLimit: optSeconds(o.taskTimeLimit, 'taskTimeLimit') ?? null,
