@@ -12,6 +12,9 @@ export type { TaskOptions, ErrorMatcher, RateLimitOption } from './decorators/ta
 export { TaskContext } from './decorators/task-context.decorator';
 export type { DeliveryInfo } from './decorators/task-context.decorator';
 export { CeleryTaskContext, currentTask } from './worker/task-context';
+export { isolatedTaskContext } from './worker/isolation/thread-context';
+export type { IsolatedTaskContext } from './worker/isolation/thread-context';
+export { WorkerLostError } from './worker/isolation/errors';
 export {
   CeleryTaskException,
   Retry,

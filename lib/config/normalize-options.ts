@@ -45,7 +45,7 @@ const CASSANDRA_KEYS = new Set([
 const MIN_RESULT_BYTES = 4096;
 const WORKER_KEYS = new Set([
   'enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit',
-  'detectQuorumQueues', 'consumerTimeoutMs', 'hostname', 'taskContextStorage',
+  'detectQuorumQueues', 'consumerTimeoutMs', 'hostname', 'taskContextStorage', 'isolatedThreads',
   ...RATE_LIMIT_WORKER_KEYS,
 ]);
 
@@ -444,6 +444,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       consumerTimeoutMs: optInt(w.consumerTimeoutMs, 'worker.consumerTimeoutMs', 0) ?? DEFAULT_CONSUMER_TIMEOUT_MS,
       hostname: resolveHostname(w.hostname),
       taskContextStorage: optBool(w.taskContextStorage, 'worker.taskContextStorage') ?? null,
+      isolatedThreads: optInt(w.isolatedThreads, 'worker.isolatedThreads', 1) ?? null,
     },
     tasks: {
       timeLimit: optSeconds(o.taskTimeLimit, 'taskTimeLimit') ?? null,

@@ -56,6 +56,8 @@ export interface ResolvedCeleryConfig {
     hostname: string;
     /** Run tasks in the AsyncLocalStorage behind CeleryTaskContext; null = when a provider injects it. */
     taskContextStorage: boolean | null;
+    /** Threads of the isolated-task pool; null = os.availableParallelism(). */
+    isolatedThreads: number | null;
   };
   /** Defaults of every task (Celery's `task_*` settings); a task's own `@Task()` options win. */
   tasks: {

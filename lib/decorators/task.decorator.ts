@@ -40,6 +40,17 @@ export interface TaskOptions {
   /** Seconds after which the task's AbortSignal fires with `SoftTimeLimitExceeded`. Default: the module's `taskSoftTimeLimit` (none). */
   softTimeLimit?: number;
 
+  // --- isolation: a hard time limit that really stops the work ---
+  /**
+   * `'thread'`: run the task in a pool of worker threads, where its hard time limit terminates the
+   * thread. Needs `module` (`__filename`, or `import.meta.url` in ESM): the compiled file that exports
+   * the class under its own name; the thread constructs it without arguments (no DI in the thread)
+   * and reads the request with `isolatedTaskContext()`.
+   */
+  isolate?: 'thread';
+  /** The compiled module of an isolated task's class: `__filename` / `import.meta.url`. */
+  module?: string;
+
   // --- rate limit (`rate_limit`) ---
   /** `'10/s'`, `'100/m'`, `'2/h'` or tasks per second, per worker; `{ global }` for a limit shared by every worker. */
   rateLimit?: RateLimitOption;
@@ -111,6 +122,8 @@ export function validateTaskOptions(target: string, options: TaskOptions): void 
   if (options.retryBackoff !== undefined && typeof options.retryBackoff !== 'boolean' && (typeof options.retryBackoff !== 'number' || options.retryBackoff < 0)) {
     fail('retryBackoff', `must be true, false or a factor in seconds, got ${JSON.stringify(options.retryBackoff)}`);
   }
+  if (options.isolate !== undefined && options.isolate !== 'thread') fail('isolate', `must be 'thread', got ${JSON.stringify(options.isolate)}`);
+  if (options.isolate && !options.module) fail('module', "is required with isolate: 'thread': give module: __filename (CommonJS) or import.meta.url (ESM)");
   for (const key of ['autoretryFor', 'dontAutoretryFor'] as const) {
     const list = options[key];
     if (list === undefined) continue;

@@ -3,6 +3,8 @@ import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { TaskRegistrationError } from '../errors/celery.errors';
 import { TASK_CONTEXT_PARAM } from '../celery.constants';
 import { CeleryTaskContext } from '../worker/task-context';
+import { checkIsolatedSpec } from '../worker/isolation/locate';
+import type { IsolatedTaskSpec } from '../worker/isolation/protocol';
 import { validateTaskOptions } from '../decorators/task.decorator';
 import { ParameterList, parameterNames } from './parameter-names';
 import { TaskMetadataAccessor, taskNameOf } from './task-metadata.accessor';
@@ -46,6 +48,7 @@ export class TaskExplorer implements OnModuleInit {
     const contextIndex = Reflect.getMetadata(TASK_CONTEXT_PARAM, instance, methodName) as number | undefined;
     const params = metadata.params ? { names: [...metadata.params], restIndex: null } : withoutParameter(parameterNames(method), contextIndex);
     validateTaskOptions(`${className}.${methodName}`, metadata);
+    const isolated = metadata.isolate ? isolatedSpecOf(className, methodName, metadata.module as string, instance.constructor, contextIndex) : null;
     this.registry.register({
       name,
       target: `${className}.${methodName}`,
@@ -53,10 +56,23 @@ export class TaskExplorer implements OnModuleInit {
       ignoreResult: metadata.ignoreResult ?? false,
       params,
       contextIndex: contextIndex ?? null,
+      isolated,
       options: metadata,
       handler: (...args: unknown[]) => (method as (...a: unknown[]) => unknown).apply(instance, args),
     });
   }
+}
+
+/** The isolated task's code, checked at bootstrap: the module must export the class under its own name. */
+function isolatedSpecOf(className: string, methodName: string, module: string, ctor: Function, contextIndex: number | undefined): IsolatedTaskSpec {
+  const target = `${className}.${methodName}`;
+  if (contextIndex !== undefined) {
+    throw new TaskRegistrationError(`${target}: an isolated task cannot take a @TaskContext() parameter (the context cannot cross into its thread); read it with isolatedTaskContext() inside the task`);
+  }
+  const spec: IsolatedTaskSpec = { module, exportName: className, method: methodName };
+  const problem = checkIsolatedSpec(spec, ctor);
+  if (problem) throw new TaskRegistrationError(`${target}: isolate: 'thread': ${problem}`);
+  return spec;
 }
 
 /** Whether a provider class asks for `CeleryTaskContext` in its constructor or an `@Inject()` property. */

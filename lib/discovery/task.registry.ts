@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { TaskRegistrationError } from '../errors/celery.errors';
 import type { TaskOptions } from '../decorators/task.decorator';
+import type { IsolatedTaskSpec } from '../worker/isolation/protocol';
 import type { ParameterList } from './parameter-names';
 
 /** A discovered task: its name, where it runs and how its arguments bind. */
@@ -14,6 +15,8 @@ export interface RegisteredTask {
   params: ParameterList;
   /** Where the `@TaskContext()` parameter is, if the method has one. */
   contextIndex?: number | null;
+  /** Where an isolated task's code is (`isolate: 'thread'`): the module, its exported class and the method. */
+  isolated?: IsolatedTaskSpec | null;
   /** The `@Task()` options (retries, time limits, rate limit, results). */
   options?: TaskOptions;
   /** Calls the method on its DI-managed instance. */

@@ -97,6 +97,8 @@ export interface WorkerOptions {
    * makes every promise of the process dearer. `@TaskContext()` parameters work either way.
    */
   taskContextStorage?: boolean;
+  /** Worker threads for isolated tasks (`@Task({ isolate: 'thread' })`), started on first use. Default `os.availableParallelism()`. */
+  isolatedThreads?: number;
   /**
    * Celery's `worker_detect_quorum_queues`: when some configured queue is a quorum queue, set the
    * prefetch per consumer (`basic.qos` global=false; RabbitMQ refuses global QoS on quorum queues).

@@ -9,6 +9,7 @@ import { ResultWriter } from '../results/result-writer';
 import { hostname } from 'node:os';
 import { WorkerShutdown } from '../errors/task-exceptions';
 import { HoldEnd, RequestContext, StoreOutcome, TaskRequest } from './task-request';
+import { IsolatedPool } from './isolation/isolated-pool';
 import { perConsumerQos, queueTableOf } from '../config/queue-table';
 import { delayedDeliveryBindings, delayedDeliveryTopology, retryDestination } from '../protocol/routing';
 import { publishRouted } from '../producer/routed-publish';
@@ -63,6 +64,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   private stopping = false;
   /** Tasks running now, by id: how to abort each (revoke, shutdown). */
   private readonly aborts = new Map<string, Set<(reason: Error) => void>>();
+  /** Threads of isolated tasks (`isolate: 'thread'`), started by the first one. */
+  private pool: IsolatedPool | null = null;
   private readonly ctx: Omit<RequestContext, 'holdUntil' | 'queue'>;
   private readonly writer: ResultWriter;
 
@@ -100,6 +103,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       },
       track: (taskId, abort) => this.track(taskId, abort),
       resultExtended: config.resultExtended,
+      isolatedPool: () => (this.pool ??= new IsolatedPool({ size: config.worker.isolatedThreads ?? undefined })),
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
     };
   }
@@ -137,6 +141,15 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    try {
+      await this.drain();
+    } finally {
+      // isolated tasks still running after the drain are stopped with their threads (their messages go back)
+      await this.pool?.close();
+    }
+  }
+
+  private async drain(): Promise<void> {
     await Promise.all(this.consumers.splice(0).map((c) => c.handle?.cancel()));
     for (const hold of this.holds) hold.end('stop');
     if (this.inFlight.size === 0) return;

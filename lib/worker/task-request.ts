@@ -12,6 +12,8 @@ import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-ro
 import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage } from '../protocol/task-message';
 import { autoretryFor, encodeRetryMessage, retryOrGiveUp } from './retry';
 import { runInTaskContext } from './task-context';
+import { IsolatedPool } from './isolation/isolated-pool';
+import { IsolatedPoolClosedError } from './isolation/errors';
 import type { ResultStore } from '../results/result-store.interface';
 import type { StoreOutcome } from '../results/result-writer';
 import { NOTIFY_HEADER } from '../results/result-notifier';
@@ -52,6 +54,8 @@ export interface RequestContext {
   peerCompat: ResolvedCeleryConfig['peerCompat'];
   /** Celery's `result_extended`: rows carry the request's name, args, kwargs, worker, retries and queue. */
   resultExtended: boolean;
+  /** The worker's pool of threads for isolated tasks (started on first use). */
+  isolatedPool(): IsolatedPool;
   /** Whether tasks run inside the AsyncLocalStorage behind `CeleryTaskContext` / `currentTask()`. */
   contextStorage(): boolean;
   /** Registers a running task so revoke and shutdown can abort it; returns the unregister function. */
@@ -174,35 +178,7 @@ export class TaskRequest {
         if (succeeded) return { kind: 'result', result: successOf(succeeded) };
       }
       const context = this.contextOf(task, entry, settings, abort.signal);
-      const running = runInTaskContext(
-        context,
-        async () => {
-          const callArgs = withContextArgument(bindArguments(task.task, entry.params, task.args, task.kwargs), entry.contextIndex, context);
-          return entry.handler(...callArgs);
-        },
-        this.ctx.contextStorage(),
-      );
-      if (settings.softSeconds !== null) {
-        const soft = settings.softSeconds;
-        timers.push(setTimeout(() => abort.signal.aborted || abort.abort(new SoftTimeLimitExceeded(soft)), soft * 1000));
-      }
-      let value: unknown;
-      if (settings.hardSeconds === null) {
-        value = await running;
-      } else {
-        const hard = settings.hardSeconds;
-        const timedOut = new Promise<never>((_resolve, reject) => {
-          timers.push(
-            setTimeout(() => {
-              const error = new TimeLimitExceeded(hard);
-              if (!abort.signal.aborted) abort.abort(error);
-              reject(error);
-            }, hard * 1000),
-          );
-        });
-        running.catch(() => undefined); // it may end after the hard limit: nobody waits for it then
-        value = await Promise.race([running, timedOut]);
-      }
+      const value = entry.isolated ? await this.runIsolated(task, entry, settings, context, abort.signal) : await this.runHere(entry, settings, context, abort, timers);
       pythonJsonDumps(value); // a value JSON cannot hold is a task failure, not a storage failure
       this.ctx.logger.log(`Task ${task.task}[${task.id}] succeeded in ${Date.now() - started} ms`);
       return { kind: 'result', result: { taskId: task.id, status: 'SUCCESS', result: value ?? null, traceback: null, children: [] } };
@@ -214,10 +190,56 @@ export class TaskRequest {
     }
   }
 
+  /** Runs the method in this thread, under the time limits (see run()). */
+  private async runHere(entry: RegisteredTask, settings: Effective, context: TaskContext, abort: AbortController, timers: NodeJS.Timeout[]): Promise<unknown> {
+    const task = context;
+    const running = runInTaskContext(
+      context,
+      async () => {
+        const callArgs = withContextArgument(bindArguments(task.name, entry.params, [...task.args], { ...task.kwargs }), entry.contextIndex, context);
+        return entry.handler(...callArgs);
+      },
+      this.ctx.contextStorage(),
+    );
+    if (settings.softSeconds !== null) {
+      const soft = settings.softSeconds;
+      timers.push(setTimeout(() => abort.signal.aborted || abort.abort(new SoftTimeLimitExceeded(soft)), soft * 1000));
+    }
+    if (settings.hardSeconds === null) return running;
+    const hard = settings.hardSeconds;
+    const timedOut = new Promise<never>((_resolve, reject) => {
+      timers.push(
+        setTimeout(() => {
+          const error = new TimeLimitExceeded(hard);
+          if (!abort.signal.aborted) abort.abort(error);
+          reject(error);
+        }, hard * 1000),
+      );
+    });
+    running.catch(() => undefined); // it may end after the hard limit: nobody waits for it then
+    return Promise.race([running, timedOut]);
+  }
+
+  /**
+   * Runs an isolated task (`isolate: 'thread'`) in the worker's thread pool: the pool applies the
+   * limits, and at the hard limit it terminates the thread — the work really stops. The request
+   * goes along as plain data (`isolatedTaskContext()` in the thread); revoke and shutdown abort it.
+   */
+  private runIsolated(task: DecodedTask, entry: RegisteredTask, settings: Effective, context: TaskContext, signal: AbortSignal): Promise<unknown> {
+    const callArgs = bindArguments(task.task, entry.params, task.args, task.kwargs);
+    const { signal: _signal, retry: _retry, ...request } = context;
+    return this.ctx.isolatedPool().run(entry.isolated as NonNullable<RegisteredTask['isolated']>, callArgs, {
+      hardMs: settings.hardSeconds === null ? undefined : settings.hardSeconds * 1000,
+      softMs: settings.softSeconds === null ? undefined : settings.softSeconds * 1000,
+      signal,
+      context: request as unknown as Record<string, unknown>,
+    });
+  }
+
   /** A thrown error: a retry (asked for, or automatic), the worker's shutdown, or a FAILURE. */
   private failed(task: DecodedTask, entry: RegisteredTask, thrown: unknown, signal: AbortSignal): RunOutcome {
     let err = abortReasonOf(thrown, signal);
-    if (err instanceof WorkerShutdown) return { kind: 'shutdown' };
+    if (err instanceof WorkerShutdown || err instanceof IsolatedPoolClosedError) return { kind: 'shutdown' };
     if (!(err instanceof Retry) && !(err instanceof TimeLimitExceeded)) {
       const auto = autoretryFor(err, task.retries, entry.options);
       if (auto) err = retryOrGiveUp(task, auto, entry.options);

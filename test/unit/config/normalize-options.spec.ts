@@ -57,6 +57,7 @@ describe('normalizeCeleryOptions: defaults', () => {
         consumerTimeoutMs: 1800000,
         hostname: `nestjs@${hostname()}`,
         taskContextStorage: null,
+        isolatedThreads: null,
       },
       tasks: { timeLimit: null, softTimeLimit: null, trackStarted: false, ignoreResult: false, storeErrorsEvenIfIgnored: false },
       accept: ['application/json'],
