@@ -2,13 +2,17 @@
 
 ops:
   call      send_task(task, args, kwargs, queue, **options), then get(); answers the outcome
-  send      send_task only; answers the id
+  watch     like call, and polls the result meanwhile: answers the outcome and every state seen
+            (with its info: the exception of a RETRY, the pid/hostname of a STARTED)
+  send      send_task only; answers the id (with queues: [...] or routes: [[exchange, routing_key], ...] instead
+            of queue, the same call to each, ids in order)
   get       AsyncResult(id).get(); answers the outcome
   revoke    app.control.revoke(id)
   saferepr  celery.utils.saferepr.saferepr(value, 1024) for each value
 """
 import json
 import sys
+import time
 import traceback
 
 from celery.result import AsyncResult
@@ -38,6 +42,28 @@ def describe(value):
     return {'type': type(value).__name__, 'repr': repr(value)}
 
 
+def describe_info(value):
+    if isinstance(value, BaseException):
+        cls = type(value)
+        return {'exc_class': f'{cls.__module__}.{cls.__qualname__}', 'exc_args': [repr(a) for a in value.args]}
+    return describe(value)
+
+
+def watch(result, timeout, interval):
+    """Every state the result goes through while Python polls it (one backend read per poll)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = result.backend.get_task_meta(result.id)
+        state = meta['status']
+        if not seen or seen[-1]['state'] != state:
+            seen.append({'state': state, 'info': describe_info(meta.get('result'))})
+        if state in ('SUCCESS', 'FAILURE', 'REVOKED'):
+            break
+        time.sleep(interval)
+    return seen
+
+
 def special(value):
     """Arguments may name Python values the JSON command cannot hold: {"$special": "datetime"}."""
     if isinstance(value, dict) and set(value) == {'$special'}:
@@ -54,13 +80,24 @@ def main():
     op = cmd['op']
     if 'protocol' in cmd:
         app.conf.task_protocol = cmd['protocol']
-    if op in ('call', 'send'):
+    if op == 'send' and ('queues' in cmd or 'routes' in cmd):
+        targets = [{'queue': q} for q in cmd.get('queues', [])] + \
+            [{'exchange': x, 'routing_key': k} for x, k in cmd.get('routes', [])]
+        ids = [app.send_task(cmd['task'], args=cmd.get('args', []), kwargs=cmd.get('kwargs', {}), **target,
+                             **cmd.get('options', {})).id for target in targets]
+        print(json.dumps({'ids': ids}))
+        return
+    if op in ('call', 'send', 'watch'):
         result = app.send_task(cmd['task'], args=special(cmd.get('args', [])), kwargs=special(cmd.get('kwargs', {})),
                                queue=cmd['queue'], **cmd.get('options', {}))
         if op == 'send':
             print(json.dumps({'id': result.id}))
             return
-        print(json.dumps(outcome(result, cmd.get('timeout', 30))))
+        seen = watch(result, cmd.get('timeout', 30), cmd.get('interval', 0.02)) if op == 'watch' else None
+        answer = outcome(result, cmd.get('timeout', 30))
+        if seen is not None:
+            answer['seen'] = seen
+        print(json.dumps(answer))
     elif op == 'get':
         print(json.dumps(outcome(AsyncResult(cmd['id'], app=app), cmd.get('timeout', 30))))
     elif op == 'state':

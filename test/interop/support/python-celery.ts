@@ -14,6 +14,15 @@ const PYTHON = join(VENV, 'bin', 'python');
 /** Celery with its Cassandra driver, and the optional compressors kombu registers when they import. */
 const REQUIREMENTS = ['celery[cassandra]>=5.7,<6', 'brotli', 'backports.zstd'];
 
+/** Celery 5.2.6 as Debian bookworm ships it (kombu 5.2.4, py-amqp 5.1.1), in its own virtualenv (`.interop-venv-52`, kept between runs). */
+export const VENV_52 = join(__dirname, '..', '..', '..', '.interop-venv-52');
+/**
+ * `celery[cassandra]==5.2.6` pins cassandra-driver < 3.21, an sdist whose setup.py (ez_setup) downloads
+ * setuptools 0.9.6 from pypi.python.org when it builds in pip's isolated environment — which fails
+ * without that host. Built without isolation it uses the venv's own setuptools and wheel instead.
+ */
+const REQUIREMENTS_52 = ['celery[cassandra]==5.2.6', 'kombu==5.2.4', 'amqp==5.1.1'];
+
 /** Creates the virtualenv and installs the newest Celery 5.x with its Cassandra driver, once. */
 export function ensurePythonCelery(): string {
   const probe = () =>
@@ -31,6 +40,25 @@ export function ensurePythonCelery(): string {
   return probe();
 }
 
+/** Creates `.interop-venv-52` with Celery 5.2.6 (bookworm's version) once; returns its version. */
+export function ensurePythonCelery52(): string {
+  const python = join(VENV_52, 'bin', 'python');
+  const probe = () => execFileSync(python, ['-c', 'import celery, cassandra, kombu; print(celery.__version__, kombu.__version__)'], { encoding: 'utf8' }).trim();
+  if (existsSync(python)) {
+    try {
+      const version = probe();
+      if (version === '5.2.6 5.2.4') return version;
+    } catch {
+      // incomplete venv: install below
+    }
+  }
+  const pip = ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check'];
+  execFileSync('python3', ['-m', 'venv', VENV_52], { stdio: 'inherit' });
+  execFileSync(python, [...pip, 'setuptools<70', 'wheel'], { stdio: 'inherit' });
+  execFileSync(python, [...pip, '--no-build-isolation', ...REQUIREMENTS_52], { stdio: 'inherit', env: { ...process.env, CASS_DRIVER_NO_CYTHON: '1' } });
+  return probe();
+}
+
 export interface PythonEnv {
   /** Queue the Python worker consumes. */
   pyQueue: string;
@@ -38,6 +66,14 @@ export interface PythonEnv {
   /** Astra DB: the secure-connect bundle (instead of cassandra_servers) and the login. */
   secureBundle?: string;
   credentials?: { username: string; password: string };
+  /** The virtualenv to run (default `.interop-venv`, the newest Celery). */
+  venv?: string;
+}
+
+/** How to run a `celery worker`: the threads pool by default (time limits need prefork). */
+export interface WorkerOptions {
+  pool?: 'threads' | 'prefork' | 'solo';
+  concurrency?: number;
 }
 
 function envFor(env: PythonEnv): NodeJS.ProcessEnv {
@@ -58,20 +94,20 @@ function envFor(env: PythonEnv): NodeJS.ProcessEnv {
 /** Runs one command of test/interop/python/client.py and returns its JSON answer. */
 export async function pythonClient<T = Record<string, unknown>>(env: PythonEnv, command: Record<string, unknown>): Promise<T> {
   // Python-style JSON, so numbers keep the int / float reading our encoder gives them.
-  const { stdout } = await run(PYTHON, ['client.py', pythonJsonDumps(command)], { cwd: PYTHON_DIR, env: envFor(env), timeout: 90000 });
+  const { stdout } = await run(join(env.venv ?? VENV, 'bin', 'python'), ['client.py', pythonJsonDumps(command)], { cwd: PYTHON_DIR, env: envFor(env), timeout: 90000 });
   const last = stdout.trim().split('\n').pop() as string;
   return JSON.parse(last) as T;
 }
 
-/** A real `celery worker` process (threads pool) on the Python queue. */
+/** A real `celery worker` process (threads pool unless told otherwise) on the Python queue. */
 export class PythonWorker {
   private output = '';
   private constructor(private readonly child: ChildProcess) {}
 
-  static async start(env: PythonEnv): Promise<PythonWorker> {
+  static async start(env: PythonEnv, options: WorkerOptions = {}): Promise<PythonWorker> {
     const child = spawn(
-      join(VENV, 'bin', 'celery'),
-      ['-A', 'tasks', 'worker', '-Q', env.pyQueue, '--pool', 'threads', '-c', '4', '-n', `py-interop-${env.pyQueue}@localhost`,
+      join(env.venv ?? VENV, 'bin', 'celery'),
+      ['-A', 'tasks', 'worker', '-Q', env.pyQueue, '--pool', options.pool ?? 'threads', '-c', String(options.concurrency ?? 4), '-n', `py-interop-${env.pyQueue}@localhost`,
         '--without-gossip', '--without-mingle', '--without-heartbeat', '-l', 'INFO'],
       { cwd: PYTHON_DIR, env: envFor(env), stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -100,10 +136,14 @@ export class PythonWorker {
     return this.output;
   }
 
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null) return;
+  /**
+   * Warm shutdown (SIGTERM) by default. SIGKILL ends it at once (a Celery 5.7 worker here takes ~9 s
+   * to end a warm shutdown even when idle); RabbitMQ then requeues what it held unacknowledged.
+   */
+  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.kill('SIGTERM');
+    this.child.kill(signal);
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 15000);
     await exited;
     clearTimeout(timer);
