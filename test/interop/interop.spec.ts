@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { CeleryModule, Producer, PythonCeleryConfig, ResultStore, Task, TaskFailedError } from '../../lib';
 import { PyDate, PyDecimal, PyTime, PyUUID } from '../../lib/protocol/kombu-types';
 import { FixtureTasks } from '../support/fixture-tasks';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, SUPERUSER, eventually, rawCassandra, uniqueName } from '../support/real-services';
-import { ensurePythonCelery, PythonEnv, PythonWorker, pythonClient } from './support/python-celery';
+import { RawAmqp, eventually, removeQueueAndTable, uniqueName } from '../support/real-services';
+import { ensurePythonCelery, interopCeleryconfig, PythonEnv, PythonWorker, pythonClient } from './support/python-celery';
 
 @Injectable()
 class InteropTasks {
@@ -46,23 +46,7 @@ describe('interop with Python Celery', () => {
   let producer: Producer;
 
   /** The walkthrough's celeryconfig, as the Python side has it (test/interop/python/celeryconfig.py). */
-  const celeryconfig: PythonCeleryConfig = {
-    broker_url: AMQP_URL,
-    result_backend: 'cassandra://',
-    cassandra_servers: [CASSANDRA_HOST],
-    cassandra_port: CASSANDRA_PORT,
-    cassandra_keyspace: KEYSPACE,
-    cassandra_table: env.table,
-    cassandra_entry_ttl: 86400,
-    cassandra_auth_provider: 'PlainTextAuthProvider',
-    cassandra_auth_kwargs: { ...SUPERUSER },
-    task_serializer: 'json',
-    result_serializer: 'json',
-    accept_content: ['json'],
-    enable_utc: true,
-    broker_connection_retry_on_startup: true,
-    task_default_queue: jsQueue,
-  };
+  const celeryconfig: PythonCeleryConfig = interopCeleryconfig(env.table, jsQueue);
 
   beforeAll(async () => {
     celeryVersion = ensurePythonCelery();
@@ -78,12 +62,7 @@ describe('interop with Python Celery', () => {
   afterAll(async () => {
     await worker?.stop();
     await app?.close();
-    const amqp = await RawAmqp.open();
-    await amqp.deleteQueues(env.pyQueue, jsQueue);
-    await amqp.close();
-    const cql = await rawCassandra();
-    await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${env.table}`);
-    await cql.shutdown();
+    await removeQueueAndTable([env.pyQueue, jsQueue], env.table);
   });
 
   const py = <T = Outcome>(command: Record<string, unknown>) => pythonClient<T>(env, command);

@@ -1,10 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import type { GetMessage } from 'amqplib';
+import { hostname } from 'node:os';
 import { CeleryModule, Producer, PythonCeleryConfig, Task, TaskContext, TaskFailedError } from '../../lib';
 import { TasksService } from '../../sample/tasks.service';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, SUPERUSER, eventually, rawCassandra, uniqueName } from '../support/real-services';
-import { ensurePythonCelery, ensurePythonCelery52, PythonEnv, PythonWorker, pythonClient, VENV_52 } from './support/python-celery';
+import { KEYSPACE, RawAmqp, eventually, rawCassandra, removeQueueAndTable, uniqueName } from '../support/real-services';
+import { ensurePythonCelery, ensurePythonCelery52, interopCeleryconfig, PythonEnv, PythonWorker, pythonClient, VENV_52 } from './support/python-celery';
 
 /** Tasks of this file only: what the request looks like from inside, and the retries the suite reads. */
 @Injectable()
@@ -42,6 +43,34 @@ function pyIso(ms: number): string {
   return new Date(ms).toISOString().replace('Z', '000+00:00');
 }
 const PY_ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?\+00:00$/;
+
+/** A retry message with what must differ (ids, times) replaced by checks; ETA and expiration in minutes from now. */
+function comparable(m: GetMessage, id: string, queue: string) {
+  const h = { ...m.properties.headers } as Record<string, unknown>;
+  return {
+    properties: { ...m.properties, headers: undefined, correlationId: m.properties.correlationId === id, expiration: m.properties.expiration === undefined ? undefined : Math.round(Number(m.properties.expiration) / 60000) },
+    headerOrder: Object.keys(h),
+    headers: { ...h, id: h.id === id, eta: Math.round((Date.parse(String(h.eta)) - Date.now()) / 60000), etaFormat: PY_ISO.test(String(h.eta)) } as Record<string, unknown>,
+    body: m.content.toString('utf8'),
+    routing: { exchange: m.fields.exchange, routingKey: m.fields.routingKey === queue },
+  };
+}
+
+async function getMessage(amqp: RawAmqp, queue: string): Promise<GetMessage> {
+  const m = await amqp.channel.get(queue, { noAck: true });
+  if (!m) throw new Error(`no message in ${queue}`);
+  return m;
+}
+
+/** A direct exchange whose routing keys reach a worker's queue and a copy queue each: what a worker publishes back through it is read from the copy. */
+async function exchangeWithCopies(amqp: RawAmqp, exchange: string, bindings: [queue: string, copy: string, key: string][]): Promise<void> {
+  await amqp.channel.assertExchange(exchange, 'direct', { durable: true, autoDelete: false });
+  for (const [queue, copy, key] of bindings) {
+    await amqp.channel.assertQueue(copy, { durable: false });
+    await amqp.channel.bindQueue(queue, exchange, key);
+    await amqp.channel.bindQueue(copy, exchange, key);
+  }
+}
 
 interface Described {
   json?: unknown;
@@ -93,24 +122,8 @@ describe('task semantics with Python Celery', () => {
   let app: TestingModule;
   let producer: Producer;
 
-  const celeryconfig: PythonCeleryConfig = {
-    broker_url: AMQP_URL,
-    result_backend: 'cassandra://',
-    cassandra_servers: [CASSANDRA_HOST],
-    cassandra_port: CASSANDRA_PORT,
-    cassandra_keyspace: KEYSPACE,
-    cassandra_table: table,
-    cassandra_entry_ttl: 86400,
-    cassandra_auth_provider: 'PlainTextAuthProvider',
-    cassandra_auth_kwargs: { ...SUPERUSER },
-    task_serializer: 'json',
-    result_serializer: 'json',
-    accept_content: ['json'],
-    enable_utc: true,
-    broker_connection_retry_on_startup: true,
-    task_default_queue: jsQueue,
-    task_track_started: true,
-  };
+  /** The walkthrough's celeryconfig (as Python's, task_track_started included). */
+  const celeryconfig: PythonCeleryConfig = { ...interopCeleryconfig(table, jsQueue), task_track_started: true };
 
   beforeAll(async () => {
     ensurePythonCelery();
@@ -126,12 +139,7 @@ describe('task semantics with Python Celery', () => {
   afterAll(async () => {
     await worker?.stop();
     await app?.close();
-    const amqp = await RawAmqp.open();
-    await amqp.deleteQueues(env.pyQueue, refEnv.pyQueue, capEnv.pyQueue, env52.pyQueue, jsQueue, jsQueue52, capJs);
-    await amqp.close();
-    const cql = await rawCassandra();
-    await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
-    await cql.shutdown();
+    await removeQueueAndTable([env.pyQueue, refEnv.pyQueue, capEnv.pyQueue, env52.pyQueue, jsQueue, jsQueue52, capJs], table);
   });
 
   const py = (command: Record<string, unknown>, on: PythonEnv = env) => pythonClient<Outcome>(on, command);
@@ -149,6 +157,16 @@ describe('task semantics with Python Celery', () => {
   }
 
   const statuses = (rows: Row[]) => rows.map((r) => r.status).filter((s) => s !== 'STARTED');
+
+  /** Sends the same call to our worker and a Python one (one Python client), and waits for both RETRY rows. */
+  async function sendRetryingToBoth(command: Record<string, unknown>, client: PythonEnv, python: PythonWorker): Promise<[string, string]> {
+    const [ourId, theirId] = (await pythonClient<{ ids: string[] }>(client, command)).ids;
+    const states = async () => [await producer.asyncResult(ourId).state(), await producer.asyncResult(theirId).state()];
+    await eventually(async () => (await states()).every((s) => s === 'RETRY'), 20000).catch(async (e: Error) => {
+      throw new Error(`${e.message}: states (ours, Python's) ${(await states()).join(', ')}\n${python.log()}`);
+    });
+    return [ourId, theirId];
+  }
 
   describe('1. retry: Python client → NestJS worker (sample tasks.flaky)', () => {
     it("flaky(2): Python's get() returns 'ok after 2 retries'; two RETRY rows with the exception, children = the task itself", async () => {
@@ -236,7 +254,6 @@ describe('task semantics with Python Celery', () => {
   });
 
   describe('3. the retry message: ours against the one a Python 5.7 worker publishes for the same original', () => {
-    /** A direct exchange whose routing keys also reach a copy queue each: what a worker publishes back through it is read there. */
     const exchange = uniqueName('sem_x');
     const copyJs = uniqueName('copy_js');
     const copyPy = uniqueName('copy_py');
@@ -257,11 +274,7 @@ describe('task semantics with Python Celery', () => {
         RawAmqp.open(),
       ]);
       await capture.init();
-      await amqp.channel.assertExchange(exchange, 'direct', { durable: true, autoDelete: false });
-      for (const [queue, key] of [[capJs, 'rk_js'], [copyJs, 'rk_js'], [capEnv.pyQueue, 'rk_py'], [copyPy, 'rk_py']]) {
-        if (queue === copyJs || queue === copyPy) await amqp.channel.assertQueue(queue, { durable: false });
-        await amqp.channel.bindQueue(queue, exchange, key);
-      }
+      await exchangeWithCopies(amqp, exchange, [[capJs, copyJs, 'rk_js'], [capEnv.pyQueue, copyPy, 'rk_py']]);
     }, 60000);
 
     afterAll(async () => {
@@ -278,32 +291,8 @@ describe('task semantics with Python Celery', () => {
       options: { expires, priority: 3, headers: { 'x-custom': 'c1' }, time_limit: 30, soft_time_limit: 20, root_id: 'root-x', parent_id: 'parent-x', group_id: 'group-x', group_index: 2, stamped_headers: ['stamp1'], stamp1: 'st' },
     });
 
-    async function sendToBoth(command: Record<string, unknown>): Promise<[string, string]> {
-      const [ourId, theirId] = (await pythonClient<{ ids: string[] }>(env, command)).ids;
-      const states = async () => [await producer.asyncResult(ourId).state(), await producer.asyncResult(theirId).state()];
-      await eventually(async () => (await states()).every((s) => s === 'RETRY'), 20000).catch(async (e: Error) => {
-        throw new Error(`${e.message}: states (ours, Python's) ${(await states()).join(', ')}\n${pyCapture.log()}`);
-      });
-      return [ourId, theirId];
-    }
-
-    /** The message with what must differ (ids, times) replaced by checks; ETA and expiration in minutes from now. */
-    function comparable(m: GetMessage, id: string, queue: string) {
-      const h = { ...m.properties.headers } as Record<string, unknown>;
-      return {
-        properties: { ...m.properties, headers: undefined, correlationId: m.properties.correlationId === id, expiration: Math.round(Number(m.properties.expiration) / 60000) },
-        headerOrder: Object.keys(h),
-        headers: { ...h, id: h.id === id, eta: Math.round((Date.parse(String(h.eta)) - Date.now()) / 60000), etaFormat: PY_ISO.test(String(h.eta)) },
-        body: m.content.toString('utf8'),
-        routing: { exchange: m.fields.exchange, routingKey: m.fields.routingKey === queue },
-      };
-    }
-
-    async function get(queue: string): Promise<GetMessage> {
-      const m = await amqp.channel.get(queue, { noAck: true });
-      if (!m) throw new Error(`no message in ${queue}`);
-      return m;
-    }
+    const sendToBoth = (command: Record<string, unknown>) => sendRetryingToBoth(command, env, pyCapture);
+    const get = (queue: string) => getMessage(amqp, queue);
 
     it('sent through a direct exchange: the retry goes back through it, with the same headers, properties and body', async () => {
       const expires = pyIso(Date.now() + 600_000);
@@ -389,7 +378,7 @@ describe('task semantics with Python Celery', () => {
       version = ensurePythonCelery52();
       app52 = await Test.createTestingModule({
         imports: [CeleryModule.forRoot({ ...celeryconfig, task_default_queue: jsQueue52, peerCompat: '5.2', resultPollIntervalMs: 50, worker: { hostname: 'nestjs-52@localhost' } })],
-        providers: [TasksService],
+        providers: [TasksService, CaptureTasks],
       }).compile();
       await app52.init();
       producer52 = app52.get(Producer);
@@ -435,6 +424,35 @@ describe('task semantics with Python Celery', () => {
         await amqp.close();
       }
       expect(worker52.log()).toMatch(/TypeError: '<' not supported between instances of 'str' and 'int'/);
+    });
+
+    it("the retry message of our peerCompat 5.2 worker is the one a 5.2.6 worker publishes for the same original (through a direct exchange; no expires: 5.2.6 would drop it)", async () => {
+      const exchange = uniqueName('sem52_x');
+      const [copyJs, copyPy] = [uniqueName('copy52_js'), uniqueName('copy52_py')];
+      const amqp = await RawAmqp.open();
+      try {
+        await exchangeWithCopies(amqp, exchange, [[jsQueue52, copyJs, 'rk_js'], [env52.pyQueue, copyPy, 'rk_py']]);
+        const [ourId, theirId] = await sendRetryingToBoth({
+          op: 'send', task: 'tasks.retryCapture', args: [1, 'two'], kwargs: { k: true }, routes: [[exchange, 'rk_js'], [exchange, 'rk_py']],
+          options: { priority: 3, headers: { 'x-custom': 'c1' }, time_limit: 30, soft_time_limit: 20, root_id: 'root-x', parent_id: 'parent-x', group_id: 'group-x', group_index: 2 },
+        }, env52, worker52);
+        const [original] = await Promise.all([getMessage(amqp, copyJs), getMessage(amqp, copyPy)]);
+        const mine = comparable(await getMessage(amqp, copyJs), ourId, 'rk_js');
+        const python = comparable(await getMessage(amqp, copyPy), theirId, 'rk_py');
+        // 5.2.6 differs from 5.7 in two points, where we keep 5.7's behaviour for every peer: its retry loses the
+        // custom headers, and its origin is the retrying worker's, not the original sender's
+        expect(python.headers).not.toHaveProperty('x-custom');
+        expect(python.headers.origin).toBe(`gen${worker52.pid}@${hostname()}`);
+        expect(mine.headers).toMatchObject({ 'x-custom': 'c1', origin: original.properties.headers?.origin });
+        const as52 = { ...mine, headerOrder: mine.headerOrder.filter((k) => k !== 'x-custom'), headers: { ...mine.headers, 'x-custom': undefined, origin: python.headers.origin } };
+        expect(as52).toEqual(python);
+        expect(mine.headerOrder).not.toContain('stamps');
+        expect(mine).toMatchObject({ headers: { retries: 1, root_id: 'root-x', parent_id: 'parent-x', argsrepr: "(1, 'two')", eta: 60 } });
+      } finally {
+        await amqp.deleteQueues(copyJs, copyPy);
+        await amqp.channel.deleteExchange(exchange);
+        await amqp.close();
+      }
     });
 
     it('our worker has no such bug: the same retry with expires from the 5.2.6 client succeeds', async () => {

@@ -2,8 +2,9 @@ import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { PythonCeleryConfig } from '../../../lib';
 import { pythonJsonDumps } from '../../../lib/protocol/python-json';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE } from '../../support/real-services';
+import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, SUPERUSER } from '../../support/real-services';
 
 const run = promisify(execFile);
 
@@ -57,6 +58,27 @@ export function ensurePythonCelery52(): string {
   execFileSync(python, [...pip, 'setuptools<70', 'wheel'], { stdio: 'inherit' });
   execFileSync(python, [...pip, '--no-build-isolation', ...REQUIREMENTS_52], { stdio: 'inherit', env: { ...process.env, CASS_DRIVER_NO_CYTHON: '1' } });
   return probe();
+}
+
+/** The walkthrough's celeryconfig (test/interop/python/celeryconfig.py), as the NestJS side passes it to CeleryModule.forRoot(). */
+export function interopCeleryconfig(table: string, defaultQueue: string): PythonCeleryConfig {
+  return {
+    broker_url: AMQP_URL,
+    result_backend: 'cassandra://',
+    cassandra_servers: [CASSANDRA_HOST],
+    cassandra_port: CASSANDRA_PORT,
+    cassandra_keyspace: KEYSPACE,
+    cassandra_table: table,
+    cassandra_entry_ttl: 86400,
+    cassandra_auth_provider: 'PlainTextAuthProvider',
+    cassandra_auth_kwargs: { ...SUPERUSER },
+    task_serializer: 'json',
+    result_serializer: 'json',
+    accept_content: ['json'],
+    enable_utc: true,
+    broker_connection_retry_on_startup: true,
+    task_default_queue: defaultQueue,
+  };
 }
 
 export interface PythonEnv {
@@ -129,6 +151,11 @@ export class PythonWorker {
       });
     });
     return worker;
+  }
+
+  /** The worker's main process id (its `origin` is `gen<pid>@<host>`). */
+  get pid(): number | undefined {
+    return this.child.pid;
   }
 
   /** Everything the worker logged so far. */
