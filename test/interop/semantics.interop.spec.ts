@@ -257,6 +257,9 @@ describe('task semantics with Python Celery', () => {
     const exchange = uniqueName('sem_x');
     const copyJs = uniqueName('copy_js');
     const copyPy = uniqueName('copy_py');
+    /** Second copies, read by py-amqp: the Python type of every header as a Python worker decodes the frame. */
+    const typedJs = uniqueName('typed_js');
+    const typedPy = uniqueName('typed_py');
     let pyCapture: PythonWorker;
     let capture: TestingModule;
     let amqp: RawAmqp;
@@ -274,13 +277,13 @@ describe('task semantics with Python Celery', () => {
         RawAmqp.open(),
       ]);
       await capture.init();
-      await exchangeWithCopies(amqp, exchange, [[capJs, copyJs, 'rk_js'], [capEnv.pyQueue, copyPy, 'rk_py']]);
+      await exchangeWithCopies(amqp, exchange, [[capJs, copyJs, 'rk_js'], [capEnv.pyQueue, copyPy, 'rk_py'], [typedJs, typedJs, 'rk_js'], [typedPy, typedPy, 'rk_py']]);
     }, 60000);
 
     afterAll(async () => {
       await closeCapture();
       await pyCapture?.stop();
-      await amqp?.deleteQueues(copyJs, copyPy);
+      await amqp?.deleteQueues(copyJs, copyPy, typedJs, typedPy);
       await amqp?.channel.deleteExchange(exchange);
       await amqp?.close();
     });
@@ -304,6 +307,10 @@ describe('task semantics with Python Celery', () => {
       const python = comparable(await get(copyPy), theirId, 'rk_py');
       expect(mine).toEqual(python);
       expect(mine).toMatchObject({ headers: { retries: 1, root_id: 'root-x', parent_id: 'parent-x', expires, eta: 60, 'x-custom': 'c1' }, routing: { exchange, routingKey: true } });
+      // as py-amqp decodes the two frames: the same Python type for every header and property (int, not float or str), the same body bytes
+      const [ourTypes, theirTypes] = await Promise.all([py({ op: 'raw_get', queue: typedJs }), py({ op: 'raw_get', queue: typedPy })]);
+      expect(ourTypes).toEqual(theirTypes);
+      expect(ourTypes).toMatchObject({ header_types: { retries: 'int', timelimit: ['int', 'int'], group_index: 'int', ignore_result: 'bool', stamps: { stamp1: 'str' } }, property_types: { priority: 'int', delivery_mode: 'int' } });
     });
 
     it('sent to the queue (default exchange): the retry goes back to that queue, with the same headers, properties and body', async () => {

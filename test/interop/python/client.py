@@ -7,6 +7,8 @@ ops:
   send      send_task only; answers the id (with queues: [...] or routes: [[exchange, routing_key], ...] instead
             of queue, the same call to each, ids in order)
   get       AsyncResult(id).get(); answers the outcome
+  raw_get   basic.get with py-amqp from queue until a message with headers.retries == retries: answers the
+            Python type of every header and property as py-amqp decoded them from the frame, and the body
   revoke    app.control.revoke(id)
   saferepr  celery.utils.saferepr.saferepr(value, 1024) for each value
 """
@@ -64,6 +66,38 @@ def watch(result, timeout, interval):
     return seen
 
 
+def typed(value):
+    """The Python types py-amqp decoded a field table into (int / float / str / bool / NoneType ...)."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [typed(v) for v in value]
+    return type(value).__name__
+
+
+def raw_get(queue, retries, limit=10):
+    import amqp
+    from urllib.parse import urlparse
+    url = urlparse(app.conf.broker_url)
+    conn = amqp.Connection(f'{url.hostname}:{url.port or 5672}', userid=url.username or 'guest',
+                           password=url.password or 'guest')
+    conn.connect()
+    try:
+        channel = conn.channel()
+        for _ in range(limit):
+            message = channel.basic_get(queue, no_ack=True)
+            if message is None:
+                break
+            headers = message.properties.get('application_headers') or {}
+            if headers.get('retries') == retries:
+                properties = {k: v for k, v in message.properties.items() if k != 'application_headers'}
+                return {'header_types': typed(headers), 'property_types': typed(properties),
+                        'body': message.body.decode('utf-8') if isinstance(message.body, bytes) else message.body}
+        return None
+    finally:
+        conn.close()
+
+
 def special(value):
     """Arguments may name Python values the JSON command cannot hold: {"$special": "datetime"}."""
     if isinstance(value, dict) and set(value) == {'$special'}:
@@ -103,6 +137,8 @@ def main():
     elif op == 'state':
         r = AsyncResult(cmd['id'], app=app)
         print(json.dumps({'status': r.state}))
+    elif op == 'raw_get':
+        print(json.dumps(raw_get(cmd['queue'], cmd.get('retries', 1))))
     elif op == 'revoke':
         app.control.revoke(cmd['id'])
         print(json.dumps({'revoked': cmd['id']}))
