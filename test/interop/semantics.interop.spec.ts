@@ -29,6 +29,23 @@ class SemanticsTasks {
   }
 }
 
+/** Python's KeyError, as a JS error names it for the result table. */
+class KeyError extends Error {
+  readonly excType = 'KeyError';
+  readonly excModule = 'builtins';
+  override name = 'KeyError';
+}
+
+/** The NestJS twin of tasks.py's pyAutoretry: autoretryFor KeyError, 0.1 s, at most 2 retries. */
+@Injectable()
+class AutoretryTasks {
+  @Task('tasks.jsAutoretry', { autoretryFor: [KeyError], retryKwargs: { countdown: 0.1, maxRetries: 2 } })
+  jsAutoretry(failures: number, @TaskContext() ctx: TaskContext): string {
+    if (ctx.retries < failures) throw new KeyError('missing');
+    return `ok after ${ctx.retries} retries`;
+  }
+}
+
 /** The NestJS twin of tasks.py's retryCapture: retries in an hour, so the retry message can be read from its queue. */
 @Injectable()
 class CaptureTasks {
@@ -129,7 +146,7 @@ describe('task semantics with Python Celery', () => {
     ensurePythonCelery();
     app = await Test.createTestingModule({
       imports: [CeleryModule.forRoot({ ...celeryconfig, resultPollIntervalMs: 50, worker: { hostname: 'nestjs-sem@localhost' } })],
-      providers: [TasksService, SemanticsTasks],
+      providers: [TasksService, SemanticsTasks, AutoretryTasks],
     }).compile();
     await app.init(); // creates the shared table first
     producer = app.get(Producer);
@@ -196,6 +213,20 @@ describe('task semantics with Python Celery', () => {
       };
       expect(retryRow(ourRows, ours.id)).toEqual(retryRow(theirRows, theirs.id));
       expect(retryRow(ourRows, ours.id).says).toBe(true);
+    });
+
+    it("autoretryFor: a Python caller gets the value after one retry, and beyond maxRetries 2 the rows and KeyError Python's own autoretry_for task gives", async () => {
+      const [ok, ours, theirs] = await Promise.all([
+        py({ op: 'call', task: 'tasks.jsAutoretry', queue: jsQueue, args: [1] }),
+        py({ op: 'call', task: 'tasks.jsAutoretry', queue: jsQueue, args: [5] }),
+        py({ op: 'call', task: 'tasks.pyAutoretry', queue: env.pyQueue, args: [5] }),
+      ]);
+      expect(ok).toMatchObject({ status: 'SUCCESS', result: { json: 'ok after 1 retries' } });
+      for (const out of [ours, theirs]) expect(out).toMatchObject({ status: 'FAILURE', exc_class: 'builtins.KeyError', exc_args: ["'missing'"] });
+      const [ourRows, theirRows] = await Promise.all([rowsOf(ours.id), rowsOf(theirs.id)]);
+      const view = (rows: Row[]) => rows.filter((r) => r.status !== 'STARTED').map((r) => ({ status: r.status, result: r.result, says: r.status === 'RETRY' ? String(r.traceback).includes("Retry in 0.1s: KeyError('missing')") : null }));
+      expect(view(ourRows)).toEqual(view(theirRows));
+      expect(view(ourRows).map((r) => r.status)).toEqual(['RETRY', 'RETRY', 'FAILURE']);
     });
 
     it('Python polling sees RETRY with .info the exception (TypeError), then SUCCESS', async () => {
