@@ -5,18 +5,17 @@
  *
  *   node dist-bench/bench/nestjs-worker.js --queue bench_nestjs --table bench_nestjs --concurrency 8 [--prefetch 32] [--isolate thread]
  *
- * `--isolate thread` runs the same task in an isolated worker thread (lib/worker/isolation, pool
- * size os.availableParallelism()): the task method hands its arguments to IsolatedPool.run().
+ * `--isolate thread` runs the same task as `@Task({ isolate: 'thread', module })` (bench/isolated-tasks.ts):
+ * the worker runs it in its pool of worker threads (os.availableParallelism()).
  *
  * Environment overrides: BENCH_CONCURRENCY, BENCH_PREFETCH, BENCH_SUCCESS_CHECK (worker.successCheck). Tells its parent `{ type: 'ready' }`
  * over IPC once it consumes; ends on SIGTERM / SIGINT (draining in-flight tasks) or when the parent goes.
  */
 import 'reflect-metadata';
-import { Injectable, Module, OnApplicationShutdown } from '@nestjs/common';
+import { Injectable, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { join } from 'node:path';
 import { CeleryModule, Task } from '../lib';
-import { IsolatedPool } from '../lib/worker/isolation';
+import { IsolatedTasksService } from './isolated-tasks';
 import { AMQP_URL, CASSANDRA_DC, CASSANDRA_HOST, CASSANDRA_PORT, CREDENTIALS, KEYSPACE, sortWords, TASK_NAME } from './common';
 
 @Injectable()
@@ -24,22 +23,6 @@ export class TasksService {
   @Task(TASK_NAME)
   sortWords(text: string, capitalize = false): string {
     return sortWords(text, capitalize);
-  }
-}
-
-/** The same task, run in a worker thread that loads bench/isolated-tasks.js. */
-@Injectable()
-export class ThreadTasksService implements OnApplicationShutdown {
-  private readonly pool = new IsolatedPool();
-  private readonly spec = { module: join(__dirname, 'isolated-tasks.js'), exportName: 'IsolatedTasksService', method: 'sortWords' };
-
-  @Task(TASK_NAME)
-  sortWords(text: string, capitalize = false): Promise<unknown> {
-    return this.pool.run(this.spec, [text, capitalize]);
-  }
-
-  onApplicationShutdown(): Promise<void> {
-    return this.pool.close();
   }
 }
 
@@ -81,7 +64,7 @@ async function main(): Promise<void> {
         },
       }),
     ],
-    providers: [isolate ? ThreadTasksService : TasksService],
+    providers: [isolate ? IsolatedTasksService : TasksService],
   })
   class WorkerModule {}
 

@@ -1,3 +1,6 @@
+import { toExceptionInfo } from '../protocol/exceptions';
+import { saferepr } from '../protocol/saferepr';
+
 /**
  * Celery's own task exceptions, as JavaScript errors that name their Python class (`excType` /
  * `excModule`, read by `toExceptionInfo`): stored in the result table they are the same exception
@@ -49,10 +52,18 @@ export class Retry extends CeleryTaskException {
   }
 }
 
+/**
+ * The text of Celery's `Retry`: `Retry in 0.1s: Exception('flaky')` — when (`in <countdown>s`, or
+ * `at <eta>` as Python prints a datetime) and the exception as Python's repr of the class it is
+ * stored as. A Python reader sees it as the last line of the RETRY row's traceback.
+ */
 function describeRetry(options: RetryOptions): string {
-  const when = options.eta ? `at ${options.eta.toISOString()}` : options.countdown !== undefined ? `in ${options.countdown}s` : 'later';
-  const exc = options.exc instanceof Error ? `: ${options.exc.name}(${JSON.stringify(options.exc.message)})` : '';
-  return `Retry ${when}${exc}`;
+  const when = options.eta
+    ? `at ${options.eta.toISOString().replace('T', ' ').replace('Z', '000+00:00')}`
+    : options.countdown !== undefined ? `in ${options.countdown}s` : 'later';
+  if (options.exc === undefined || options.exc === null) return `Retry ${when}`;
+  const info = toExceptionInfo(options.exc);
+  return `Retry ${when}: ${info.exc_type}(${info.exc_message.map((arg) => saferepr(arg)).join(', ')})`;
 }
 
 /** A task asked to retry once more than its `maxRetries` allows, without an `exc` to fail with. */
@@ -70,8 +81,8 @@ export class MaxRetriesExceededError extends CeleryTaskException {
 abstract class LimitExceeded extends CeleryTaskException {
   readonly excModule = 'billiard.exceptions';
 
-  protected constructor(name: string, readonly seconds: number) {
-    super(`${name}(${seconds})`, [seconds]);
+  protected constructor(name: string, readonly seconds: number | null, args: unknown[]) {
+    super(`${name}(${seconds ?? ''})`, args);
     this.name = name;
   }
 }
@@ -79,22 +90,23 @@ abstract class LimitExceeded extends CeleryTaskException {
 /**
  * The soft time limit passed: the task's `AbortSignal` fires with this as its reason, so awaits that
  * honour the signal reject with it. Uncaught, the task is a FAILURE `SoftTimeLimitExceeded`, the class
- * Celery's pool raises.
+ * Celery's pool raises — without arguments (billiard raises `SoftTimeLimitExceeded()`), so the stored
+ * `exc_message` is `[]` as a Python worker stores it.
  */
 export class SoftTimeLimitExceeded extends LimitExceeded {
   readonly excType = 'SoftTimeLimitExceeded';
 
-  constructor(seconds: number) {
-    super('SoftTimeLimitExceeded', seconds);
+  constructor(seconds: number | null = null) {
+    super('SoftTimeLimitExceeded', seconds, []);
   }
 }
 
-/** The hard time limit passed: the task's FAILURE, as Celery's pool stores it. */
+/** The hard time limit passed: the task's FAILURE, as Celery's pool stores it (`TimeLimitExceeded(<hard>)`, no traceback). */
 export class TimeLimitExceeded extends LimitExceeded {
   readonly excType = 'TimeLimitExceeded';
 
   constructor(seconds: number) {
-    super('TimeLimitExceeded', seconds);
+    super('TimeLimitExceeded', seconds, [seconds]);
   }
 }
 

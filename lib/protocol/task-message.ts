@@ -44,6 +44,11 @@ export interface TaskMessageSpec {
   parentId?: string | null;
   ignoreResult?: boolean;
   replyTo?: string;
+  /** Canvas stamping (5.3+ peers only): the stamp names and their values; default none. */
+  stampedHeaders?: string[] | null;
+  stamps?: Record<string, unknown>;
+  /** `Task.replace` depth (5.3+ peers only); default 0. */
+  replacedTaskNesting?: number;
   /** Display forms of the arguments; default Celery's saferepr of args / kwargs (apply_async's argsrepr / kwargsrepr). */
   argsrepr?: string;
   kwargsrepr?: string;
@@ -109,9 +114,9 @@ export function encodeTaskMessage(spec: TaskMessageSpec, ctx: EncodeContext): En
     ignore_result: spec.ignoreResult ?? false,
   };
   if (ctx.peer !== '5.2') {
-    headers.replaced_task_nesting = 0;
-    headers.stamped_headers = null;
-    headers.stamps = {};
+    headers.replaced_task_nesting = spec.replacedTaskNesting ?? 0;
+    headers.stamped_headers = spec.stampedHeaders ?? null;
+    headers.stamps = spec.stamps ?? {};
   }
   if (spec.headers) {
     for (const key of Object.keys(spec.headers)) {

@@ -43,10 +43,20 @@ export function retryOrGiveUp(task: Pick<DecodedTask, 'task' | 'id' | 'retries' 
   const max = maxRetriesOf(call, options);
   if (max !== null && task.retries >= max) {
     if (call.exc !== undefined) return call.exc;
-    return new MaxRetriesExceededError(`Can't retry ${task.task}[${task.id}] args:${saferepr(call.args ?? task.args)} kwargs:${saferepr(call.kwargs ?? task.kwargs)}`);
+    return new MaxRetriesExceededError(`Can't retry ${task.task}[${task.id}] args:${tupleRepr(call.args ?? task.args)} kwargs:${saferepr(call.kwargs ?? task.kwargs)}`);
   }
   const countdown = call.eta === undefined && call.countdown === undefined ? (options?.defaultRetryDelay ?? RETRY_DEFAULTS.defaultRetryDelay) : call.countdown;
   return new Retry({ ...call, countdown });
+}
+
+/**
+ * Python's repr of a tuple, `(1, 'two')` / `(1,)` / `()`: a retry is sent from a signature, which
+ * holds its args as a tuple, so Celery's retry message says `argsrepr: "(1, 'two')"` where the
+ * first message said `[1, 'two']`.
+ */
+export function tupleRepr(values: readonly unknown[]): string {
+  const list = saferepr(values);
+  return `(${list.slice(1, -1)}${values.length === 1 ? ',' : ''})`;
 }
 
 /** True when `err` matches one of the matchers: an error class (`instanceof`) or an error name (the class or any base class). */
@@ -110,7 +120,10 @@ const CELERY_HEADERS = new Set([
 /**
  * The retry message (Celery's `signature_from_request` + `apply_async` inside the worker): the same
  * task id, root id, group, shadow, time limits, embedded callbacks/chain/chord, reply-to, origin,
- * custom headers and the original `expires`; `retries` + 1, a new eta, and `parent_id` = the task's own id.
+ * priority, custom headers, stamps, `replaced_task_nesting` and the original `expires`; `retries` + 1
+ * and a new eta. `parent_id` stays the original's when it had one (Celery's `send_task` fills it
+ * with the running task's id only when empty), else it is the task's own id. `argsrepr` is the
+ * args as a tuple, since Celery's retry goes through a signature.
  */
 export function encodeRetryMessage(task: DecodedTask, call: RetryOptions, ctx: { nowMicros: number; origin: string; peer: PeerCompat }): EncodedTaskMessage {
   const custom: Record<string, unknown> = {};
@@ -118,12 +131,16 @@ export function encodeRetryMessage(task: DecodedTask, call: RetryOptions, ctx: {
     if (!CELERY_HEADERS.has(key) && !HEADERS_NOT_RETRIED.has(key)) custom[key] = value;
   }
   const expires = task.headers.expires;
+  const args = call.args ?? task.args;
+  const { stampedHeaders, stamps } = stampsOf(task.headers);
+  const nesting = task.headers.replaced_task_nesting;
   return encodeTaskMessage(
     {
       task: task.task,
       id: task.id,
-      args: call.args ?? task.args,
+      args,
       kwargs: call.kwargs ?? task.kwargs,
+      argsrepr: tupleRepr(args),
       countdown: call.eta ? undefined : call.countdown,
       eta: call.eta ?? null,
       expires: typeof expires === 'string' ? expires : task.expires === null ? null : new Date(task.expires / 1000),
@@ -135,7 +152,10 @@ export function encodeRetryMessage(task: DecodedTask, call: RetryOptions, ctx: {
       timeLimit: task.timeLimit[0],
       softTimeLimit: task.timeLimit[1],
       rootId: task.rootId,
-      parentId: task.id,
+      parentId: task.parentId || task.id,
+      stampedHeaders,
+      stamps,
+      replacedTaskNesting: typeof nesting === 'number' && Number.isInteger(nesting) ? nesting : 0,
       ignoreResult: task.ignoreResult ?? false,
       replyTo: task.replyTo ?? undefined,
       headers: custom,
@@ -143,4 +163,19 @@ export function encodeRetryMessage(task: DecodedTask, call: RetryOptions, ctx: {
     },
     { nowMicros: ctx.nowMicros, origin: task.origin ?? ctx.origin, peer: ctx.peer },
   );
+}
+
+/**
+ * The stamps a retry carries (Celery's `Context.as_execution_options`): the `stamped_headers` list
+ * and, of the `stamps`, those it names; none unless both headers are there.
+ */
+function stampsOf(headers: Readonly<Record<string, unknown>>): { stampedHeaders: string[] | null; stamps: Record<string, unknown> } {
+  const names = headers.stamped_headers;
+  const stamps = headers.stamps;
+  if (!Array.isArray(names) || stamps === null || typeof stamps !== 'object' || Array.isArray(stamps)) return { stampedHeaders: null, stamps: {} };
+  const kept: Record<string, unknown> = {};
+  for (const name of names) {
+    if (typeof name === 'string' && Object.prototype.hasOwnProperty.call(stamps, name)) kept[name] = (stamps as Record<string, unknown>)[name];
+  }
+  return { stampedHeaders: names.filter((n): n is string => typeof n === 'string'), stamps: kept };
 }

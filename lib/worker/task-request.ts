@@ -247,7 +247,9 @@ export class TaskRequest {
     if (err instanceof Retry) return { kind: 'retry', retry: err, traceback: tracebackOf(err) };
     const info = toExceptionInfo(err);
     this.ctx.logger.error(`Task ${task.task}[${task.id}] raised ${info.exc_type}: ${info.exc_message.join(', ')}`);
-    return { kind: 'result', result: { taskId: task.id, status: 'FAILURE', result: info, traceback: tracebackOf(err), children: [] } };
+    // Celery stores a hard time limit without a traceback (Request.on_timeout: mark_as_failure(exc) alone)
+    const traceback = err instanceof TimeLimitExceeded ? null : tracebackOf(err);
+    return { kind: 'result', result: { taskId: task.id, status: 'FAILURE', result: info, traceback, children: [] } };
   }
 
   private contextOf(task: DecodedTask, entry: RegisteredTask, settings: Effective, signal: AbortSignal): TaskContext {
@@ -311,12 +313,13 @@ export class TaskRequest {
     const exc = call.exc !== undefined ? call.exc : retry;
     this.ctx.logger.warn(`Task ${task.task}[${task.id}] retry ${task.retries + 1}: ${retry.message}`);
     if (!this.skipsStore('RETRY', settings)) {
-      // the RETRY row lists the task itself as its child: the retry was sent from inside it (wire spec §3.2)
+      // the RETRY row lists the task itself as its child: the retry was sent from inside it (wire spec §3.2);
+      // its traceback is the Retry's, as Celery's handle_retry stores it: it ends "Retry in 10s: RuntimeError('DB busy')"
       const result = this.withResultOptions(task, {
         taskId: task.id,
         status: 'RETRY',
         result: toExceptionInfo(exc),
-        traceback: tracebackOf(exc) ?? traceback,
+        traceback: traceback ?? tracebackOf(exc),
         children: [[[task.id, null], null]],
       });
       const outcome = await this.ctx.storeDurably(result, true);

@@ -102,11 +102,11 @@ export class RawAmqp {
   }
 }
 
-/** Clean-up after a test: deletes the queue (and its exchange) and drops the result table. */
-export async function removeQueueAndTable(queue: string, table: string): Promise<void> {
+/** Clean-up after a test: deletes the queue(s) (and their exchanges) and drops the result table. */
+export async function removeQueueAndTable(queue: string | readonly string[], table: string): Promise<void> {
   const amqp = await RawAmqp.open();
   try {
-    await amqp.deleteQueues(queue);
+    await amqp.deleteQueues(...(typeof queue === 'string' ? [queue] : queue));
   } finally {
     await amqp.close();
   }

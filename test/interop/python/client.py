@@ -4,7 +4,13 @@ ops:
   call      send_task(task, args, kwargs, queue, **options), then get(); answers the outcome
   calls     several 'call's in one process: sends them all, then answers the outcomes in order
   send      send_task only; answers the id
+  watch     like call, and polls the result meanwhile: answers the outcome and every state seen
+            (with its info: the exception of a RETRY, the pid/hostname of a STARTED)
+  send      send_task only; answers the id (with queues: [...] or routes: [[exchange, routing_key], ...] instead
+            of queue, the same call to each, ids in order)
   get       AsyncResult(id).get(); answers the outcome
+  raw_get   basic.get with py-amqp from queue until a message with headers.retries == retries: answers the
+            Python type of every header and property as py-amqp decoded them from the frame, and the body
   revoke    app.control.revoke(id)
   saferepr  celery.utils.saferepr.saferepr(value, 1024) for each value
   forget    AsyncResult(id).forget() (Celery 5.7's Cassandra backend deletes the task's rows)
@@ -13,6 +19,7 @@ ops:
 """
 import json
 import sys
+import time
 import traceback
 
 from celery.result import AsyncResult
@@ -59,6 +66,60 @@ def describe(value):
     return {'type': type(value).__name__, 'repr': repr(value)}
 
 
+def describe_info(value):
+    if isinstance(value, BaseException):
+        cls = type(value)
+        return {'exc_class': f'{cls.__module__}.{cls.__qualname__}', 'exc_args': [repr(a) for a in value.args]}
+    return describe(value)
+
+
+def watch(result, timeout, interval):
+    """Every state the result goes through while Python polls it (one backend read per poll)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = result.backend.get_task_meta(result.id)
+        state = meta['status']
+        if not seen or seen[-1]['state'] != state:
+            seen.append({'state': state, 'info': describe_info(meta.get('result'))})
+        if state in ('SUCCESS', 'FAILURE', 'REVOKED'):
+            break
+        time.sleep(interval)
+    return seen
+
+
+def typed(value):
+    """The Python types py-amqp decoded a field table into (int / float / str / bool / NoneType ...)."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [typed(v) for v in value]
+    return type(value).__name__
+
+
+def raw_get(queue, retries, limit=10):
+    import amqp
+    from urllib.parse import urlparse
+    url = urlparse(app.conf.broker_url)
+    conn = amqp.Connection(f'{url.hostname}:{url.port or 5672}', userid=url.username or 'guest',
+                           password=url.password or 'guest')
+    conn.connect()
+    try:
+        channel = conn.channel()
+        for _ in range(limit):
+            message = channel.basic_get(queue, no_ack=True)
+            if message is None:
+                break
+            headers = message.properties.get('application_headers') or {}
+            if headers.get('retries') == retries:
+                properties = {k: v for k, v in message.properties.items() if k != 'application_headers'}
+                return {'header_types': typed(headers), 'property_types': typed(properties),
+                        'body': message.body.decode('utf-8') if isinstance(message.body, bytes) else message.body}
+        return None
+    finally:
+        conn.close()
+
+
 def special(value):
     """Arguments may name Python values the JSON command cannot hold: {"$special": "datetime"}."""
     if isinstance(value, dict) and set(value) == {'$special'}:
@@ -75,13 +136,24 @@ def main():
     op = cmd['op']
     if 'protocol' in cmd:
         app.conf.task_protocol = cmd['protocol']
-    if op in ('call', 'send'):
+    if op == 'send' and ('queues' in cmd or 'routes' in cmd):
+        targets = [{'queue': q} for q in cmd.get('queues', [])] + \
+            [{'exchange': x, 'routing_key': k} for x, k in cmd.get('routes', [])]
+        ids = [app.send_task(cmd['task'], args=cmd.get('args', []), kwargs=cmd.get('kwargs', {}), **target,
+                             **cmd.get('options', {})).id for target in targets]
+        print(json.dumps({'ids': ids}))
+        return
+    if op in ('call', 'send', 'watch'):
         result = app.send_task(cmd['task'], args=special(cmd.get('args', [])), kwargs=special(cmd.get('kwargs', {})),
                                queue=cmd['queue'], **cmd.get('options', {}))
         if op == 'send':
             print(json.dumps({'id': result.id}))
             return
-        print(json.dumps(outcome(result, cmd.get('timeout', 30))))
+        seen = watch(result, cmd.get('timeout', 30), cmd.get('interval', 0.02)) if op == 'watch' else None
+        answer = outcome(result, cmd.get('timeout', 30))
+        if seen is not None:
+            answer['seen'] = seen
+        print(json.dumps(answer))
     elif op == 'calls':
         results = [app.send_task(c['task'], args=c.get('args', []), kwargs=c.get('kwargs', {}), queue=c.get('queue'),
                                  **c.get('options', {})) for c in cmd['calls']]
@@ -91,6 +163,8 @@ def main():
     elif op == 'state':
         r = AsyncResult(cmd['id'], app=app)
         print(json.dumps({'status': r.state}))
+    elif op == 'raw_get':
+        print(json.dumps(raw_get(cmd['queue'], cmd.get('retries', 1))))
     elif op == 'revoke':
         app.control.revoke(cmd['id'])
         print(json.dumps({'revoked': cmd['id']}))

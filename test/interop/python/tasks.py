@@ -62,6 +62,29 @@ def retryOnce(self):
     raise self.retry(countdown=60, exc=RuntimeError('DB busy'))
 
 
+
+@app.task(name='tasks.pyFlaky', bind=True, max_retries=3)
+def pyFlaky(self, failures):
+    """Celery's twin of the sample's tasks.flaky: retries itself (0.1 s countdown) while its
+    retries are fewer than `failures`, then says how many it took."""
+    if self.request.retries < failures:
+        raise self.retry(countdown=0.1, exc=Exception('flaky'))
+    return f'ok after {self.request.retries} retries'
+
+
+@app.task(name='tasks.pyAutoretry', bind=True, autoretry_for=(KeyError,), retry_kwargs={'countdown': 0.1, 'max_retries': 2})
+def pyAutoretry(self, failures):
+    """autoretry_for: a KeyError retries by itself (0.1 s, at most 2 retries)."""
+    if self.request.retries < failures:
+        raise KeyError('missing')
+    return f'ok after {self.request.retries} retries'
+
+
+@app.task(name='tasks.retryCapture', bind=True)
+def retryCapture(self, *args, **kwargs):
+    """Retries in an hour: the suite reads the retry message it publishes."""
+    raise self.retry(countdown=3600, exc=RuntimeError('DB busy'))
+
 SPECIAL = {
     'datetime': datetime.datetime(2025, 1, 15, 12, 0, 0, 123000, tzinfo=datetime.timezone.utc),
     'date': datetime.date(2025, 1, 15),

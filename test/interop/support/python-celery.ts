@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import type { TestingModule } from '@nestjs/testing';
 import type { PythonCeleryConfig } from '../../../lib';
 import { pythonJsonDumps } from '../../../lib/protocol/python-json';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, RawAmqp, rawCassandra, SUPERUSER } from '../../support/real-services';
+import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, removeQueueAndTable, SUPERUSER } from '../../support/real-services';
 
 const run = promisify(execFile);
 
@@ -15,6 +15,15 @@ export const PYTHON_DIR = join(__dirname, '..', 'python');
 const PYTHON = join(VENV, 'bin', 'python');
 /** Celery with its Cassandra driver, and the optional compressors kombu registers when they import. */
 const REQUIREMENTS = ['celery[cassandra]>=5.7,<6', 'brotli', 'backports.zstd'];
+
+/** Celery 5.2.6 as Debian bookworm ships it (kombu 5.2.4, py-amqp 5.1.1), in its own virtualenv (`.interop-venv-52`, kept between runs). */
+export const VENV_52 = join(__dirname, '..', '..', '..', '.interop-venv-52');
+/**
+ * `celery[cassandra]==5.2.6` pins cassandra-driver < 3.21, an sdist whose setup.py (ez_setup) downloads
+ * setuptools 0.9.6 from pypi.python.org when it builds in pip's isolated environment — which fails
+ * without that host. Built without isolation it uses the venv's own setuptools and wheel instead.
+ */
+const REQUIREMENTS_52 = ['celery[cassandra]==5.2.6', 'kombu==5.2.4', 'amqp==5.1.1'];
 
 /** Creates the virtualenv and installs the newest Celery 5.x with its Cassandra driver, once. */
 export function ensurePythonCelery(): string {
@@ -33,6 +42,46 @@ export function ensurePythonCelery(): string {
   return probe();
 }
 
+/** Creates `.interop-venv-52` with Celery 5.2.6 (bookworm's version) once; returns its version. */
+export function ensurePythonCelery52(): string {
+  const python = join(VENV_52, 'bin', 'python');
+  const probe = () => execFileSync(python, ['-c', 'import celery, cassandra, kombu; print(celery.__version__, kombu.__version__)'], { encoding: 'utf8' }).trim();
+  if (existsSync(python)) {
+    try {
+      const version = probe();
+      if (version === '5.2.6 5.2.4') return version;
+    } catch {
+      // incomplete venv: install below
+    }
+  }
+  const pip = ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check'];
+  execFileSync('python3', ['-m', 'venv', VENV_52], { stdio: 'inherit' });
+  execFileSync(python, [...pip, 'setuptools<70', 'wheel'], { stdio: 'inherit' });
+  execFileSync(python, [...pip, '--no-build-isolation', ...REQUIREMENTS_52], { stdio: 'inherit', env: { ...process.env, CASS_DRIVER_NO_CYTHON: '1' } });
+  return probe();
+}
+
+/** The walkthrough's celeryconfig (test/interop/python/celeryconfig.py), as the NestJS side passes it to CeleryModule.forRoot(). */
+export function interopCeleryconfig(table: string, defaultQueue: string): PythonCeleryConfig {
+  return {
+    broker_url: AMQP_URL,
+    result_backend: 'cassandra://',
+    cassandra_servers: [CASSANDRA_HOST],
+    cassandra_port: CASSANDRA_PORT,
+    cassandra_keyspace: KEYSPACE,
+    cassandra_table: table,
+    cassandra_entry_ttl: 86400,
+    cassandra_auth_provider: 'PlainTextAuthProvider',
+    cassandra_auth_kwargs: { ...SUPERUSER },
+    task_serializer: 'json',
+    result_serializer: 'json',
+    accept_content: ['json'],
+    enable_utc: true,
+    broker_connection_retry_on_startup: true,
+    task_default_queue: defaultQueue,
+  };
+}
+
 export interface PythonEnv {
   /** Queue the Python worker consumes. */
   pyQueue: string;
@@ -44,6 +93,14 @@ export interface PythonEnv {
   workerQueues?: string[];
   /** More celeryconfig settings (task_queues, task_routes, ...), passed as CELERY_EXTRA_CONFIG JSON. */
   extraConfig?: Record<string, unknown>;
+  /** The virtualenv to run (default `.interop-venv`, the newest Celery). */
+  venv?: string;
+}
+
+/** How to run a `celery worker`: the threads pool by default (time limits need prefork). */
+export interface WorkerOptions {
+  pool?: 'threads' | 'prefork' | 'solo';
+  concurrency?: number;
 }
 
 function envFor(env: PythonEnv): NodeJS.ProcessEnv {
@@ -65,20 +122,20 @@ function envFor(env: PythonEnv): NodeJS.ProcessEnv {
 /** Runs one command of test/interop/python/client.py and returns its JSON answer. */
 export async function pythonClient<T = Record<string, unknown>>(env: PythonEnv, command: Record<string, unknown>): Promise<T> {
   // Python-style JSON, so numbers keep the int / float reading our encoder gives them.
-  const { stdout } = await run(PYTHON, ['client.py', pythonJsonDumps(command)], { cwd: PYTHON_DIR, env: envFor(env), timeout: 90000 });
+  const { stdout } = await run(join(env.venv ?? VENV, 'bin', 'python'), ['client.py', pythonJsonDumps(command)], { cwd: PYTHON_DIR, env: envFor(env), timeout: 90000 });
   const last = stdout.trim().split('\n').pop() as string;
   return JSON.parse(last) as T;
 }
 
-/** A real `celery worker` process (threads pool) on the Python queue. */
+/** A real `celery worker` process (threads pool unless told otherwise) on the Python queue. */
 export class PythonWorker {
   private output = '';
   private constructor(private readonly child: ChildProcess) {}
 
-  static async start(env: PythonEnv): Promise<PythonWorker> {
+  static async start(env: PythonEnv, options: WorkerOptions = {}): Promise<PythonWorker> {
     const child = spawn(
-      join(VENV, 'bin', 'celery'),
-      ['-A', 'tasks', 'worker', '-Q', (env.workerQueues ?? [env.pyQueue]).join(','), '--pool', 'threads', '-c', '4', '-n', `py-interop-${env.pyQueue}@localhost`,
+      join(env.venv ?? VENV, 'bin', 'celery'),
+      ['-A', 'tasks', 'worker', '-Q', (env.workerQueues ?? [env.pyQueue]).join(','), '--pool', options.pool ?? 'threads', '-c', String(options.concurrency ?? 4), '-n', `py-interop-${env.pyQueue}@localhost`,
         '--without-gossip', '--without-mingle', '--without-heartbeat', '-l', 'INFO'],
       { cwd: PYTHON_DIR, env: envFor(env), stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -102,15 +159,24 @@ export class PythonWorker {
     return worker;
   }
 
+  /** The worker's main process id (its `origin` is `gen<pid>@<host>`). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
   /** Everything the worker logged so far. */
   log(): string {
     return this.output;
   }
 
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null) return;
+  /**
+   * Warm shutdown (SIGTERM) by default. SIGKILL ends it at once (a Celery 5.7 worker here takes ~9 s
+   * to end a warm shutdown even when idle); RabbitMQ then requeues what it held unacknowledged.
+   */
+  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.kill('SIGTERM');
+    this.child.kill(signal);
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 15000);
     await exited;
     clearTimeout(timer);
@@ -122,33 +188,12 @@ export class PythonWorker {
  * for the NestJS app: the same broker and result table, `defaultQueue` for NestJS tasks.
  */
 export function walkthroughCeleryconfig(env: PythonEnv, defaultQueue: string): PythonCeleryConfig {
-  return {
-    broker_url: AMQP_URL,
-    result_backend: 'cassandra://',
-    cassandra_servers: [CASSANDRA_HOST],
-    cassandra_port: CASSANDRA_PORT,
-    cassandra_keyspace: KEYSPACE,
-    cassandra_table: env.table,
-    cassandra_entry_ttl: 86400,
-    cassandra_auth_provider: 'PlainTextAuthProvider',
-    cassandra_auth_kwargs: { ...SUPERUSER },
-    task_serializer: 'json',
-    result_serializer: 'json',
-    accept_content: ['json'],
-    enable_utc: true,
-    broker_connection_retry_on_startup: true,
-    task_default_queue: defaultQueue,
-  };
+  return interopCeleryconfig(env.table, defaultQueue);
 }
 
 /** Ends an interop suite: the Python worker, the NestJS app, the queues, and the shared table. */
 export async function stopInterop(worker: PythonWorker | undefined, app: TestingModule | undefined, env: PythonEnv, queues: string[]): Promise<void> {
   await worker?.stop();
   await app?.close();
-  const amqp = await RawAmqp.open();
-  await amqp.deleteQueues(...queues);
-  await amqp.close();
-  const cql = await rawCassandra();
-  await cql.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${env.table}`);
-  await cql.shutdown();
+  await removeQueueAndTable(queues, env.table);
 }

@@ -16,7 +16,9 @@ import {
 } from '../../../lib';
 import { fromAmqpFieldValue } from '../../../lib/protocol/amqp-field-table';
 import type { ResultToStore } from '../../../lib/protocol/result-row';
-import { autoretryFor, exponentialBackoff, retryOrGiveUp } from '../../../lib/worker/retry';
+import { decodeTaskMessage, encodeTaskMessage } from '../../../lib/protocol/task-message';
+import { autoretryFor, encodeRetryMessage, exponentialBackoff, retryOrGiveUp, tupleRepr } from '../../../lib/worker/retry';
+import { Retry } from '../../../lib/errors/task-exceptions';
 
 class DbBusy extends Error {
   override name = 'DbBusy';
@@ -232,6 +234,8 @@ describe('task semantics (memory transports)', () => {
       const retryRow = stored.find((s) => s.status === 'RETRY');
       expect(retryRow?.result).toEqual({ exc_type: 'Exception', exc_message: ['flaky'], exc_module: 'builtins' });
       expect(retryRow?.children).toEqual([[[r.id, null], null]]);
+      // the Retry's traceback, whose text is Celery's: "Retry in <countdown>s: <Python repr of exc>"
+      expect(retryRow?.traceback).toMatch(/^Retry: Retry in 0\.05s: Exception\('flaky'\)\n/);
     });
 
     it('fails with the retry exception once maxRetries (default 3) is used up', async () => {
@@ -266,7 +270,7 @@ describe('task semantics (memory transports)', () => {
       expect(failureOf(await r.get({ timeout: 3000 }).catch((e: unknown) => e))).toEqual({
         excType: 'SoftTimeLimitExceeded',
         excModule: 'billiard.exceptions',
-        excMessage: [0.05],
+        excMessage: [], // billiard raises SoftTimeLimitExceeded() without arguments (seen live: test/interop/semantics.interop.spec.ts)
       });
     });
 
@@ -282,6 +286,8 @@ describe('task semantics (memory transports)', () => {
       const hung = await producer.sendTask('t.hang');
       const next = await producer.sendTask('t.quick');
       expect(failureOf(await hung.get({ timeout: 3000 }).catch((e: unknown) => e))).toEqual({ excType: 'TimeLimitExceeded', excModule: 'billiard.exceptions', excMessage: [0.1] });
+      // Celery's on_timeout stores the hard limit without a traceback
+      expect((await moduleRef.get(ResultStore).getTaskMeta(hung.id)).traceback).toBeNull();
       await expect(next.get({ timeout: 3000 })).resolves.toBe('quick');
     });
 
@@ -374,6 +380,39 @@ describe('retry rules (pure)', () => {
     const retry = retryOrGiveUp(task, { exc: new Error('x') }, {});
     expect((retry as { options: { countdown: number } }).options.countdown).toBe(180);
     expect((retryOrGiveUp(task, {}, { defaultRetryDelay: 5 }) as { options: { countdown: number } }).options.countdown).toBe(5);
+  });
+
+  it("Retry's text is Celery's: when, and the exception as Python's repr of its stored class", () => {
+    expect(new Retry({ countdown: 10, exc: new RangeError('busy') }).message).toBe("Retry in 10s: ValueError('busy')");
+    expect(new Retry({ countdown: 180 }).message).toBe('Retry in 180s');
+    expect(new Retry({ eta: new Date(Date.UTC(2025, 0, 15, 12, 0, 10, 123)) }).message).toBe('Retry at 2025-01-15 12:00:10.123000+00:00');
+  });
+
+  it("tupleRepr is Python's repr of a tuple", () => {
+    expect(tupleRepr([1, 'two'])).toBe("(1, 'two')");
+    expect(tupleRepr([1])).toBe('(1,)');
+    expect(tupleRepr([])).toBe('()');
+  });
+
+  describe('the retry message (as a Python 5.7 worker publishes it: test/interop/semantics.interop.spec.ts)', () => {
+    const incoming = (spec: Parameters<typeof encodeTaskMessage>[0]) => {
+      const m = encodeTaskMessage(spec, { nowMicros: Date.now() * 1000, origin: 'gen1@client' });
+      return decodeTaskMessage({ headers: m.headers, contentType: 'application/json', correlationId: spec.id, priority: m.properties.priority, body: m.body });
+    };
+    const retried = (task: ReturnType<typeof incoming>) => encodeRetryMessage(task, { countdown: 10 }, { nowMicros: Date.now() * 1000, origin: 'gen2@worker', peer: '5.3' });
+
+    it("keeps the original parent_id when it had one (Celery's send_task fills it only when empty), else the task's own id", () => {
+      expect(retried(incoming({ task: 't', id: 'id-1', parentId: 'parent-x', rootId: 'root-x' })).headers).toMatchObject({ parent_id: 'parent-x', root_id: 'root-x' });
+      expect(retried(incoming({ task: 't', id: 'id-1' })).headers).toMatchObject({ parent_id: 'id-1', root_id: 'id-1' });
+    });
+
+    it('argsrepr is the args as a tuple; the original origin, stamps and replaced_task_nesting are carried', () => {
+      const task = incoming({ task: 't', id: 'id-1', args: [1, 'two'], stampedHeaders: ['stamp1'], stamps: { stamp1: 'st', other: 'x' }, replacedTaskNesting: 2 });
+      expect(retried(task).headers).toMatchObject({
+        argsrepr: "(1, 'two')", origin: 'gen1@client', stamped_headers: ['stamp1'], stamps: { stamp1: 'st' }, replaced_task_nesting: 2, retries: 1,
+      });
+      expect(retried(incoming({ task: 't', id: 'id-1' })).headers).toMatchObject({ argsrepr: '()', stamped_headers: null, stamps: {}, replaced_task_nesting: 0 });
+    });
   });
 
   it('maxRetries null retries for ever; a call can lower it', () => {

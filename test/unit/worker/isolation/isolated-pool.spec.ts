@@ -206,7 +206,7 @@ describe('IsolatedPool', () => {
     it('aborts the signal of a loop that never awaits (shared flag), and the uncaught abort is SoftTimeLimitExceeded', async () => {
       const err = await pool.run(task('spinUntilAborted'), [], { softMs: 200 }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(SoftTimeLimitExceeded);
-      expect(toExceptionInfo(err)).toEqual({ exc_type: 'SoftTimeLimitExceeded', exc_message: [], exc_module: 'celery.exceptions' });
+      expect(toExceptionInfo(err)).toEqual({ exc_type: 'SoftTimeLimitExceeded', exc_message: [], exc_module: 'billiard.exceptions' });
     });
 
     it('lets the task catch the soft limit and return', async () => {
