@@ -10,6 +10,7 @@ import { hostname } from 'node:os';
 import { WorkerShutdown } from '../errors/task-exceptions';
 import { HoldEnd, RequestContext, StoreOutcome, TaskRequest } from './task-request';
 import { IsolatedPool } from './isolation/isolated-pool';
+import { createRateLimiter, RateLimiter } from './rate-limit';
 import { perConsumerQos, queueTableOf } from '../config/queue-table';
 import { delayedDeliveryBindings, delayedDeliveryTopology, retryDestination } from '../protocol/routing';
 import { publishRouted } from '../producer/routed-publish';
@@ -68,6 +69,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   private pool: IsolatedPool | null = null;
   private readonly ctx: Omit<RequestContext, 'holdUntil' | 'queue'>;
   private readonly writer: ResultWriter;
+  /** Celery's rate limits (`rateLimit`): per task name, per worker, or shared by every worker. */
+  readonly rateLimiter: RateLimiter;
 
   constructor(
     @Inject(CELERY_CONFIG) private readonly config: ResolvedCeleryConfig,
@@ -76,6 +79,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     private readonly registry: TaskRegistry,
   ) {
     this.writer = new ResultWriter(store, this.logger, () => this.stopping);
+    this.rateLimiter = createRateLimiter(config, store, this.logger);
     this.ctx = {
       registry,
       store,
@@ -103,6 +107,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       },
       track: (taskId, abort) => this.track(taskId, abort),
       resultExtended: config.resultExtended,
+      rateLimit: (taskName, signal) => this.rateLimiter.acquire(taskName, signal),
       isolatedPool: () => (this.pool ??= new IsolatedPool({ size: config.worker.isolatedThreads ?? undefined })),
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
     };
@@ -120,6 +125,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   async start(): Promise<void> {
     const { queues, prefetch, concurrency } = this.config.worker;
     if (this.registry.names().length === 0) this.logger.warn('No @Task() methods found: every message will be rejected as unregistered');
+    for (const task of this.registry.all()) this.rateLimiter.configure(task.name, task.options?.rateLimit);
+    await this.rateLimiter.start(); // creates the shared-limit table when a task has { global }; a bad rate fails the bootstrap
     await this.declareDelayedDelivery();
     if (perConsumerQos(this.config)) {
       this.logger.log('A quorum queue is configured: prefetch is per consumer and static (held ETA tasks occupy prefetch slots), as Celery sets it');
@@ -152,6 +159,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   private async drain(): Promise<void> {
     await Promise.all(this.consumers.splice(0).map((c) => c.handle?.cancel()));
     for (const hold of this.holds) hold.end('stop');
+    this.rateLimiter.close(); // tasks waiting for their rate end: their messages go back
     if (this.inFlight.size === 0) return;
     this.logger.log(`Waiting for ${this.inFlight.size} task(s) in flight`);
     let timer: NodeJS.Timeout | undefined;

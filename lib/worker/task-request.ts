@@ -54,6 +54,8 @@ export interface RequestContext {
   peerCompat: ResolvedCeleryConfig['peerCompat'];
   /** Celery's `result_extended`: rows carry the request's name, args, kwargs, worker, retries and queue. */
   resultExtended: boolean;
+  /** Waits for the task name's rate limit; false when the wait was given up (channel lost, worker stopping). */
+  rateLimit(taskName: string, signal: AbortSignal): Promise<boolean>;
   /** The worker's pool of threads for isolated tasks (started on first use). */
   isolatedPool(): IsolatedPool;
   /** Whether tasks run inside the AsyncLocalStorage behind `CeleryTaskContext` / `currentTask()`. */
@@ -120,6 +122,12 @@ export class TaskRequest {
       if (end === 'lost') return;
       if (isExpired(task)) return this.revokeExpired(task);
     }
+    // Celery's rate limit: wait, unacknowledged and without a slot, for this task name's turn
+    if (!(await this.ctx.rateLimit(task.task, this.delivery.lost))) {
+      if (this.delivery.lost.aborted) return; // the broker has requeued it
+      return this.delivery.reject(true); // the worker is stopping
+    }
+    if (isExpired(task)) return this.revokeExpired(task);
     const settings = this.effective(task, entry);
     const outcome = await this.ctx.withSlot(async () => (this.delivery.lost.aborted ? null : this.run(task, entry, settings)));
     if (!outcome) return; // its channel closed while it waited for a slot: the redelivered copy runs it

@@ -28,6 +28,11 @@ class SemanticsProbe {
     return { retries: ctx.retries, routingKey: ctx.deliveryInfo.routingKey, deathCounts: deaths.map((d) => Number(d.count)) };
   }
 
+  @Task('it.shared', { rateLimit: { global: '10/s' } })
+  shared(): number {
+    return Date.now();
+  }
+
   @Task('it.hang', { timeLimit: 0.3 })
   hang(): Promise<never> {
     return new Promise<never>(() => undefined);
@@ -132,6 +137,35 @@ describe('task semantics on RabbitMQ and Cassandra', () => {
     } finally {
       await quorumApp.close();
       await amqp.deleteQueues(q);
+    }
+  });
+
+  it("tasks.limited ('5/s') runs one task every 200 ms on the real broker", async () => {
+    const results = await Promise.all(Array.from({ length: 6 }, () => producer.sendTask('tasks.limited')));
+    const times = ((await Promise.all(results.map((r) => r.get({ timeout: 10000 })))) as number[]).sort((a, b) => a - b);
+    expect(times[5] - times[0]).toBeGreaterThanOrEqual(950);
+  });
+
+  it('a shared limit ({ global: 10/s }) holds across two workers through Cassandra: starts at least ~100 ms apart in total', async () => {
+    const second = await Test.createTestingModule({
+      imports: [CeleryModule.forRoot(realOptions(queue, table, { worker: { concurrency: 4, hostname: 'it@second' } }))],
+      providers: [TasksService, SemanticsProbe],
+    }).compile();
+    await second.init();
+    try {
+      const results = await Promise.all(Array.from({ length: 12 }, () => producer.sendTask('it.shared')));
+      const times = ((await Promise.all(results.map((r) => r.get({ timeout: 15000 })))) as number[]).sort((a, b) => a - b);
+      // 12 starts at 10/s: at least 11 intervals of ~100 ms (the stated bound lets one extra start in a window)
+      expect(times[11] - times[0]).toBeGreaterThanOrEqual(950);
+      const cql = await rawCassandra();
+      try {
+        const row = await cql.execute(`SELECT next_start FROM ${KEYSPACE}.celery_rate_limits WHERE task_name = ?`, ['it.shared'], { prepare: true });
+        expect(row.rowLength).toBe(1);
+      } finally {
+        await cql.shutdown();
+      }
+    } finally {
+      await second.close();
     }
   });
 

@@ -131,6 +131,16 @@ class SemanticsTasks {
     return x;
   }
 
+  @Task('t.limited', { rateLimit: '5/s' })
+  limited(): number {
+    return Date.now();
+  }
+
+  @Task('t.shared', { rateLimit: { global: '10/s' } })
+  shared(): number {
+    return Date.now();
+  }
+
   @Task('t.waitForAbort')
   async waitForAbort(@TaskContext() ctx: TaskContext): Promise<string> {
     await sleep(60000, undefined, { signal: ctx.signal });
@@ -303,6 +313,32 @@ describe('task semantics (memory transports)', () => {
       moduleRef = await moduleWith({ taskSoftTimeLimit: 0.05 });
       const r = await moduleRef.get(Producer).sendTask('t.waitForAbort');
       expect(failureOf(await r.get({ timeout: 3000 }).catch((e: unknown) => e)).excType).toBe('SoftTimeLimitExceeded');
+    });
+  });
+
+  describe('rate limits', () => {
+    it("'5/s' admits one task every 200 ms (capacity 1, as kombu's bucket) without holding up other task names", async () => {
+      const sent = Date.now();
+      const limited = await Promise.all(Array.from({ length: 6 }, () => producer.sendTask('t.limited')));
+      const quick = await producer.sendTask('t.quick');
+      await expect(quick.get({ timeout: 3000 })).resolves.toBe('quick');
+      const quickDone = Date.now() - sent;
+      const times = (await Promise.all(limited.map((r) => r.get({ timeout: 5000 })))) as number[];
+      times.sort((a, b) => a - b);
+      const gaps = times.slice(1).map((t, i) => t - times[i]);
+      expect(Math.min(...gaps)).toBeGreaterThanOrEqual(180);
+      expect(times[5] - times[0]).toBeGreaterThanOrEqual(950);
+      expect(quickDone).toBeLessThan(500);
+    });
+
+    it('a shared limit ({ global }) on the memory backend spaces starts too, and the control plane can change a rate at run time', async () => {
+      const limited = await Promise.all(Array.from({ length: 4 }, () => producer.sendTask('t.shared')));
+      const times = ((await Promise.all(limited.map((r) => r.get({ timeout: 5000 })))) as number[]).sort((a, b) => a - b);
+      expect(times[3] - times[0]).toBeGreaterThanOrEqual(250);
+      moduleRef.get(CeleryWorker).rateLimiter.setRate('t.limited', '1000/s');
+      const fast = await Promise.all(Array.from({ length: 5 }, () => producer.sendTask('t.limited')));
+      const fastTimes = ((await Promise.all(fast.map((r) => r.get({ timeout: 5000 })))) as number[]).sort((a, b) => a - b);
+      expect(fastTimes[4] - fastTimes[0]).toBeLessThan(150);
     });
   });
 
