@@ -97,6 +97,13 @@ describe('task semantics on RabbitMQ and Cassandra', () => {
     expect(history[0].children).toEqual([[[r.id, null], null]]);
   });
 
+  it("tasks.fail stores the RangeError as Python's ValueError, and tasks.add adds", async () => {
+    const failed = await producer.sendTask('tasks.fail', { args: ['no such report'] });
+    const err = (await failed.get({ timeout: 10000 }).catch((e: unknown) => e)) as TaskFailedError;
+    expect([err.excType, err.excModule, err.excMessage]).toEqual(['ValueError', 'builtins', ['no such report']]);
+    await expect((await producer.sendTask('tasks.add', { args: [2, 40] })).get({ timeout: 10000 })).resolves.toBe(42);
+  });
+
   it('tasks.flaky beyond maxRetries (3) fails with its own exception after 3 RETRY rows', async () => {
     const r = await producer.sendTask('tasks.flaky', { args: [5] });
     const err = (await r.get({ timeout: 15000 }).catch((e: unknown) => e)) as TaskFailedError;
