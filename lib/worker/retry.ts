@@ -1,4 +1,5 @@
 import type { ErrorMatcher, TaskOptions } from '../decorators/task.decorator';
+import { X_DEATH_HEADERS } from '../protocol/routing';
 import { MaxRetriesExceededError, Retry, RetryOptions } from '../errors/task-exceptions';
 import { saferepr } from '../protocol/saferepr';
 import { encodeTaskMessage, EncodedTaskMessage, PeerCompat, DecodedTask } from '../protocol/task-message';
@@ -17,16 +18,7 @@ export const RETRY_DEFAULTS = { maxRetries: 3, defaultRetryDelay: 180, retryBack
  * next pass and drops the message — Celery 5.6.3+ strips the same seven), and `compression` (the
  * retried body is encoded afresh).
  */
-export const HEADERS_NOT_RETRIED: ReadonlySet<string> = new Set([
-  'x-death',
-  'x-first-death-exchange',
-  'x-first-death-queue',
-  'x-first-death-reason',
-  'x-last-death-exchange',
-  'x-last-death-queue',
-  'x-last-death-reason',
-  'compression',
-]);
+export const HEADERS_NOT_RETRIED: ReadonlySet<string> = new Set([...X_DEATH_HEADERS, 'compression']);
 
 /** The retries a task may make: the call's own `maxRetries`, else the task's, else 3; null = no limit. */
 export function maxRetriesOf(call: RetryOptions, task: TaskOptions | undefined): number | null {

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CeleryModule, Producer, Task, TaskContext, TaskFailedError } from '../../lib';
 import { encodeTaskMessage } from '../../lib/protocol/task-message';
 import { TasksService } from '../../sample/tasks.service';
-import { eventually, KEYSPACE, RawAmqp, rawCassandra, realOptions, uniqueName } from '../support/real-services';
+import { eventually, KEYSPACE, RawAmqp, rawCassandra, realOptions, removeQueueAndTable, uniqueName } from '../support/real-services';
 
 /** Tasks only this spec needs, beside the sample's. */
 @Injectable()
@@ -82,10 +82,9 @@ describe('task semantics on RabbitMQ and Cassandra', () => {
 
   afterAll(async () => {
     await app?.close();
-    await amqp?.deleteQueues(queue);
     await amqp?.close();
-    await cql?.execute(`DROP TABLE IF EXISTS ${KEYSPACE}.${table}`);
     await cql?.shutdown();
+    await removeQueueAndTable(queue, table);
   });
 
   it('tasks.flaky retries through RabbitMQ: a RETRY row per retry, then SUCCESS, all under the same id', async () => {

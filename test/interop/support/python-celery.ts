@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import type { TestingModule } from '@nestjs/testing';
 import type { PythonCeleryConfig } from '../../../lib';
 import { pythonJsonDumps } from '../../../lib/protocol/python-json';
-import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, removeQueueAndTable, SUPERUSER } from '../../support/real-services';
+import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, KEYSPACE, pythonServiceKeys, removeQueueAndTable } from '../../support/real-services';
 
 const run = promisify(execFile);
 
@@ -64,15 +64,8 @@ export function ensurePythonCelery52(): string {
 /** The walkthrough's celeryconfig (test/interop/python/celeryconfig.py), as the NestJS side passes it to CeleryModule.forRoot(). */
 export function interopCeleryconfig(table: string, defaultQueue: string): PythonCeleryConfig {
   return {
-    broker_url: AMQP_URL,
-    result_backend: 'cassandra://',
-    cassandra_servers: [CASSANDRA_HOST],
-    cassandra_port: CASSANDRA_PORT,
-    cassandra_keyspace: KEYSPACE,
-    cassandra_table: table,
+    ...pythonServiceKeys(table),
     cassandra_entry_ttl: 86400,
-    cassandra_auth_provider: 'PlainTextAuthProvider',
-    cassandra_auth_kwargs: { ...SUPERUSER },
     task_serializer: 'json',
     result_serializer: 'json',
     accept_content: ['json'],
