@@ -80,6 +80,12 @@ def pyAutoretry(self, failures):
     return f'ok after {self.request.retries} retries'
 
 
+@app.task(name='tasks.pyLimited', rate_limit='5/s')
+def pyLimited():
+    """Celery's twin of the sample's tasks.limited: the time in ms, at most 5 a second per worker."""
+    return round(time.time() * 1000)
+
+
 @app.task(name='tasks.retryCapture', bind=True)
 def retryCapture(self, *args, **kwargs):
     """Retries in an hour: the suite reads the retry message it publishes."""
