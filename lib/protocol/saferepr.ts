@@ -131,3 +131,13 @@ function bytesRepr(buffer: Buffer): string {
     return `b'${buffer.toString('hex')}'`;
   }
 }
+
+/**
+ * Python's repr of a tuple, `(1, 'two')` / `(1,)` / `()`: a retry is sent from a signature, which
+ * holds its args as a tuple, so Celery's retry message says `argsrepr: "(1, 'two')"` where the
+ * first message said `[1, 'two']`.
+ */
+export function tupleRepr(values: readonly unknown[]): string {
+  const list = saferepr(values);
+  return `(${list.slice(1, -1)}${values.length === 1 ? ',' : ''})`;
+}

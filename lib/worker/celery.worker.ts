@@ -12,7 +12,9 @@ import { HoldEnd, RequestContext, StoreOutcome, TaskRequest } from './task-reque
 import { IsolatedPool } from './isolation/isolated-pool';
 import { createRateLimiter, RateLimiter } from './rate-limit';
 import { perConsumerQos, queueTableOf } from '../config/queue-table';
-import { delayedDeliveryBindings, delayedDeliveryTopology, retryDestination } from '../protocol/routing';
+import { delayedDeliveryBindings, delayedDeliveryTopology, retryDestination, routeTask } from '../protocol/routing';
+import type { PublishStep } from '../protocol/canvas-apply';
+import { encodeTaskMessage } from '../protocol/task-message';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 
@@ -105,12 +107,35 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
         );
         return publishRouted(this.broker, queueTableOf(config), destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
       },
+      publishCanvas: (steps) => this.publishCanvas(steps),
       track: (taskId, abort) => this.track(taskId, abort),
       resultExtended: config.resultExtended,
       rateLimit: (taskName, signal) => this.rateLimiter.acquire(taskName, signal),
       isolatedPool: () => (this.pool ??= new IsolatedPool({ size: config.worker.isolatedThreads ?? undefined })),
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
     };
+  }
+
+  /**
+   * Publishes workflow messages (next chain step, callbacks, errbacks, a chord's body) one after
+   * the other, each routed as Celery's `send_task` from inside a worker routes it: the signature's
+   * queue / exchange / routing key, else the task's own queue, else `taskRoutes` and the default queue.
+   */
+  private async publishCanvas(steps: readonly PublishStep[]): Promise<void> {
+    const table = queueTableOf(this.config);
+    for (const { spec, route } of steps) {
+      const countdown = spec.countdown ?? (typeof spec.eta === 'string' ? (Date.parse(spec.eta) - Date.now()) / 1000 : null);
+      const destination = routeTask(table, spec.task, {
+        explicit: route,
+        task: { queue: this.registry.get(spec.task)?.queue ?? undefined },
+        args: spec.args,
+        kwargs: spec.kwargs,
+        delaySeconds: countdown,
+      });
+      const priority = spec.priority ?? destination.priority ?? this.config.defaultPriority ?? undefined;
+      const message = encodeTaskMessage({ ...spec, priority }, { nowMicros: Date.now() * 1000, origin: this.ctx.origin, peer: this.config.peerCompat });
+      await publishRouted(this.broker, table, destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
+    }
   }
 
   async onApplicationBootstrap(): Promise<void> {

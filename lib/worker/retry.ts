@@ -1,7 +1,9 @@
 import type { ErrorMatcher, TaskOptions } from '../decorators/task.decorator';
 import { X_DEATH_HEADERS } from '../protocol/routing';
 import { MaxRetriesExceededError, Retry, RetryOptions } from '../errors/task-exceptions';
-import { saferepr } from '../protocol/saferepr';
+import { saferepr, tupleRepr } from '../protocol/saferepr';
+
+export { tupleRepr };
 import { encodeTaskMessage, EncodedTaskMessage, PeerCompat, DecodedTask } from '../protocol/task-message';
 
 /**
@@ -39,16 +41,6 @@ export function retryOrGiveUp(task: Pick<DecodedTask, 'task' | 'id' | 'retries' 
   }
   const countdown = call.eta === undefined && call.countdown === undefined ? (options?.defaultRetryDelay ?? RETRY_DEFAULTS.defaultRetryDelay) : call.countdown;
   return new Retry({ ...call, countdown });
-}
-
-/**
- * Python's repr of a tuple, `(1, 'two')` / `(1,)` / `()`: a retry is sent from a signature, which
- * holds its args as a tuple, so Celery's retry message says `argsrepr: "(1, 'two')"` where the
- * first message said `[1, 'two']`.
- */
-export function tupleRepr(values: readonly unknown[]): string {
-  const list = saferepr(values);
-  return `(${list.slice(1, -1)}${values.length === 1 ? ',' : ''})`;
 }
 
 /** True when `err` matches one of the matchers: an error class (`instanceof`) or an error name (the class or any base class). */

@@ -17,6 +17,8 @@ import { IsolatedPoolClosedError } from './isolation/errors';
 import type { ResultStore } from '../results/result-store.interface';
 import type { StoreOutcome } from '../results/result-writer';
 import { NOTIFY_HEADER } from '../results/result-notifier';
+import { AppliedCanvas, errbackCanvas, InvalidSignatureError, PublishStep, remainingChainIds, successCanvas } from '../protocol/canvas-apply';
+import { randomUUID } from 'node:crypto';
 
 /** How an ETA hold ended: the ETA came, the worker is stopping, or the message's channel was lost. */
 export type HoldEnd = 'run' | 'stop' | 'lost';
@@ -49,6 +51,11 @@ export interface RequestContext {
   taskDefaults: ResolvedCeleryConfig['tasks'];
   /** Publishes a retry message where Celery's `Task.retry` sends it, and resolves once the broker confirmed it. */
   publishRetry(taskName: string, call: RetryOptions, delivery: Delivery, message: EncodedTaskMessage): Promise<void>;
+  /**
+   * Publishes the messages a workflow step sends (next chain step, callbacks, errbacks), in
+   * order, routed as their signatures say; resolves once the broker confirmed every one.
+   */
+  publishCanvas(steps: readonly PublishStep[]): Promise<void>;
   /** `gen<pid>@<host>` and the peer generation, for messages the worker sends. */
   origin: string;
   peerCompat: ResolvedCeleryConfig['peerCompat'];
@@ -337,13 +344,24 @@ export class TaskRequest {
   }
 
   private async finish(task: DecodedTask, plain: ResultToStore, skipStore: boolean): Promise<void> {
-    const result = this.withResultOptions(task, plain);
+    let result = this.withResultOptions(task, plain);
+    if (result.status === 'SUCCESS' && !(this.delivery.lost.aborted && skipStore)) {
+      // the next chain step and the callbacks go out (confirmed) before the SUCCESS is stored and
+      // acknowledged: a crash in between runs a step twice, never breaks the chain
+      const dispatched = await this.dispatchSuccess(task, result);
+      if (dispatched === 'requeued') return;
+      result = dispatched;
+      if (result.status === 'FAILURE') skipStore = this.skipsStoreOf(task, 'FAILURE');
+    }
     if (this.delivery.lost.aborted) return this.finishLost(task, result, skipStore);
     if (skipStore) {
+      if (result.status === 'FAILURE' && !(await this.propagateFailure(task, result, false))) return this.delivery.reject(true);
       this.delivery.ack();
       return;
     }
     const outcome = await this.ctx.storeDurably(result, this.delivery.redelivered);
+    // the errbacks go out after the FAILURE rows; one that cannot be sent sends the message back (the task runs again)
+    if (outcome.kind === 'stored' && result.status === 'FAILURE' && !(await this.propagateFailure(task, result, true))) return this.delivery.reject(true);
     if (outcome.kind === 'abandoned') {
       this.ctx.logger.warn(`Result of ${task.task}[${task.id}] not stored; message returned to the queue`);
       this.delivery.reject(true);
@@ -363,6 +381,66 @@ export class TaskRequest {
       return this.notify(task, successOf(outcome.meta));
     }
     this.notify(task, result);
+  }
+
+  /** Whether a result of `status` for this task is stored (its effective settings), for a result that changed status. */
+  private skipsStoreOf(task: DecodedTask, status: string): boolean {
+    const entry = this.ctx.registry.get(task.task);
+    return entry ? this.skipsStore(status, this.effective(task, entry)) : false;
+  }
+
+  /**
+   * Celery's `_dispatch_callbacks_and_chain`: the callbacks and the next chain step are published,
+   * and the SUCCESS row lists them as its children. A signature that cannot be applied makes the
+   * task a FAILURE naming it; a publish that fails sends the message back to the queue.
+   */
+  private async dispatchSuccess(task: DecodedTask, result: ResultToStore): Promise<ResultToStore | 'requeued'> {
+    const { callbacks, chain } = task.embed;
+    if ((!callbacks || callbacks.length === 0) && (!chain || chain.length === 0)) return result;
+    let canvas: AppliedCanvas;
+    try {
+      canvas = successCanvas({ callbacks, chain }, result.result, { id: task.id, rootId: task.rootId ?? task.id }, randomUUID);
+    } catch (err) {
+      this.ctx.logger.error(`Task ${task.task}[${task.id}] succeeded but its workflow cannot continue: ${err instanceof Error ? err.message : String(err)}`);
+      return { ...result, status: 'FAILURE', result: toExceptionInfo(err), traceback: tracebackOf(err), children: [] };
+    }
+    try {
+      await this.ctx.publishCanvas(canvas.publish);
+    } catch (err) {
+      this.ctx.logger.error(
+        `Task ${task.task}[${task.id}]: the next step / callbacks could not be sent (${err instanceof Error ? err.message : String(err)}); the message goes back to the queue`,
+      );
+      if (!this.delivery.lost.aborted) this.delivery.reject(true);
+      return 'requeued';
+    }
+    return { ...result, children: canvas.children };
+  }
+
+  /**
+   * Celery's `mark_as_failure` after the task's own FAILURE: the same FAILURE for every remaining
+   * chain step with a frozen id (so the caller's get() of the last step raises), then the errbacks,
+   * sent with the failed task's id. False when the errbacks could not be sent.
+   */
+  private async propagateFailure(task: DecodedTask, failure: ResultToStore, storeRows: boolean): Promise<boolean> {
+    if (storeRows) {
+      for (const id of remainingChainIds(task.embed.chain)) {
+        const outcome = await this.ctx.storeDurably({ ...failure, taskId: id, children: [], extended: undefined }, true);
+        if (outcome.kind !== 'stored' && outcome.kind !== 'kept') this.ctx.logger.warn(`FAILURE of chain step ${id} (after ${task.task}[${task.id}]) not stored: ${outcome.kind}`);
+      }
+    }
+    try {
+      const errbacks = errbackCanvas(task.embed.errbacks, { id: task.id, rootId: task.rootId ?? task.id }, randomUUID);
+      await this.ctx.publishCanvas(errbacks.publish);
+      return true;
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      if (err instanceof InvalidSignatureError) {
+        this.ctx.logger.error(`Task ${task.task}[${task.id}] failed and its errbacks cannot be applied: ${why}`);
+        return true; // sending it again cannot help
+      }
+      this.ctx.logger.error(`Task ${task.task}[${task.id}] failed and its errbacks could not be sent (${why}); the message goes back to the queue`);
+      return false;
+    }
   }
 
   /** The run ended after its channel closed: the message is already back in the queue and runs again. */

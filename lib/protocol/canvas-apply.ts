@@ -1,0 +1,249 @@
+import type { TaskMessageSpec } from './task-message';
+import { saferepr, tupleRepr } from './saferepr';
+
+/**
+ * What a worker publishes for the canvas a task message carries (wire spec §6), pure: the
+ * signature dicts Python puts in `embed.chain` / `callbacks` / `errbacks` (and a chord's body),
+ * read and checked, turned into the task messages Celery's worker would send — the next chain
+ * step (`trace.py::_dispatch_callbacks_and_chain`), the link callbacks (several → a group), the
+ * errbacks (`Backend._call_task_errbacks`, the by-id form) — and the result tuples the task's
+ * row lists as its `children`.
+ */
+
+/** A signature dict that cannot be applied; the message says which one and what is wrong. */
+export class InvalidSignatureError extends TypeError {
+  override name = 'InvalidSignatureError';
+}
+
+/** A Celery signature dict (`celery/canvas.py::Signature`), its 6 keys read and checked. */
+export interface CelerySignature {
+  task: string;
+  args: unknown[];
+  kwargs: Record<string, unknown>;
+  options: Record<string, unknown>;
+  /** null for a plain task; `group`, `chain`, `chord`, ... for canvas primitives. */
+  subtaskType: string | null;
+  immutable: boolean;
+}
+
+/** One task message to publish: what `encodeTaskMessage` takes, and where the signature routes it. */
+export interface PublishStep {
+  spec: TaskMessageSpec;
+  route: { queue?: string; exchange?: string; routingKey?: string; priority?: number };
+}
+
+/** Messages to publish, in order, and the result tuples they add to the task's `children`. */
+export interface AppliedCanvas {
+  publish: PublishStep[];
+  children: unknown[];
+}
+
+/** The running task, as the parent of what it publishes. */
+export interface CanvasParent {
+  id: string;
+  rootId: string;
+}
+
+function isMapping(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function describe(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+/**
+ * Reads a signature dict as Python sends it (`Signature.from_dict`): `task` a non-empty string;
+ * `args` a list, `kwargs` and `options` mappings, `immutable` a boolean, `subtask_type` null or a
+ * string — each may be missing (Celery's defaults). Throws InvalidSignatureError naming `where`.
+ */
+export function parseSignature(value: unknown, where: string): CelerySignature {
+  if (!isMapping(value)) throw new InvalidSignatureError(`${where}: not a signature dict (${describe(value)})`);
+  const { task, args = [], kwargs = {}, options = {}, subtask_type: subtaskType = null, immutable = false } = value;
+  if (typeof task !== 'string' || task === '') throw new InvalidSignatureError(`${where}: "task" is not a non-empty string (${describe(task)})`);
+  const named = `${where} (${task})`;
+  if (!Array.isArray(args)) throw new InvalidSignatureError(`${named}: "args" is not a list (${describe(args)})`);
+  if (!isMapping(kwargs)) throw new InvalidSignatureError(`${named}: "kwargs" is not a mapping (${describe(kwargs)})`);
+  if (!isMapping(options)) throw new InvalidSignatureError(`${named}: "options" is not a mapping (${describe(options)})`);
+  if (subtaskType !== null && typeof subtaskType !== 'string') throw new InvalidSignatureError(`${named}: "subtask_type" is neither null nor a string (${describe(subtaskType)})`);
+  if (typeof immutable !== 'boolean') throw new InvalidSignatureError(`${named}: "immutable" is not a boolean (${describe(immutable)})`);
+  return { task, args, kwargs, options, subtaskType, immutable };
+}
+
+/** What the applier adds to a signature's own options (Celery's `apply_async(args, **options)` inside the worker). */
+interface Applied {
+  prepend: readonly unknown[];
+  parentId: string;
+  rootId: string;
+  chain?: unknown[] | null;
+  groupId?: string;
+  groupIndex?: number;
+}
+
+function optional<T>(options: Record<string, unknown>, key: string, type: 'string' | 'number' | 'boolean', where: string): T | undefined {
+  const v = options[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== type) throw new InvalidSignatureError(`${where}: option ${key} is not a ${type} (${describe(v)})`);
+  return v as T;
+}
+
+/** Celery's `maybe_list` for `link` / `link_error`: one signature or a list of them. */
+function signatureList(value: unknown): unknown[] | null {
+  if (value === undefined || value === null) return null;
+  return Array.isArray(value) ? value : [value];
+}
+
+/** A plain signature as one task message: its options as apply_async reads them, the partial args prepended unless immutable. */
+function plainStep(sig: CelerySignature, applied: Applied, newId: () => string, where: string): PublishStep {
+  const o = sig.options;
+  const id = optional<string>(o, 'task_id', 'string', where) ?? newId();
+  const args = sig.immutable ? sig.args : [...applied.prepend, ...sig.args];
+  const eta = o.eta;
+  if (eta !== undefined && eta !== null && typeof eta !== 'string') throw new InvalidSignatureError(`${where}: option eta is not an ISO date string (${describe(eta)})`);
+  const expires = o.expires;
+  if (expires !== undefined && expires !== null && typeof expires !== 'string' && typeof expires !== 'number') {
+    throw new InvalidSignatureError(`${where}: option expires is neither seconds nor an ISO date string (${describe(expires)})`);
+  }
+  const stampedHeaders = Array.isArray(o.stamped_headers) ? o.stamped_headers.filter((n): n is string => typeof n === 'string') : null;
+  const stamps: Record<string, unknown> = {};
+  for (const name of stampedHeaders ?? []) if (name in o) stamps[name] = o[name];
+  const priority = optional<number>(o, 'priority', 'number', where);
+  return {
+    spec: {
+      task: sig.task,
+      id,
+      args,
+      kwargs: sig.kwargs,
+      argsrepr: tupleRepr(args),
+      kwargsrepr: saferepr(sig.kwargs),
+      countdown: optional<number>(o, 'countdown', 'number', where),
+      eta: eta as string | undefined,
+      expires: expires as string | number | undefined,
+      priority,
+      shadow: optional<string>(o, 'shadow', 'string', where) ?? null,
+      group: applied.groupId ?? optional<string>(o, 'group_id', 'string', where) ?? null,
+      groupIndex: applied.groupIndex ?? optional<number>(o, 'group_index', 'number', where) ?? null,
+      timeLimit: optional<number>(o, 'time_limit', 'number', where) ?? null,
+      softTimeLimit: optional<number>(o, 'soft_time_limit', 'number', where) ?? null,
+      rootId: applied.rootId,
+      parentId: applied.parentId,
+      ignoreResult: optional<boolean>(o, 'ignore_result', 'boolean', where) ?? false,
+      replyTo: optional<string>(o, 'reply_to', 'string', where),
+      stampedHeaders,
+      stamps,
+      embed: { callbacks: signatureList(o.link), errbacks: signatureList(o.link_error), chain: applied.chain ?? null, chord: o.chord ?? null },
+    },
+    route: {
+      queue: optional<string>(o, 'queue', 'string', where),
+      exchange: optional<string>(o, 'exchange', 'string', where),
+      routingKey: optional<string>(o, 'routing_key', 'string', where),
+      priority,
+    },
+  };
+}
+
+/** A task's result tuple (`AsyncResult.as_tuple()`), as the parent's `children` lists it. */
+export function taskTuple(id: string): unknown {
+  return [[id, null], null];
+}
+
+/** The members of a `group` signature (`kwargs.tasks`). */
+function groupMembers(sig: CelerySignature, where: string): unknown[] {
+  const tasks = sig.kwargs.tasks;
+  if (!Array.isArray(tasks)) throw new InvalidSignatureError(`${where}: a group signature without a "tasks" list in its kwargs (${describe(tasks)})`);
+  return tasks;
+}
+
+/**
+ * A group applied (`group.apply_async`): every member published with the group's id (its
+ * `options.task_id`, else a new one) and its index; the child tuple is the GroupResult's.
+ */
+function applyGroup(members: readonly unknown[], groupId: string, applied: Applied, newId: () => string, where: string): AppliedCanvas {
+  const publish = members.map((member, i) => {
+    const label = `${where} member ${i}`;
+    const sig = parseSignature(member, label);
+    if (sig.subtaskType !== null) throw new InvalidSignatureError(`${label} (${sig.task}): a ${sig.subtaskType} inside a group is not supported by the NestJS worker`);
+    return plainStep(sig, { ...applied, groupId, groupIndex: i }, newId, label);
+  });
+  return { publish, children: [[[groupId, null], publish.map((p) => taskTuple(p.spec.id))]] };
+}
+
+/** One signature applied: a plain task, or a group. Chains and chords as callbacks are refused by name. */
+function applyOne(value: unknown, applied: Applied, newId: () => string, where: string): AppliedCanvas {
+  const sig = parseSignature(value, where);
+  if (sig.subtaskType === null) {
+    const step = plainStep(sig, applied, newId, where);
+    return { publish: [step], children: [taskTuple(step.spec.id)] };
+  }
+  if (sig.subtaskType === 'group') {
+    const groupId = optional<string>(sig.options, 'task_id', 'string', where) ?? newId();
+    return applyGroup(groupMembers(sig, where), groupId, applied, newId, where);
+  }
+  throw new InvalidSignatureError(`${where} (${sig.task}): a ${sig.subtaskType} signature here is not supported by the NestJS worker (plain tasks and groups are)`);
+}
+
+/**
+ * What a task that returned `retval` publishes (Celery's `_dispatch_callbacks_and_chain`): its
+ * link callbacks with `(retval,)` prepended — one alone, several as a group (group signatures
+ * among them each as their own group) — then the next chain step, `chain[-1]`, with
+ * `(retval,)` prepended and `chain[:-1]` as its own chain. Everything carries the task as
+ * parent and its root. `children` is what the task's SUCCESS row lists, in publish order.
+ */
+export function successCanvas(embed: { callbacks: unknown[] | null; chain: unknown[] | null }, retval: unknown, parent: CanvasParent, newId: () => string): AppliedCanvas {
+  const out: AppliedCanvas = { publish: [], children: [] };
+  const add = (applied: AppliedCanvas) => {
+    out.publish.push(...applied.publish);
+    out.children.push(...applied.children);
+  };
+  const base: Applied = { prepend: [retval], parentId: parent.id, rootId: parent.rootId };
+  const callbacks = embed.callbacks ?? [];
+  if (callbacks.length === 1) add(applyOne(callbacks[0], base, newId, 'callback 0'));
+  else if (callbacks.length > 1) {
+    const plain: unknown[] = [];
+    callbacks.forEach((cb, i) => {
+      const sig = parseSignature(cb, `callback ${i}`);
+      if (sig.subtaskType === 'group') add(applyOne(cb, base, newId, `callback ${i}`));
+      else plain.push(cb);
+    });
+    if (plain.length > 0) add(applyGroup(plain, newId(), base, newId, 'callbacks'));
+  }
+  const chain = embed.chain ?? [];
+  if (chain.length > 0) {
+    const where = `chain step ${chain.length - 1}`;
+    const next = parseSignature(chain[chain.length - 1], where);
+    if (next.subtaskType !== null) throw new InvalidSignatureError(`${where} (${next.task}): a ${next.subtaskType} as a chain step is not supported by the NestJS worker yet`);
+    const step = plainStep(next, { ...base, chain: chain.slice(0, -1) }, newId, where);
+    add({ publish: [step], children: [taskTuple(step.spec.id)] });
+  }
+  return out;
+}
+
+/**
+ * The ids that get the failing task's FAILURE too (Celery's `Backend._fail_chain`): every
+ * remaining chain element with an `options.task_id`, in the chain's list order, and the body of
+ * a chord element. Elements that are not signature dicts are skipped, as Celery skips those
+ * without an id.
+ */
+export function remainingChainIds(chain: readonly unknown[] | null): string[] {
+  const ids: string[] = [];
+  const queue = [...(chain ?? [])];
+  while (queue.length > 0) {
+    const elem = queue.shift();
+    if (!isMapping(elem)) continue;
+    const options = isMapping(elem.options) ? elem.options : {};
+    if (typeof options.task_id === 'string' && options.task_id) ids.push(options.task_id);
+    if (elem.subtask_type === 'chord' && isMapping(elem.kwargs) && elem.kwargs.body !== undefined && elem.kwargs.body !== null) queue.push(elem.kwargs.body);
+  }
+  return ids;
+}
+
+/**
+ * The errbacks of a failed task, as Celery sends them to another process
+ * (`Backend._call_task_errbacks`, the by-id form): all of them as one group, each with the failed
+ * task's id prepended, the failed task as parent and its root.
+ */
+export function errbackCanvas(errbacks: readonly unknown[] | null, failed: CanvasParent, newId: () => string): AppliedCanvas {
+  if (!errbacks || errbacks.length === 0) return { publish: [], children: [] };
+  return applyGroup(errbacks, newId(), { prepend: [failed.id], parentId: failed.id, rootId: failed.rootId }, newId, 'errbacks');
+}

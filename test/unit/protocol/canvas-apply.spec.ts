@@ -1,0 +1,107 @@
+import { errbackCanvas, InvalidSignatureError, parseSignature, remainingChainIds, successCanvas } from '../../../lib/protocol/canvas-apply';
+import { encodeTaskMessage } from '../../../lib/protocol/task-message';
+import { CAPTURE_NOW_MICROS, CAPTURE_ORIGIN, CaptureFile, CapturedMessage, loadVector } from '../../support/vectors';
+
+const ids = () => {
+  let n = 0;
+  return () => `new-${++n}`;
+};
+
+const sig = (task: string, args: unknown[], options: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) => ({
+  task,
+  args,
+  kwargs: {},
+  options,
+  subtask_type: null,
+  immutable: false,
+  ...extra,
+});
+
+describe('canvas-apply', () => {
+  it.each([
+    ['capture_new.json', 'worker_new.json', '5.3'],
+    ['capture_old.json', 'worker_old.json', '5.2'],
+  ] as const)('builds the chain step Celery %s published after step 1 (golden, wire spec §8.3b)', (captureFile, workerFile, peer) => {
+    const capture = loadVector<CaptureFile>(captureFile);
+    const step1 = capture.messages.find((m) => m.label === 'chain') as CapturedMessage;
+    const embed = JSON.parse(step1.body)[2];
+    const worker = loadVector<Record<string, { published: CapturedMessage[]; cql: unknown[][] }>>(workerFile);
+    const expected = worker.chain_step.published[0];
+    const applied = successCanvas(embed, 'Astra DB is my powerful results storage yay', { id: step1.headers.id as string, rootId: step1.headers.root_id as string }, ids());
+    expect(applied.publish).toHaveLength(1);
+    const encoded = encodeTaskMessage(applied.publish[0].spec, { nowMicros: CAPTURE_NOW_MICROS, origin: CAPTURE_ORIGIN, peer });
+    expect(encoded.headers).toEqual(expected.headers);
+    expect(Object.keys(encoded.headers)).toEqual(Object.keys(expected.headers));
+    expect(encoded.body.toString('utf8')).toBe(expected.body);
+    expect(encoded.properties.correlationId).toBe(expected.properties.correlation_id);
+    expect(encoded.properties.replyTo).toBe(expected.properties.reply_to);
+    expect(encoded.properties.priority).toBe(expected.properties.priority);
+    // the SUCCESS row of step 1 lists step 2: b'[[["a1b2...0002", null], null]]'
+    const childrenBlob = (worker.chain_step.cql[0][2] as string[])[5];
+    expect(`b'${JSON.stringify(applied.children).replace(/,/g, ', ')}'`).toBe(childrenBlob);
+  });
+
+  it('prepends the return value unless the signature is immutable, and keeps the frozen ids and routing options', () => {
+    const chain = [sig('t.last', [1], { task_id: 'c' }), sig('t.mid', [9], { task_id: 'b', queue: 'q2', priority: 5, countdown: 3 }, { immutable: true })];
+    const applied = successCanvas({ callbacks: null, chain }, 42, { id: 'a', rootId: 'root' }, ids());
+    const step = applied.publish[0];
+    expect(step.spec).toMatchObject({ task: 't.mid', id: 'b', args: [9], parentId: 'a', rootId: 'root', countdown: 3, priority: 5 });
+    expect(step.spec.embed?.chain).toEqual([chain[0]]);
+    expect(step.route).toEqual({ queue: 'q2', exchange: undefined, routingKey: undefined, priority: 5 });
+    const next = successCanvas({ callbacks: null, chain: step.spec.embed?.chain ?? null }, 7, { id: 'b', rootId: 'root' }, ids());
+    expect(next.publish[0].spec).toMatchObject({ id: 'c', args: [7, 1], parentId: 'b' });
+    expect(next.publish[0].spec.embed?.chain).toEqual([]);
+  });
+
+  it('applies one callback alone and several as one group, callbacks before the chain step, children in that order', () => {
+    const one = successCanvas({ callbacks: [sig('t.cb', [], { task_id: 'cb1' })], chain: null }, 'r', { id: 'a', rootId: 'a' }, ids());
+    expect(one.publish.map((p) => [p.spec.id, p.spec.args, p.spec.group])).toEqual([['cb1', ['r'], null]]);
+    expect(one.children).toEqual([[['cb1', null], null]]);
+    const several = successCanvas(
+      { callbacks: [sig('t.x', [1]), sig('t.y', [], { task_id: 'y' })], chain: [sig('t.next', [], { task_id: 'n' })] },
+      'r',
+      { id: 'a', rootId: 'a' },
+      ids(),
+    );
+    expect(several.publish.map((p) => [p.spec.task, p.spec.id, p.spec.args, p.spec.group, p.spec.groupIndex])).toEqual([
+      ['t.x', 'new-2', ['r', 1], 'new-1', 0],
+      ['t.y', 'y', ['r'], 'new-1', 1],
+      ['t.next', 'n', ['r'], null, null],
+    ]);
+    expect(several.children).toEqual([[['new-1', null], [[['new-2', null], null], [['y', null], null]]], [['n', null], null]]);
+  });
+
+  it('a group signature as a callback is published as its group, with its own id', () => {
+    const group = { task: 'celery.group', args: [], kwargs: { tasks: [sig('t.a', []), sig('t.b', [])] }, options: { task_id: 'g' }, subtask_type: 'group', immutable: false };
+    const applied = successCanvas({ callbacks: [group], chain: null }, 5, { id: 'p', rootId: 'p' }, ids());
+    expect(applied.publish.map((p) => [p.spec.task, p.spec.group, p.spec.groupIndex, p.spec.args])).toEqual([
+      ['t.a', 'g', 0, [5]],
+      ['t.b', 'g', 1, [5]],
+    ]);
+  });
+
+  it('names what is wrong with a signature it cannot apply', () => {
+    const bad = (value: unknown) => () => successCanvas({ callbacks: null, chain: [value] }, 1, { id: 'a', rootId: 'a' }, ids());
+    expect(bad('tasks.add')).toThrow(new InvalidSignatureError('chain step 0: not a signature dict ("tasks.add")'));
+    expect(bad({ task: '' })).toThrow(/chain step 0: "task" is not a non-empty string/);
+    expect(bad({ task: 't.x', args: 'no' })).toThrow(/chain step 0 \(t.x\): "args" is not a list/);
+    expect(bad({ task: 't.x', options: { countdown: 'soon' } })).toThrow(/option countdown is not a number/);
+    expect(bad({ task: 'celery.chord', subtask_type: 'chord' })).toThrow(/a chord as a chain step is not supported/);
+    expect(() => parseSignature({ task: 't', immutable: 1 }, 'x')).toThrow(/"immutable" is not a boolean/);
+  });
+
+  it('lists the remaining chain ids to fail, in list order, with a chord element\'s body, skipping elements without an id', () => {
+    const chord = { task: 'celery.chord', args: [], kwargs: { header: [], body: sig('t.body', [], { task_id: 'body' }) }, options: {}, subtask_type: 'chord', immutable: false };
+    expect(remainingChainIds([sig('t.c', [], { task_id: 'c' }), sig('t.noid', []), chord, 'junk'])).toEqual(['c', 'body']);
+    expect(remainingChainIds(null)).toEqual([]);
+  });
+
+  it('sends errbacks as one group with the failed task id as their argument', () => {
+    const applied = errbackCanvas([sig('t.onError', [], { task_id: 'e1' }), sig('t.log', ['x'], {}, { immutable: true })], { id: 'failed', rootId: 'root' }, ids());
+    expect(applied.publish.map((p) => [p.spec.task, p.spec.id, p.spec.args, p.spec.parentId, p.spec.rootId, p.spec.group, p.spec.groupIndex])).toEqual([
+      ['t.onError', 'e1', ['failed'], 'failed', 'root', 'new-1', 0],
+      ['t.log', 'new-2', ['x'], 'failed', 'root', 'new-1', 1],
+    ]);
+    expect(errbackCanvas(null, { id: 'f', rootId: 'f' }, ids()).publish).toEqual([]);
+  });
+});

@@ -1,0 +1,155 @@
+import { Injectable } from '@nestjs/common';
+import { Test, TestingModule } from '@nestjs/testing';
+import { Broker, CeleryModule, Producer, ResultStore, Task, TaskContext } from '../../../lib';
+import { fromAmqpFieldValue } from '../../../lib/protocol/amqp-field-table';
+import type { ResultToStore } from '../../../lib/protocol/result-row';
+import { encodeTaskMessage } from '../../../lib/protocol/task-message';
+
+const REPLY_TO = '0b6c8a7e-3d1f-3c2a-9e4b-7f5d2c1a9e08';
+let ran: string[] = [];
+let errbacks: { arg: string; parentId: string | null; rootId: string | null; group: string | null }[] = [];
+
+@Injectable()
+class FlowTasks {
+  @Task('w.add')
+  add(x: number, y: number, @TaskContext() ctx: TaskContext): number {
+    ran.push(ctx.id);
+    return x + y;
+  }
+
+  @Task('w.fail')
+  fail(value: unknown, @TaskContext() ctx: TaskContext): never {
+    ran.push(ctx.id);
+    throw new RangeError(`cannot take ${JSON.stringify(value)}`);
+  }
+
+  @Task('w.onError')
+  onError(failedId: string, @TaskContext() ctx: TaskContext): string {
+    errbacks.push({ arg: failedId, parentId: ctx.parentId, rootId: ctx.rootId, group: ctx.group });
+    return failedId;
+  }
+}
+
+/** A signature dict as Python's `Signature.__json__` writes it (wire spec §6.1). */
+function sig(task: string, args: unknown[], taskId: string, options: Record<string, unknown> = {}) {
+  return { task, args, kwargs: {}, options: { task_id: taskId, reply_to: REPLY_TO, ...options }, subtask_type: null, immutable: false };
+}
+
+describe('workflows in the worker (memory transports)', () => {
+  let moduleRef: TestingModule;
+  let broker: Broker;
+  let store: ResultStore;
+  let stored: ResultToStore[];
+  let events: string[];
+  let published: Record<string, unknown>[];
+  let failPublishOf: string | null;
+
+  beforeEach(async () => {
+    ran = [];
+    errbacks = [];
+    failPublishOf = null;
+    moduleRef = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ resultPollIntervalMs: 5 })], providers: [FlowTasks] }).compile();
+    await moduleRef.init();
+    broker = moduleRef.get(Broker);
+    store = moduleRef.get(ResultStore);
+    stored = [];
+    events = [];
+    published = [];
+    const original = store.store.bind(store);
+    jest.spyOn(store, 'store').mockImplementation(async (r: ResultToStore) => {
+      stored.push(r);
+      events.push(`store ${r.taskId} ${r.status}`);
+      return original(r);
+    });
+    const publish = broker.publish.bind(broker);
+    jest.spyOn(broker, 'publish').mockImplementation(async (queue, message, route) => {
+      const headers = fromAmqpFieldValue(message.headers) as Record<string, unknown>;
+      if (failPublishOf === headers.id) {
+        failPublishOf = null;
+        throw new Error('broker refused the publish');
+      }
+      published.push({ ...headers, body: JSON.parse(message.body.toString()) });
+      events.push(`publish ${String(headers.id)}`);
+      return publish(queue, message, route);
+    });
+  });
+
+  afterEach(async () => {
+    await moduleRef.close();
+  });
+
+  /** Publishes step 1 of a chain as Python's `chain(...).apply_async()` does: embed.chain = the rest, reversed. */
+  async function sendChain(first: { task: string; args: unknown[]; id: string; errbacks?: unknown[] }, rest: ReturnType<typeof sig>[]): Promise<void> {
+    const message = encodeTaskMessage(
+      { task: first.task, id: first.id, args: first.args, replyTo: REPLY_TO, embed: { chain: [...rest].reverse(), errbacks: first.errbacks ?? null } },
+      { nowMicros: Date.now() * 1000, origin: 'gen1@python' },
+    );
+    await broker.publish('celery', { headers: message.amqpHeaders, properties: message.properties, body: message.body });
+  }
+
+  const rowsOf = (id: string) => stored.filter((r) => r.taskId === id);
+
+  it('continues a chain: each step published with its frozen id, the result prepended, parent and root; rows list the next step as child', async () => {
+    await sendChain({ task: 'w.add', args: [1, 2], id: 'c-1' }, [sig('w.add', [10], 'c-2'), sig('w.add', [100], 'c-3')]);
+    await expect(moduleRef.get(Producer).asyncResult('c-3').get({ timeout: 3000 })).resolves.toBe(113);
+    expect(ran).toEqual(['c-1', 'c-2', 'c-3']);
+    expect(rowsOf('c-1')).toEqual([expect.objectContaining({ status: 'SUCCESS', result: 3, children: [[['c-2', null], null]] })]);
+    expect(rowsOf('c-2')).toEqual([expect.objectContaining({ status: 'SUCCESS', result: 13, children: [[['c-3', null], null]] })]);
+    expect(rowsOf('c-3')).toEqual([expect.objectContaining({ status: 'SUCCESS', result: 113, children: [] })]);
+    const step2 = published.find((p) => p.id === 'c-2') as Record<string, unknown>;
+    expect(step2).toMatchObject({ task: 'w.add', root_id: 'c-1', parent_id: 'c-1', argsrepr: '(3, 10)' });
+    expect(step2.body).toEqual([[3, 10], {}, { callbacks: null, errbacks: null, chain: [sig('w.add', [100], 'c-3')], chord: null }]);
+    expect(published.find((p) => p.id === 'c-3')).toMatchObject({ root_id: 'c-1', parent_id: 'c-2' });
+    // the next step is confirmed before the SUCCESS row is written
+    expect(events.indexOf('publish c-2')).toBeLessThan(events.indexOf('store c-1 SUCCESS'));
+    expect(events.indexOf('publish c-3')).toBeLessThan(events.indexOf('store c-2 SUCCESS'));
+  });
+
+  it('a next step that cannot be published sends the message back: the step runs again, the chain completes', async () => {
+    failPublishOf = 'r-2';
+    await sendChain({ task: 'w.add', args: [1, 1], id: 'r-1' }, [sig('w.add', [1], 'r-2')]);
+    await expect(moduleRef.get(Producer).asyncResult('r-2').get({ timeout: 3000 })).resolves.toBe(3);
+    expect(ran).toEqual(['r-1', 'r-1', 'r-2']);
+    expect(rowsOf('r-1').map((r) => r.status)).toEqual(['SUCCESS']);
+  });
+
+  it('a failing middle step: FAILURE on it and on every remaining step, errbacks called once with its id, later steps never run', async () => {
+    const onError = { task: 'w.onError', args: [], kwargs: {}, options: { task_id: 'f-err' }, subtask_type: null, immutable: false };
+    await sendChain({ task: 'w.add', args: [1, 2], id: 'f-1' }, [sig('w.fail', [], 'f-2', { link_error: [onError] }), sig('w.add', [5], 'f-3'), sig('w.add', [6], 'f-4')]);
+    const err = await moduleRef.get(Producer).asyncResult('f-4').get({ timeout: 3000 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ excType: 'ValueError', excMessage: ['cannot take 3'] });
+    await expect(moduleRef.get(Producer).asyncResult('f-err').get({ timeout: 3000 })).resolves.toBe('f-2');
+    expect(ran).toEqual(['f-1', 'f-2']);
+    const failures = stored.filter((r) => r.status === 'FAILURE');
+    expect(failures.map((r) => r.taskId)).toEqual(['f-2', 'f-4', 'f-3']); // the failing task, then the chain in its list order
+    for (const f of failures) {
+      expect(f.result).toEqual(failures[0].result);
+      expect(f.traceback).toBe(failures[0].traceback);
+      expect(f.children).toEqual([]);
+    }
+    expect(errbacks).toEqual([{ arg: 'f-2', parentId: 'f-2', rootId: 'f-1', group: expect.any(String) }]);
+    expect(events.indexOf('publish f-err')).toBeGreaterThan(events.indexOf('store f-3 FAILURE'));
+  });
+
+  it('link callbacks: one alone, several as a group (the row lists the GroupResult), with the result prepended', async () => {
+    const message = encodeTaskMessage(
+      { task: 'w.add', id: 'l-1', args: [2, 3], embed: { callbacks: [sig('w.add', [1], 'l-a'), sig('w.add', [2], 'l-b')] } },
+      { nowMicros: Date.now() * 1000, origin: 'gen1@python' },
+    );
+    await broker.publish('celery', { headers: message.amqpHeaders, properties: message.properties, body: message.body });
+    const producer = moduleRef.get(Producer);
+    await expect(producer.asyncResult('l-a').get({ timeout: 3000 })).resolves.toBe(6);
+    await expect(producer.asyncResult('l-b').get({ timeout: 3000 })).resolves.toBe(7);
+    const row = rowsOf('l-1')[0];
+    const groupId = published.find((p) => p.id === 'l-a')?.group as string;
+    expect(published.find((p) => p.id === 'l-b')).toMatchObject({ group: groupId, group_index: 1, parent_id: 'l-1', root_id: 'l-1' });
+    expect(row.children).toEqual([[[groupId, null], [[['l-a', null], null], [['l-b', null], null]]]]);
+  });
+
+  it('a chain step it cannot apply makes the task a FAILURE that names it, on the remaining steps too', async () => {
+    await sendChain({ task: 'w.add', args: [1, 2], id: 'b-1' }, [{ task: 'w.add', args: 'oops', kwargs: {}, options: { task_id: 'b-2' }, subtask_type: null, immutable: false } as never]);
+    const err = await moduleRef.get(Producer).asyncResult('b-2').get({ timeout: 3000 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ excType: 'InvalidSignatureError', excMessage: ['chain step 0 (w.add): "args" is not a list ("oops")'] });
+    expect(rowsOf('b-1').map((r) => r.status)).toEqual(['FAILURE']);
+  });
+});
