@@ -1,5 +1,9 @@
 import type { TaskMessageSpec } from './task-message';
 import { saferepr, tupleRepr } from './saferepr';
+import { ExceptionInfo, isExceptionInfo } from './exceptions';
+import { parseResultTuple, ResultTuple } from './result-tuple';
+import type { TaskMeta } from './result-row';
+import { READY_STATES } from './states';
 
 /**
  * What a worker publishes for the canvas a task message carries (wire spec §6), pure: the
@@ -246,4 +250,112 @@ export function remainingChainIds(chain: readonly unknown[] | null): string[] {
 export function errbackCanvas(errbacks: readonly unknown[] | null, failed: CanvasParent, newId: () => string): AppliedCanvas {
   if (!errbacks || errbacks.length === 0) return { publish: [], children: [] };
   return applyGroup(errbacks, newId(), { prepend: [failed.id], parentId: failed.id, rootId: failed.rootId }, newId, 'errbacks');
+}
+
+/** Celery's `result_chord_retry_interval`: how often `celery.chord_unlock` looks again, seconds. */
+export const CHORD_RETRY_INTERVAL = 1;
+
+/** The call of `celery.chord_unlock` (`app/builtins.py`), read and checked. */
+export interface ChordUnlockCall {
+  groupId: string;
+  body: CelerySignature;
+  /** The body as it came, for applying it. */
+  bodyValue: unknown;
+  /** Seconds between looks (default 1). */
+  interval: number;
+  /** null: look for ever (Celery's default). */
+  maxRetries: number | null;
+  /** The header results, in header order (`result_from_tuple` of each). */
+  header: ResultTuple[];
+}
+
+/**
+ * Reads `celery.chord_unlock(group_id, callback, interval=None, max_retries=None, result=None)`
+ * as bound from the message (wire spec §4.6). Throws InvalidSignatureError naming what is wrong.
+ */
+export function parseChordUnlock(groupId: unknown, callback: unknown, interval: unknown, maxRetries: unknown, result: unknown): ChordUnlockCall {
+  if (typeof groupId !== 'string' || !groupId) throw new InvalidSignatureError(`celery.chord_unlock: group_id is not a non-empty string (${describe(groupId)})`);
+  const body = parseSignature(callback, `celery.chord_unlock ${groupId}: the body`);
+  if (interval !== null && interval !== undefined && (typeof interval !== 'number' || !(interval >= 0))) {
+    throw new InvalidSignatureError(`celery.chord_unlock ${groupId}: interval is not a number of seconds >= 0 (${describe(interval)})`);
+  }
+  if (maxRetries !== null && maxRetries !== undefined && (typeof maxRetries !== 'number' || !Number.isInteger(maxRetries) || maxRetries < 0)) {
+    throw new InvalidSignatureError(`celery.chord_unlock ${groupId}: max_retries is not null or a whole number >= 0 (${describe(maxRetries)})`);
+  }
+  if (!Array.isArray(result)) throw new InvalidSignatureError(`celery.chord_unlock ${groupId}: result is not a list of header result tuples (${describe(result)})`);
+  let header: ResultTuple[];
+  try {
+    header = result.map((r, i) => parseResultTuple(r, `celery.chord_unlock ${groupId}: header result ${i}`));
+  } catch (err) {
+    throw new InvalidSignatureError((err as Error).message);
+  }
+  return { groupId, body, bodyValue: callback, interval: (interval as number | null | undefined) ?? CHORD_RETRY_INTERVAL, maxRetries: (maxRetries as number | null | undefined) ?? null, header };
+}
+
+/** Every task id the header's results name (members of nested groups included), each once. */
+export function chordHeaderIds(header: readonly ResultTuple[]): string[] {
+  const ids = new Set<string>();
+  const walk = (t: ResultTuple) => (t.results ? t.results.forEach(walk) : ids.add(t.id));
+  header.forEach(walk);
+  return [...ids];
+}
+
+/** What a chord's header results say: not all ready yet; all succeeded (values in header order); or a header task failed. */
+export type ChordState =
+  | { kind: 'waiting'; pending: number }
+  | { kind: 'ready'; values: unknown[] }
+  | { kind: 'failed'; culpritId: string; error: ExceptionInfo };
+
+/**
+ * Celery's `GroupResult.ready()` then `join(propagate=True)`: waiting while any header task is
+ * not in a ready state; then the first failed one in header order fails the chord; else the
+ * values in header order (a nested group's as a list).
+ */
+export function chordState(header: readonly ResultTuple[], metas: ReadonlyMap<string, Pick<TaskMeta, 'status' | 'result'>>): ChordState {
+  const ids = chordHeaderIds(header);
+  const pending = ids.filter((id) => !READY_STATES.has(metas.get(id)?.status ?? 'PENDING')).length;
+  if (pending > 0) return { kind: 'waiting', pending };
+  let failed: { culpritId: string; error: ExceptionInfo } | null = null;
+  const valueOf = (t: ResultTuple): unknown => {
+    if (t.results) return t.results.map(valueOf);
+    const meta = metas.get(t.id) as Pick<TaskMeta, 'status' | 'result'>;
+    if (meta.status !== 'SUCCESS' && !failed) failed = { culpritId: t.id, error: exceptionOf(meta.result) };
+    return meta.result;
+  };
+  const values = header.map(valueOf);
+  if (failed) return { kind: 'failed', ...(failed as { culpritId: string; error: ExceptionInfo }) };
+  return { kind: 'ready', values };
+}
+
+function exceptionOf(result: unknown): ExceptionInfo {
+  if (isExceptionInfo(result)) return result;
+  return { exc_type: 'Exception', exc_message: [saferepr(result)], exc_module: 'builtins' };
+}
+
+/** Python's repr of the exception a join raised: `ValueError('boom')`. */
+function exceptionRepr(e: ExceptionInfo): string {
+  return `${e.exc_type.split('.').pop()}(${(Array.isArray(e.exc_message) ? e.exc_message : [e.exc_message]).map((a) => saferepr(a)).join(', ')})`;
+}
+
+/** The `ChordError` Celery stores on the body's id when a header task failed (`Dependency <id> raised <repr>`). */
+export function chordErrorOf(culpritId: string, error: ExceptionInfo): ExceptionInfo {
+  return { exc_type: 'ChordError', exc_message: [`Dependency ${culpritId} raised ${exceptionRepr(error)}`], exc_module: 'celery.exceptions' };
+}
+
+/**
+ * The chord's body applied by `chord_unlock` (`callback.delay(values)`): `[values]` prepended, the
+ * unlock task as parent. A group body is published as its group.
+ */
+export function chordBodyCanvas(call: ChordUnlockCall, values: unknown[], parent: CanvasParent, newId: () => string): AppliedCanvas {
+  return applyOne(call.bodyValue, { prepend: [values], parentId: parent.id, rootId: parent.rootId }, newId, `celery.chord_unlock ${call.groupId}: the body`);
+}
+
+/** The body's frozen id (where a ChordError is stored), its chain and its errbacks (`link_error`). */
+export function chordBodyFailureTargets(call: ChordUnlockCall): { bodyId: string | null; chain: unknown[] | null; errbacks: unknown[] | null } {
+  const o = call.body.options;
+  return {
+    bodyId: typeof o.task_id === 'string' && o.task_id ? o.task_id : null,
+    chain: Array.isArray(o.chain) ? o.chain : null,
+    errbacks: signatureList(o.link_error),
+  };
 }

@@ -62,6 +62,8 @@ export class CassandraResultStore extends ResultStore {
   private readonly selectCql: string;
   private readonly selectExtendedCql: string;
   private readonly statusCql: string;
+  /** The newest row of several tasks in one query (a chord's header). */
+  private readonly metasCql: string;
   private readonly deleteCql: string;
   /** The four INSERTs: [plain, with TTL, extended, extended with TTL]. */
   private readonly insertCqls: readonly string[];
@@ -89,6 +91,7 @@ export class CassandraResultStore extends ResultStore {
     this.selectCql = `SELECT ${base} FROM ${target} WHERE task_id=? LIMIT 1`;
     this.selectExtendedCql = `SELECT ${base}, ${EXTENDED_COLUMNS.map(([c]) => c).join(', ')} FROM ${target} WHERE task_id=? LIMIT 1`;
     this.statusCql = `SELECT task_id, status FROM ${target} WHERE task_id IN ? PER PARTITION LIMIT 1`;
+    this.metasCql = `SELECT ${base} FROM ${target} WHERE task_id IN ? PER PARTITION LIMIT 1`;
     this.deleteCql = `DELETE FROM ${target} WHERE task_id=?`;
     this.insertCqls = [false, true].flatMap((extended) => [false, true].map((ttl) => insertCql(target, extended, ttl)));
     this.readConsistency = consistencyOf(config.readConsistency);
@@ -195,6 +198,39 @@ export class CassandraResultStore extends ResultStore {
         this.statusReadsInFlight--;
         this.sendStatusReads();
       });
+  }
+
+  /**
+   * The newest row of each task in one `IN` query (`PER PARTITION LIMIT 1`), up to
+   * STATUS_READ_BATCH ids a query: `celery.chord_unlock` reads a chord's whole header so, where
+   * Celery reads it one task at a time. Celery's columns only (no resultExtended fields).
+   */
+  override async getTaskMetas(taskIds: readonly string[]): Promise<TaskMeta[]> {
+    const client = this.requireClient();
+    const found = new Map<string, TaskMeta>();
+    const unique = [...new Set(taskIds)];
+    for (let i = 0; i < unique.length; i += STATUS_READ_BATCH) {
+      const ids = unique.slice(i, i + STATUS_READ_BATCH);
+      const asked = new Set(ids);
+      const rs = await client.execute(this.metasCql, [ids], { prepare: true, consistency: this.readConsistency });
+      for (const row of rowsOf(rs, 'header results read')) {
+        const id = row.task_id as string;
+        if (!asked.has(id)) throw new CeleryConnectionError(`Cassandra answered a read of ${ids.length} results with the row of task ${id}, not asked for; retrying`);
+        found.set(
+          id,
+          decodeResultRow({
+            taskId: id,
+            status: row.status as string,
+            result: row.result as Buffer | null,
+            dateDone: row.date_done as Date | null,
+            traceback: row.traceback as Buffer | null,
+            children: row.children as Buffer | null,
+            extended: null,
+          }),
+        );
+      }
+    }
+    return taskIds.map((id) => found.get(id) ?? pendingMeta(id));
   }
 
   async getTaskMeta(taskId: string): Promise<TaskMeta> {

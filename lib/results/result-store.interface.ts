@@ -12,6 +12,13 @@ export abstract class ResultStore {
   /** The newest state of a task; PENDING when there is no row. */
   abstract getTaskMeta(taskId: string): Promise<TaskMeta>;
   /**
+   * The newest state of each task, in the order asked (PENDING for those without a row): what
+   * `celery.chord_unlock` reads of a chord's header. A store that can reads them in one query.
+   */
+  async getTaskMetas(taskIds: readonly string[]): Promise<TaskMeta[]> {
+    return Promise.all(taskIds.map((id) => this.getTaskMeta(id)));
+  }
+  /**
    * Stores `result` unless the task's newest stored state is already SUCCESS, and then returns that
    * stored success instead (Celery 5.7's "keep the first SUCCESS": a duplicate delivery of a task,
    * redelivered or published twice, never replaces a stored success). Returns null when it stored.

@@ -15,6 +15,7 @@ import { perConsumerQos, queueTableOf } from '../config/queue-table';
 import { delayedDeliveryBindings, delayedDeliveryTopology, retryDestination, routeTask } from '../protocol/routing';
 import type { PublishStep } from '../protocol/canvas-apply';
 import { encodeTaskMessage } from '../protocol/task-message';
+import { CHORD_UNLOCK_TASK, chordUnlockTask } from './chord-unlock';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 
@@ -149,7 +150,18 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   /** Starts consuming; called at bootstrap when `worker.enabled` (default). */
   async start(): Promise<void> {
     const { queues, prefetch, concurrency } = this.config.worker;
-    if (this.registry.names().length === 0) this.logger.warn('No @Task() methods found: every message will be rejected as unregistered');
+    if (this.registry.names().length === 0) this.logger.warn('No @Task() methods found: every message but celery.chord_unlock will be rejected as unregistered');
+    // Celery's builtin, registered like its builtins (a task of the same name in the app wins)
+    if (!this.registry.has(CHORD_UNLOCK_TASK)) {
+      this.registry.register(
+        chordUnlockTask({
+          getTaskMetas: (ids) => this.store.getTaskMetas(ids),
+          publishCanvas: (steps) => this.publishCanvas(steps),
+          storeDurably: (result, checkFirst) => this.storeDurably(result, checkFirst),
+          logger: this.logger,
+        }),
+      );
+    }
     for (const task of this.registry.all()) this.rateLimiter.configure(task.name, task.options?.rateLimit);
     await this.rateLimiter.start(); // creates the shared-limit table when a task has { global }; a bad rate fails the bootstrap
     await this.declareDelayedDelivery();

@@ -44,7 +44,7 @@ describe('CeleryModule on memory://', () => {
   });
 
   it('discovers @Task methods and lists them in the registry, with the documented default name', () => {
-    expect(moduleRef.get(TaskRegistry).names()).toEqual(['FixtureTasks.add', 'tasks.customFailure', 'tasks.echo', 'tasks.failWords', 'tasks.sleep', 'tasks.sortWords']);
+    expect(moduleRef.get(TaskRegistry).names()).toEqual(['FixtureTasks.add', 'celery.chord_unlock', 'tasks.customFailure', 'tasks.echo', 'tasks.failWords', 'tasks.sleep', 'tasks.sortWords']);
   });
 
   it('runs the sortWords walkthrough through a typed reference, positional and keyword', async () => {

@@ -1,4 +1,5 @@
-import { errbackCanvas, InvalidSignatureError, parseSignature, remainingChainIds, successCanvas } from '../../../lib/protocol/canvas-apply';
+import { chordBodyCanvas, chordErrorOf, chordState, errbackCanvas, InvalidSignatureError, parseChordUnlock, parseSignature, remainingChainIds, successCanvas } from '../../../lib/protocol/canvas-apply';
+import { decodeTaskMessage } from '../../../lib/protocol/task-message';
 import { encodeTaskMessage } from '../../../lib/protocol/task-message';
 import { CAPTURE_NOW_MICROS, CAPTURE_ORIGIN, CaptureFile, CapturedMessage, loadVector } from '../../support/vectors';
 
@@ -103,5 +104,32 @@ describe('canvas-apply', () => {
       ['t.log', 'new-2', ['x'], 'failed', 'root', 'new-1', 1],
     ]);
     expect(errbackCanvas(null, { id: 'f', rootId: 'f' }, ids()).publish).toEqual([]);
+  });
+
+  it.each(['capture_new.json', 'capture_old.json'])('reads the celery.chord_unlock call Celery published (%s, wire spec §8.7) and sends its body with the values prepended', (file) => {
+    const m = loadVector<CaptureFile>(file).messages.find((x) => x.headers.task === 'celery.chord_unlock') as CapturedMessage;
+    const decoded = decodeTaskMessage({ headers: m.headers, contentType: 'application/json', body: Buffer.from(m.body, 'utf8') });
+    const { interval, max_retries: maxRetries, result } = decoded.kwargs;
+    const call = parseChordUnlock(decoded.args[0], decoded.args[1], interval, maxRetries, result);
+    expect(call).toMatchObject({ groupId: decoded.args[0], interval: 1, maxRetries: null });
+    const headerIds = call.header.map((t) => t.id);
+    expect(headerIds).toHaveLength(2);
+    const waiting = chordState(call.header, new Map([[headerIds[0], { status: 'SUCCESS', result: 'a' }]]));
+    expect(waiting).toEqual({ kind: 'waiting', pending: 1 });
+    const metas = new Map(headerIds.map((id, i) => [id, { status: 'SUCCESS' as const, result: `v${i}` }]));
+    const ready = chordState(call.header, metas);
+    expect(ready).toEqual({ kind: 'ready', values: ['v0', 'v1'] });
+    const body = chordBodyCanvas(call, ['v0', 'v1'], { id: m.headers.id as string, rootId: m.headers.root_id as string }, ids());
+    expect(body.publish[0].spec).toMatchObject({ task: 'tasks.sortWords', id: 'c0000000-0000-4000-8000-0000000000bb', args: [['v0', 'v1'], false], parentId: m.headers.id });
+  });
+
+  it('fails a chord on the first failed header task in header order, with the ChordError Celery stores', () => {
+    const header = ['a', 'b', 'c'].map((id) => ({ id, parent: null, results: null }));
+    const exc = { exc_type: 'ValueError', exc_message: ['boom'], exc_module: 'builtins' };
+    const state = chordState(header, new Map([['a', { status: 'SUCCESS', result: 1 }], ['b', { status: 'FAILURE', result: exc }], ['c', { status: 'REVOKED', result: exc }]]));
+    expect(state).toEqual({ kind: 'failed', culpritId: 'b', error: exc });
+    expect(chordErrorOf('b', exc)).toEqual({ exc_type: 'ChordError', exc_message: ["Dependency b raised ValueError('boom')"], exc_module: 'celery.exceptions' });
+    expect(() => parseChordUnlock('g', { task: 't' }, 'soon', null, [])).toThrow(/interval is not a number/);
+    expect(() => parseChordUnlock('g', { task: 't' }, null, null, [['x']])).toThrow(/header result 0/);
   });
 });

@@ -23,6 +23,11 @@ class FlowTasks {
     throw new RangeError(`cannot take ${JSON.stringify(value)}`);
   }
 
+  @Task('w.tsum')
+  tsum(numbers: number[]): number {
+    return numbers.reduce((a, b) => a + b, 0);
+  }
+
   @Task('w.onError')
   onError(failedId: string, @TaskContext() ctx: TaskContext): string {
     errbacks.push({ arg: failedId, parentId: ctx.parentId, rootId: ctx.rootId, group: ctx.group });
@@ -151,5 +156,53 @@ describe('workflows in the worker (memory transports)', () => {
     const err = await moduleRef.get(Producer).asyncResult('b-2').get({ timeout: 3000 }).catch((e: unknown) => e);
     expect(err).toMatchObject({ excType: 'InvalidSignatureError', excMessage: ['chain step 0 (w.add): "args" is not a list ("oops")'] });
     expect(rowsOf('b-1').map((r) => r.status)).toEqual(['FAILURE']);
+  });
+
+  describe('celery.chord_unlock', () => {
+    /** Publishes a message as a Python client would (ours encodes the same bytes; golden tests say so). */
+    async function send(task: string, id: string, args: unknown[], kwargs: Record<string, unknown> = {}, extra: { ignoreResult?: boolean; embed?: Record<string, unknown> } = {}) {
+      const m = encodeTaskMessage({ task, id, args, kwargs, ignoreResult: extra.ignoreResult, embed: extra.embed }, { nowMicros: Date.now() * 1000, origin: 'gen1@python' });
+      await broker.publish('celery', { headers: m.amqpHeaders, properties: m.properties, body: m.body });
+    }
+    const header = (ids: string[]) => ids.map((id) => [[id, null], null]);
+
+    it('retries every interval until every header result is ready (one read of all of them each time), then sends the body with the values in header order', async () => {
+      const metas = jest.spyOn(store, 'getTaskMetas');
+      const body = sig('w.tsum', [], 'ch-body', { group_id: 'ch-g' });
+      await send('celery.chord_unlock', 'ch-unlock', ['ch-g', body], { interval: 0.05, max_retries: null, result: header(['ch-1', 'ch-2', 'ch-3']) }, { ignoreResult: true });
+      await new Promise((r) => setTimeout(r, 200));
+      const chord = { chord: body };
+      await send('w.add', 'ch-3', [5, 6], {}, { embed: chord });
+      await send('w.add', 'ch-1', [1, 2], {}, { embed: chord });
+      await send('w.add', 'ch-2', [3, 4], {}, { embed: chord });
+      await expect(moduleRef.get(Producer).asyncResult('ch-body').get({ timeout: 3000 })).resolves.toBe(21);
+      expect(metas.mock.calls.length).toBeGreaterThanOrEqual(2);
+      for (const call of metas.mock.calls) expect(call[0]).toEqual(['ch-1', 'ch-2', 'ch-3']);
+      const bodyMessage = published.find((p) => p.id === 'ch-body') as Record<string, unknown>;
+      expect(bodyMessage).toMatchObject({ task: 'w.tsum', parent_id: 'ch-unlock', root_id: 'ch-unlock', group: 'ch-g' });
+      expect((bodyMessage.body as unknown[])[0]).toEqual([[3, 7, 11]]);
+      const retries = published.filter((p) => p.id === 'ch-unlock' && (p.retries as number) > 0);
+      expect(retries.length).toBeGreaterThanOrEqual(1);
+      expect(stored.filter((r) => r.taskId === 'ch-unlock')).toEqual([]); // ignore_result: no RETRY rows
+    });
+
+    it('a failed header task: ChordError on the body id (and its chain), the body never runs, its errbacks get its id', async () => {
+      const onError = { task: 'w.onError', args: [], kwargs: {}, options: { task_id: 'cf-err' }, subtask_type: null, immutable: false };
+      const body = sig('w.tsum', [], 'cf-body', { link_error: [onError], chain: [sig('w.add', [1], 'cf-after')] });
+      await send('w.add', 'cf-1', [1, 2], {}, { embed: { chord: body } });
+      await send('w.fail', 'cf-2', [1], {}, { embed: { chord: body } });
+      await send('celery.chord_unlock', 'cf-unlock', ['cf-g', body], { interval: 0.05, max_retries: null, result: header(['cf-1', 'cf-2']) }, { ignoreResult: true });
+      const err = await moduleRef.get(Producer).asyncResult('cf-body').get({ timeout: 3000 }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ excType: 'ChordError', excModule: 'celery.exceptions', excMessage: ["Dependency cf-2 raised ValueError('cannot take 1')"] });
+      await expect(moduleRef.get(Producer).asyncResult('cf-after').get({ timeout: 3000 }).catch((e: unknown) => e)).resolves.toMatchObject({ excType: 'ChordError' });
+      await expect(moduleRef.get(Producer).asyncResult('cf-err').get({ timeout: 3000 })).resolves.toBe('cf-body');
+      expect(published.find((p) => p.task === 'w.tsum')).toBeUndefined();
+    });
+
+    it('a call it cannot read fails naming what is wrong', async () => {
+      await send('celery.chord_unlock', 'cb-unlock', ['cb-g', { task: 'w.tsum', options: { task_id: 'cb-body' } }], { result: 'nope' });
+      const err = await moduleRef.get(Producer).asyncResult('cb-unlock').get({ timeout: 3000 }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ excType: 'InvalidSignatureError', excMessage: ['celery.chord_unlock cb-g: result is not a list of header result tuples ("nope")'] });
+    });
   });
 });
