@@ -18,6 +18,13 @@ export class TasksService {
     return x + y;
   }
 
+  /** The sum of a list of numbers: a chord's body (it gets the header results as one list). */
+  @Task('tasks.tsum')
+  tsum(numbers: number[]): number {
+    if (!Array.isArray(numbers) || numbers.some((n) => typeof n !== 'number')) throw new TypeError(`numbers must be a list of numbers, got ${JSON.stringify(numbers)}`);
+    return numbers.reduce((sum, n) => sum + n, 0);
+  }
+
   /**
    * Waits `seconds` and returns them: a long task, for the fault suite (a task running when a
    * channel or connection dies) and the time limits. The wait ends early when the task's
