@@ -31,10 +31,11 @@ export function chordUnlockTask(deps: ChordUnlockDeps): RegisteredTask {
     target: 'nestjs-celery builtin celery.chord_unlock',
     queue: null,
     ignoreResult: true,
-    params: { names: ['group_id', 'callback', 'interval', 'max_retries', 'result'], restIndex: null },
-    contextIndex: 5,
+    // Celery 5.7 adds `_chord_unlock_exchange_type` (kept for its retries; ours keep every kwarg as it came)
+    params: { names: ['group_id', 'callback', 'interval', 'max_retries', 'result', '_chord_unlock_exchange_type'], restIndex: null },
+    contextIndex: 6,
     options: { maxRetries: null, ignoreResult: true },
-    handler: (groupId, callback, interval, maxRetries, result, ctx) => unlock(deps, [groupId, callback, interval, maxRetries, result], ctx as TaskContext),
+    handler: (groupId, callback, interval, maxRetries, result, _exchangeType, ctx) => unlock(deps, [groupId, callback, interval, maxRetries, result], ctx as TaskContext),
   };
 }
 

@@ -169,7 +169,7 @@ describe('workflows in the worker (memory transports)', () => {
     it('retries every interval until every header result is ready (one read of all of them each time), then sends the body with the values in header order', async () => {
       const metas = jest.spyOn(store, 'getTaskMetas');
       const body = sig('w.tsum', [], 'ch-body', { group_id: 'ch-g' });
-      await send('celery.chord_unlock', 'ch-unlock', ['ch-g', body], { interval: 0.05, max_retries: null, result: header(['ch-1', 'ch-2', 'ch-3']) }, { ignoreResult: true });
+      await send('celery.chord_unlock', 'ch-unlock', ['ch-g', body], { interval: 0.05, max_retries: null, result: header(['ch-1', 'ch-2', 'ch-3']), _chord_unlock_exchange_type: 'direct' }, { ignoreResult: true });
       await new Promise((r) => setTimeout(r, 200));
       const chord = { chord: body };
       await send('w.add', 'ch-3', [5, 6], {}, { embed: chord });
