@@ -16,6 +16,7 @@ ops:
   forget    AsyncResult(id).forget() (Celery 5.7's Cassandra backend deletes the task's rows)
   meta      AsyncResult(id): state, info (value, exception or STARTED meta), traceback, children
   chain     chain(task.s(*args), task.s(*args2)) on a queue; answers the step ids
+  workflow  a chain or chord of steps on any queues (link_error frozen); answers the ids and the caller's get()
 """
 import json
 import sys
@@ -183,6 +184,35 @@ def main():
             ids.insert(0, node.id)
             node = node.parent
         print(json.dumps({'ids': ids}))
+    elif op == 'workflow':
+        # chain / chord of {task, args, queue, [link_error: {task, queue}]} steps; answers every frozen id
+        # and the caller's own get() of the workflow's result (the last step, the body)
+        from celery import chain, chord
+
+        def step(s):
+            sig = app.signature(s['task'], args=special(s.get('args', [])), queue=s['queue'])
+            if 'link_error' in s:
+                eb = app.signature(s['link_error']['task'], queue=s['link_error']['queue'])
+                eb.freeze()
+                sig.on_error(eb)
+            return sig
+        if cmd['kind'] == 'chain':
+            sigs = [step(s) for s in cmd['steps']]
+            result = chain(*sigs).apply_async()
+            ids = []
+            node = result
+            while node is not None:
+                ids.insert(0, node.id)
+                node = node.parent
+            errbacks = [s.options['link_error'][0]['options']['task_id'] for s in sigs if s.options.get('link_error')]
+        else:
+            header = [step(s) for s in cmd['header']]
+            result = chord(header)(step(cmd['body']))
+            ids = [r.id for r in result.parent.results] + [result.id]
+            errbacks = []
+        answer = outcome(result, cmd.get('timeout', 30))
+        answer.update(ids=ids, errbacks=errbacks)
+        print(json.dumps(answer))
     elif op == 'saferepr':
         print(json.dumps([saferepr(v, 1024) for v in cmd['values']]))
     elif op == 'special_equal':

@@ -1,0 +1,119 @@
+import { Test, TestingModule } from '@nestjs/testing';
+import type { Client } from 'cassandra-driver';
+import { CeleryModule } from '../../lib';
+import { TasksService } from '../../sample/tasks.service';
+import { KEYSPACE, rawCassandra, uniqueName } from '../support/real-services';
+import { ensurePythonCelery, PythonEnv, PythonWorker, pythonClient, stopInterop, walkthroughCeleryconfig } from './support/python-celery';
+
+interface Outcome {
+  id: string;
+  status: string;
+  result?: { json?: unknown };
+  exc_class?: string;
+  exc_args?: string[];
+  ids: string[];
+  errbacks: string[];
+}
+
+interface Row {
+  status: string;
+  result: unknown;
+  children: unknown;
+}
+
+/**
+ * The worker side of workflows against real Python Celery 5.7 (issue 13 item 3): Python builds
+ * and sends the workflow, its own `get()` reads the outcome, some steps run on the NestJS worker
+ * (the sample's tasks on its default queue), the rest on one Python worker; the rows are read
+ * from the shared Cassandra table.
+ */
+describe('interop: workflows through the NestJS worker', () => {
+  const env: PythonEnv = { pyQueue: uniqueName('py_wf'), table: uniqueName('interop_wf') };
+  const jsQueue = uniqueName('js_wf');
+  let worker: PythonWorker;
+  let app: TestingModule;
+  let cql: Client;
+
+  beforeAll(async () => {
+    ensurePythonCelery();
+    cql = await rawCassandra();
+    app = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ ...walkthroughCeleryconfig(env, jsQueue), resultPollIntervalMs: 50 })], providers: [TasksService] }).compile();
+    await app.init();
+    worker = await PythonWorker.start(env);
+  }, 240000);
+
+  afterAll(async () => {
+    await cql?.shutdown();
+    await stopInterop(worker, app, env, [env.pyQueue, jsQueue]);
+  });
+
+  const py = (command: Record<string, unknown>) => pythonClient<Outcome>(env, { op: 'workflow', ...command });
+  /** The newest row of a task (Celery's reader takes LIMIT 1). */
+  const newest = async (taskId: string): Promise<Row> => {
+    const rs = await cql.execute(`SELECT status, result, children FROM ${KEYSPACE}.${env.table} WHERE task_id = ? LIMIT 1`, [taskId], { prepare: true });
+    const r = rs.rows[0];
+    return { status: r.status as string, result: JSON.parse(String(r.result)), children: JSON.parse(String(r.children)) };
+  };
+  const statuses = async (taskId: string): Promise<string[]> =>
+    (await cql.execute(`SELECT status FROM ${KEYSPACE}.${env.table} WHERE task_id = ?`, [taskId], { prepare: true })).rows.map((r) => r.status as string);
+
+  it("a Python chain whose middle step is a NestJS task: Python's get() of the last step returns the final value; every step's row", async () => {
+    const out = await py({
+      kind: 'chain',
+      steps: [
+        { task: 'tasks.pyAdd', args: [1, 2], queue: env.pyQueue },
+        { task: 'tasks.add', args: [10], queue: jsQueue },
+        { task: 'tasks.pyAdd', args: [100], queue: env.pyQueue },
+      ],
+    });
+    expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 113 } });
+    const [a, b, c] = out.ids;
+    expect(out.id).toBe(c);
+    expect(await newest(a)).toEqual({ status: 'SUCCESS', result: 3, children: [[[b, null], null]] });
+    // the NestJS step lists the next (Python) step it published as its child
+    expect(await newest(b)).toEqual({ status: 'SUCCESS', result: 13, children: [[[c, null], null]] });
+    expect(await newest(c)).toEqual({ status: 'SUCCESS', result: 113, children: [] });
+  }, 60000);
+
+  it('a chain whose second (NestJS) step fails: FAILURE on it and the remaining steps, Python get() raises, link_error called once', async () => {
+    const out = await py({
+      kind: 'chain',
+      steps: [
+        { task: 'tasks.pyAdd', args: [1, 2], queue: env.pyQueue },
+        { task: 'tasks.fail', args: [], queue: jsQueue, link_error: { task: 'tasks.pyErrback', queue: env.pyQueue } },
+        { task: 'tasks.pyAdd', args: [5], queue: env.pyQueue },
+        { task: 'tasks.pyAdd', args: [6], queue: env.pyQueue },
+      ],
+    });
+    const [, failed, c, d] = out.ids;
+    expect(out).toMatchObject({ id: d, status: 'FAILURE', exc_class: 'builtins.ValueError', exc_args: ["'3'"] });
+    const failure = await newest(failed);
+    expect(failure).toMatchObject({ status: 'FAILURE', result: { exc_type: 'ValueError', exc_message: ['3'], exc_module: 'builtins' } });
+    expect(await newest(c)).toEqual(failure);
+    expect(await newest(d)).toEqual(failure);
+    // the errback ran once, on the Python worker, with the failed task's id
+    const [errback] = out.errbacks;
+    await expect(pythonClient(env, { op: 'get', id: errback })).resolves.toMatchObject({ status: 'SUCCESS', result: { json: failed } });
+    expect((await statuses(errback)).filter((s) => s === 'SUCCESS')).toHaveLength(1);
+  }, 60000);
+
+  it("a Python chord with NestJS header tasks and a NestJS body: Python's chord_unlock goes to the body's queue, where OUR celery.chord_unlock completes it", async () => {
+    const out = await py({
+      kind: 'chord',
+      header: [1, 2, 3].map((i) => ({ task: 'tasks.add', args: [i, i], queue: jsQueue })),
+      body: { task: 'tasks.tsum', args: [], queue: jsQueue },
+    });
+    expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 12 } });
+    expect(await newest(out.ids[3])).toEqual({ status: 'SUCCESS', result: 12, children: [] });
+  }, 60000);
+
+  it("a Python chord with NestJS header tasks and a Python body: Python's chord_unlock (on the body's queue) reads our header rows", async () => {
+    const out = await py({
+      kind: 'chord',
+      header: [1, 2, 3].map((i) => ({ task: 'tasks.add', args: [i, 10], queue: jsQueue })),
+      body: { task: 'tasks.pySum', args: [], queue: env.pyQueue },
+    });
+    expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 36 } });
+    for (const id of out.ids.slice(0, 3)) expect((await newest(id)).status).toBe('SUCCESS');
+  }, 60000);
+});
