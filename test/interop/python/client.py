@@ -121,6 +121,16 @@ def raw_get(queue, retries, limit=10):
         conn.close()
 
 
+def chain_ids(result):
+    """The ids of a chain's steps, first to last, from the last step's result and its parents."""
+    ids = []
+    node = result
+    while node is not None:
+        ids.insert(0, node.id)
+        node = node.parent
+    return ids
+
+
 def special(value):
     """Arguments may name Python values the JSON command cannot hold: {"$special": "datetime"}."""
     if isinstance(value, dict) and set(value) == {'$special'}:
@@ -177,13 +187,7 @@ def main():
     elif op == 'chain':
         from celery import chain
         steps = [app.signature(cmd['task'], args=special(a), queue=cmd['queue']) for a in cmd['args']]
-        result = chain(*steps).apply_async()
-        ids = []
-        node = result
-        while node is not None:
-            ids.insert(0, node.id)
-            node = node.parent
-        print(json.dumps({'ids': ids}))
+        print(json.dumps({'ids': chain_ids(chain(*steps).apply_async())}))
     elif op == 'workflow':
         # chain / chord of {task, args, queue, [link_error: {task, queue}]} steps; answers every frozen id
         # and the caller's own get() of the workflow's result (the last step, the body)
@@ -199,11 +203,7 @@ def main():
         if cmd['kind'] == 'chain':
             sigs = [step(s) for s in cmd['steps']]
             result = chain(*sigs).apply_async()
-            ids = []
-            node = result
-            while node is not None:
-                ids.insert(0, node.id)
-                node = node.parent
+            ids = chain_ids(result)
             errbacks = [s.options['link_error'][0]['options']['task_id'] for s in sigs if s.options.get('link_error')]
         else:
             header = [step(s) for s in cmd['header']]
