@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import type { Client } from 'cassandra-driver';
 import { randomUUID } from 'node:crypto';
-import { Broker, CeleryModule, Producer, Task, TaskContext } from '../../lib';
+import { Broker, CeleryModule, Producer, ResultStore, Task, TaskContext } from '../../lib';
 import { encodeTaskMessage, TaskEmbed } from '../../lib/protocol/task-message';
 import { TasksService } from '../../sample/tasks.service';
 import { eventually, KEYSPACE, rawCassandra, realOptions, removeQueueAndTable, uniqueName } from '../support/real-services';
@@ -97,13 +97,25 @@ describe('workflows in the worker on RabbitMQ and Cassandra', () => {
 
   it('celery.chord_unlock as Python publishes it: retries until the header is stored, then the body gets the values in header order', async () => {
     const group = randomUUID();
-    const headers = [randomUUID(), randomUUID(), randomUUID()];
+    const headers: string[] = [randomUUID(), randomUUID(), randomUUID()];
     const body = sig('tasks.tsum', [], randomUUID(), { group_id: group });
-    // Python sends chord_unlock first (countdown 1 s), then the header tasks with embed.chord = body
-    await send('celery.chord_unlock', randomUUID(), [group, body], { interval: null, max_retries: null, result: headers.map((h) => [[h, null], null]) }, {}, { countdown: 1, ignoreResult: true });
-    await Promise.all(headers.map((h, i) => send('tasks.add', h, [i, 10 * i], {}, { chord: body })));
+    const store = app.get(ResultStore);
+    const many = jest.spyOn(store, 'getTaskMetas');
+    const one = jest.spyOn(store, 'getTaskMeta');
+    // Python sends chord_unlock first (countdown 1 s), then the header tasks with embed.chord = body;
+    // here the last header task comes 1.5 s late, so chord_unlock has to look again
+    await send('celery.chord_unlock', randomUUID(), [group, body], { interval: 0.2, max_retries: null, result: headers.map((h) => [[h, null], null]) }, {}, { countdown: 1, ignoreResult: true });
+    await Promise.all(headers.slice(0, 2).map((h, i) => send('tasks.add', h, [i, 10 * i], {}, { chord: body })));
+    await new Promise((r) => setTimeout(r, 1500));
+    await send('tasks.add', headers[2], [2, 20], {}, { chord: body });
     await expect(app.get(Producer).asyncResult(body.options.task_id).get({ timeout: 15000 })).resolves.toBe(0 + 11 + 22);
     expect(await rows(body.options.task_id)).toEqual([{ status: 'SUCCESS', result: 33, children: [] }]);
+    // every look read the whole header in one query (Cassandra: one IN query), never task by task
+    expect(many.mock.calls.length).toBeGreaterThanOrEqual(2);
+    for (const call of many.mock.calls) expect(call[0]).toEqual(headers);
+    expect(one.mock.calls.filter(([id]) => headers.includes(id))).toEqual([]);
+    many.mockRestore();
+    one.mockRestore();
   }, 30000);
 
   it('a chord with a failed header task: ChordError on the body id, the body never runs', async () => {
