@@ -216,9 +216,14 @@ export function successCanvas(embed: { callbacks: unknown[] | null; chain: unkno
   if (chain.length > 0) {
     const where = `chain step ${chain.length - 1}`;
     const next = parseSignature(chain[chain.length - 1], where);
-    if (next.subtaskType !== null) throw new InvalidSignatureError(`${where} (${next.task}): a ${next.subtaskType} as a chain step is not supported by the NestJS worker yet`);
-    const step = plainStep(next, { ...base, chain: chain.slice(0, -1) }, newId, where);
-    add({ publish: [step], children: [taskTuple(step.spec.id)] });
+    if (next.subtaskType === 'group' && chain.length === 1) {
+      // a group ending a chain (`chain(a, group(b, c))`): its members, under the group's frozen id
+      add(applyOne(chain[0], base, newId, where));
+    } else {
+      if (next.subtaskType !== null) throw new InvalidSignatureError(`${where} (${next.task}): a ${next.subtaskType} as a chain step is not supported by the NestJS worker yet`);
+      const step = plainStep(next, { ...base, chain: chain.slice(0, -1) }, newId, where);
+      add({ publish: [step], children: [taskTuple(step.spec.id)] });
+    }
   }
   return out;
 }

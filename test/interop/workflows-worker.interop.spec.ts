@@ -97,6 +97,19 @@ describe('interop: workflows through the NestJS worker', () => {
     expect((await statuses(errback)).filter((s) => s === 'SUCCESS')).toHaveLength(1);
   }, 60000);
 
+  it("a Python chain whose NestJS step is followed by a group of Python tasks: the NestJS worker publishes the group; Python's get() of the GroupResult", async () => {
+    const out = await py({
+      kind: 'chain',
+      steps: [{ task: 'tasks.add', args: [1, 2], queue: jsQueue }, { group: [10, 20].map((n) => ({ task: 'tasks.pyAdd', args: [n], queue: env.pyQueue })) }],
+    });
+    expect(out).toMatchObject({ status: 'SUCCESS', result: { json: [13, 23] } });
+    const [first, groupId] = out.ids;
+    const row = await newest(first);
+    expect(row).toMatchObject({ status: 'SUCCESS', result: 3 });
+    expect((row.children as unknown[][])[0][0]).toEqual([groupId, null]);
+    expect(((row.children as unknown[][])[0][1] as unknown[]).length).toBe(2);
+  }, 60000);
+
   it("a Python chord with NestJS header tasks and a NestJS body: Python's chord_unlock goes to the body's queue, where OUR celery.chord_unlock completes it", async () => {
     const out = await py({
       kind: 'chord',

@@ -29,13 +29,20 @@ from celery.utils.saferepr import saferepr
 from tasks import SPECIAL, app
 
 
+def status_of(result):
+    """A result's state; a GroupResult has none of its own: SUCCESS when every member succeeded."""
+    if hasattr(result, 'status'):
+        return result.status
+    return 'SUCCESS' if result.successful() else 'FAILURE'
+
+
 def outcome(result, timeout):
     try:
         value = result.get(timeout=timeout, propagate=True)
-        return {'id': result.id, 'status': result.status, 'result': describe(value)}
+        return {'id': result.id, 'status': status_of(result), 'result': describe(value)}
     except Exception as exc:  # noqa: BLE001 - the test wants whatever Celery raised
         cls = type(exc)
-        return {'id': result.id, 'status': result.status, 'exc_class': f'{cls.__module__}.{cls.__qualname__}',
+        return {'id': result.id, 'status': status_of(result), 'exc_class': f'{cls.__module__}.{cls.__qualname__}',
                 'exc_args': [repr(a) for a in exc.args], 'is_exception': isinstance(exc, Exception),
                 'traceback': result.traceback, 'error': ''.join(traceback.format_exception_only(cls, exc)).strip()}
 
@@ -189,11 +196,14 @@ def main():
         steps = [app.signature(cmd['task'], args=special(a), queue=cmd['queue']) for a in cmd['args']]
         print(json.dumps({'ids': chain_ids(chain(*steps).apply_async())}))
     elif op == 'workflow':
-        # chain / chord of {task, args, queue, [link_error: {task, queue}]} steps; answers every frozen id
+        # chain / chord of {task, args, queue, [link_error: {task, queue}]} or {group: [steps]} steps; answers every frozen id
         # and the caller's own get() of the workflow's result (the last step, the body)
         from celery import chain, chord
 
         def step(s):
+            if 'group' in s:
+                from celery import group
+                return group([step(x) for x in s['group']])
             sig = app.signature(s['task'], args=special(s.get('args', [])), queue=s['queue'])
             if 'link_error' in s:
                 eb = app.signature(s['link_error']['task'], queue=s['link_error']['queue'])

@@ -81,6 +81,17 @@ describe('canvas-apply', () => {
     ]);
   });
 
+  it("a group ending a chain is published as that group: its frozen id and its members' ids, the result prepended", () => {
+    const group = { task: 'celery.group', args: [], kwargs: { tasks: [sig('t.a', [1], { task_id: 'm1' }), sig('t.b', [], { task_id: 'm2' })] }, options: { task_id: 'g' }, subtask_type: 'group', immutable: false };
+    const applied = successCanvas({ callbacks: null, chain: [group] }, 5, { id: 'p', rootId: 'r' }, ids());
+    expect(applied.publish.map((p) => [p.spec.id, p.spec.group, p.spec.groupIndex, p.spec.args, p.spec.parentId, p.spec.rootId])).toEqual([
+      ['m1', 'g', 0, [5, 1], 'p', 'r'],
+      ['m2', 'g', 1, [5], 'p', 'r'],
+    ]);
+    expect(applied.children).toEqual([[['g', null], [[['m1', null], null], [['m2', null], null]]]]);
+    expect(() => successCanvas({ callbacks: null, chain: [sig('t.z', []), group] }, 5, { id: 'p', rootId: 'r' }, ids())).toThrow(/a group as a chain step is not supported/);
+  });
+
   it('names what is wrong with a signature it cannot apply', () => {
     const bad = (value: unknown) => () => successCanvas({ callbacks: null, chain: [value] }, 1, { id: 'a', rootId: 'a' }, ids());
     expect(bad('tasks.add')).toThrow(new InvalidSignatureError('chain step 0: not a signature dict ("tasks.add")'));
