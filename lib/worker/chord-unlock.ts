@@ -52,7 +52,14 @@ async function unlock(deps: ChordUnlockDeps, raw: unknown[], ctx: TaskContext): 
   if (state.kind === 'waiting') return ctx.retry({ countdown: call.interval, maxRetries: call.maxRetries });
   const parent = { id: ctx.id, rootId: ctx.rootId ?? ctx.id };
   if (state.kind === 'ready') {
-    await deps.publishCanvas(chordBodyCanvas(call, state.values, parent, randomUUID).publish);
+    const body = chordBodyCanvas(call, state.values, parent, randomUUID).publish;
+    try {
+      await deps.publishCanvas(body);
+    } catch (err) {
+      // never acknowledged without its body sent: looked at again (and sent) after the interval
+      deps.logger.warn(`Chord ${call.groupId}: the body could not be sent (${err instanceof Error ? err.message : String(err)}); trying again in ${call.interval} s`);
+      return ctx.retry({ countdown: call.interval, maxRetries: call.maxRetries, exc: err });
+    }
     deps.logger.log(`Chord ${call.groupId}: ${ids.length} header result(s) ready; body ${call.body.task} sent`);
     return null;
   }

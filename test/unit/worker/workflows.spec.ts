@@ -186,6 +186,16 @@ describe('workflows in the worker (memory transports)', () => {
       expect(stored.filter((r) => r.taskId === 'ch-unlock')).toEqual([]); // ignore_result: no RETRY rows
     });
 
+    it('a body that cannot be sent is sent at the next look, never dropped', async () => {
+      failPublishOf = 'cp-body';
+      const body = sig('w.tsum', [], 'cp-body');
+      await send('w.add', 'cp-1', [1, 2]);
+      await moduleRef.get(Producer).asyncResult('cp-1').get({ timeout: 3000 });
+      await send('celery.chord_unlock', 'cp-unlock', ['cp-g', body], { interval: 0.05, result: header(['cp-1']) }, { ignoreResult: true });
+      await expect(moduleRef.get(Producer).asyncResult('cp-body').get({ timeout: 3000 })).resolves.toBe(3);
+      expect(failPublishOf).toBeNull(); // the first send was refused
+    });
+
     it('a failed header task: ChordError on the body id (and its chain), the body never runs, its errbacks get its id', async () => {
       const onError = { task: 'w.onError', args: [], kwargs: {}, options: { task_id: 'cf-err' }, subtask_type: null, immutable: false };
       const body = sig('w.tsum', [], 'cf-body', { link_error: [onError], chain: [sig('w.add', [1], 'cf-after')] });
