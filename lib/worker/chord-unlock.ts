@@ -5,6 +5,7 @@ import type { RegisteredTask } from '../discovery/task.registry';
 import { chordBodyCanvas, chordBodyFailureTargets, chordErrorOf, chordHeaderIds, chordState, errbackCanvas, parseChordUnlock, PublishStep, remainingChainIds } from '../protocol/canvas-apply';
 import type { ResultToStore, TaskMeta } from '../protocol/result-row';
 import type { StoreOutcome } from '../results/result-writer';
+import { WorkerShutdown } from '../errors/task-exceptions';
 
 /** Celery's builtin that completes a chord on a backend without native chords (Cassandra): wire spec §4.6. */
 export const CHORD_UNLOCK_TASK = 'celery.chord_unlock';
@@ -68,7 +69,9 @@ async function unlock(deps: ChordUnlockDeps, raw: unknown[], ctx: TaskContext): 
   const targets = chordBodyFailureTargets(call);
   const bodyId = targets.bodyId ?? randomUUID();
   for (const id of [bodyId, ...remainingChainIds(targets.chain)]) {
-    await deps.storeDurably({ taskId: id, status: 'FAILURE', result: error, traceback: null, children: [] }, true);
+    const outcome = await deps.storeDurably({ taskId: id, status: 'FAILURE', result: error, traceback: null, children: [] }, true);
+    // not stored because the worker is stopping: the unlock message goes back and runs again
+    if (outcome.kind === 'abandoned') throw new WorkerShutdown();
   }
   await deps.publishCanvas(errbackCanvas(targets.errbacks, { id: bodyId, rootId: parent.rootId }, randomUUID).publish);
   return null;
