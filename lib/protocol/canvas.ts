@@ -106,6 +106,11 @@ export class Signature<R = unknown> {
     return this;
   }
 
+  /** `setImmutable()`: Celery's `si`. */
+  si(): this {
+    return this.setImmutable(true);
+  }
+
   /** Adds a callback applied with this task's result when it succeeds (Celery's `link`); returns this signature. */
   link(callback: Signature): this {
     this.listOption('link').push(callback);
