@@ -1,4 +1,4 @@
-import { InvalidSignatureError, groupSignature, planChain, planGroup, chainSignature, Signature, signatureFromDict, signatureToDict, FreezeContext } from '../../../lib/protocol/canvas';
+import { InvalidSignatureError, groupSignature, planChain, planChord, planGroup, chainSignature, Signature, signatureFromDict, signatureToDict, FreezeContext } from '../../../lib/protocol/canvas';
 import { saferepr, PyTuple } from '../../../lib/protocol/saferepr';
 import { CaptureFile, loadVector } from '../../support/vectors';
 
@@ -118,5 +118,49 @@ describe('planGroup', () => {
     expect(last.options).toMatchObject({ group_id: plan.groupId, group_index: 1, task_id: plan.ids[1] });
     const old = planGroup([new Signature('a')], { ...counter(), peer: '5.2' });
     expect(old.messages[0].spec.groupIndex).toBeNull();
+  });
+});
+
+describe('messageOf / planChord details', () => {
+  it('maps every option to the message as Celery apply_async does (link → callbacks, link_error → errbacks)', () => {
+    const sig = new Signature('t', [1], { k: 'v' })
+      .set({ countdown: 5, expires: 60, priority: 3, timeLimit: 30, softTimeLimit: 20, ignoreResult: true, shadow: 'alias', queue: 'q', exchange: 'ex', routingKey: 'rk' })
+      .link(new Signature('cb'))
+      .linkError(new Signature('eb'));
+    sig.freeze(counter(), { rootId: 'root', parentId: 'parent' });
+    const plan = planChain([sig], counter());
+    const { spec, route } = plan.messages[0];
+    expect(spec).toMatchObject({ id: 'id-1', countdown: 5, expires: 60, priority: 3, timeLimit: 30, softTimeLimit: 20, ignoreResult: true, shadow: 'alias', rootId: 'root', parentId: 'parent', kwargsrepr: "{'k': 'v'}", argsrepr: '(1,)' });
+    expect(spec.embed).toMatchObject({ callbacks: [{ task: 'cb' }], errbacks: [{ task: 'eb' }], chain: [], chord: null });
+    expect(route).toEqual({ name: 't', queue: 'q', exchange: 'ex', routingKey: 'rk' });
+  });
+
+  it('writes a Date eta / expires as the ISO form Python passes through', () => {
+    const sig = new Signature('t').set({ eta: new Date(Date.UTC(2025, 0, 15, 12, 0, 0, 123)), expires: new Date(Date.UTC(2025, 0, 15, 13)) });
+    expect(sig.options).toEqual({ eta: '2025-01-15T12:00:00.123000+00:00', expires: '2025-01-15T13:00:00.000000+00:00' });
+  });
+
+  it('an immutable first step keeps its own args', () => {
+    const plan = planChain([new Signature('t', [1]).si()], counter(), { args: [9] });
+    expect(plan.messages[0].spec.args).toEqual([1]);
+  });
+
+  it('a chord with an empty header sends the body at once with []', () => {
+    const plan = planChord([], new Signature('tsum'), counter());
+    expect(plan.messages).toHaveLength(1);
+    expect(plan.messages[0].spec).toMatchObject({ task: 'tsum', args: [[]], id: plan.id });
+  });
+
+  it('a 5.2 peer gets no group_id in the body options; the body priority goes to chord_unlock', () => {
+    const plan = planChord([new Signature('a')], new Signature('tsum').set({ priority: 5 }), { ...counter(), peer: '5.2' });
+    const body = (plan.messages[0].spec.args as unknown[])[1] as { options: Record<string, unknown> };
+    expect(body.options.group_id).toBeUndefined();
+    expect(plan.messages[0].spec.priority).toBe(5);
+  });
+
+  it('refuses what it cannot send, naming it', () => {
+    expect(() => planChord([new Signature('a')], chainSignature([new Signature('b')]), counter())).toThrow('the body is a chain');
+    expect(() => planChord([chainSignature([new Signature('b')])], new Signature('c'), counter())).toThrow('member 0 is a chain');
+    expect(() => planChain([new Signature('a'), 'x' as never], counter())).toThrow('chain: item 1 is not a Signature');
   });
 });
