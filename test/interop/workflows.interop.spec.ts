@@ -1,7 +1,7 @@
 import { Test, TestingModule } from '@nestjs/testing';
 import { CeleryModule, GroupResult, groupSignature, Producer } from '../../lib';
 import { KEYSPACE, rawCassandra, removeQueueAndTable, uniqueName } from '../support/real-services';
-import { ensurePythonCelery, interopCeleryconfig, PythonEnv, PythonWorker } from './support/python-celery';
+import { ensurePythonCelery, ensurePythonCelery52, interopCeleryconfig, PythonEnv, PythonWorker, VENV_52 } from './support/python-celery';
 
 interface Row {
   status: string;
@@ -77,5 +77,40 @@ describe('workflows: NestJS producer → Python Celery worker', () => {
   it('chain(group(add(1, 2), add(3, 4)), tsum(), add(100)): upgraded to a chord whose body continues the chain → 110', async () => {
     const result = await producer.chain(groupSignature([add(1, 2), add(3, 4)]), tsum(), add(100));
     await expect(result.get({ timeout: 20000 })).resolves.toBe(110);
+  }, 30000);
+});
+
+/** The same chain and chord with `peerCompat: '5.2'`, run by Celery 5.2.6 (Debian bookworm's, py-amqp 5.1.1). */
+describe('workflows: NestJS producer (peerCompat 5.2) → Python Celery 5.2.6 worker', () => {
+  const table = uniqueName('workflows52');
+  const env: PythonEnv = { pyQueue: uniqueName('py_wf52'), table, venv: VENV_52 };
+  const jsQueue = uniqueName('js_wf52');
+  let worker: PythonWorker;
+  let app: TestingModule;
+  let producer: Producer;
+
+  beforeAll(async () => {
+    ensurePythonCelery52();
+    app = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ ...interopCeleryconfig(table, jsQueue), peerCompat: '5.2', resultPollIntervalMs: 50 })] }).compile();
+    await app.init();
+    producer = app.get(Producer);
+    worker = await PythonWorker.start(env);
+  }, 120000);
+
+  afterAll(async () => {
+    await worker?.stop('SIGKILL');
+    await app?.close();
+    await removeQueueAndTable([env.pyQueue, jsQueue], table);
+  });
+
+  const add = (...args: number[]) => producer.signatureByName<number>('tasks.add', args, { queue: env.pyQueue });
+
+  it('chain(add(2, 2), add(4), add(8)) → 16 and chord([add(1, 1), add(2, 2)], tsum()) → 6', async () => {
+    const [chain, chord] = await Promise.all([
+      producer.chain(add(2, 2), add(4), add(8)),
+      producer.chord([add(1, 1), add(2, 2)], producer.signatureByName<number>('tasks.tsum', [], { queue: env.pyQueue })),
+    ]);
+    await expect(chain.get({ timeout: 20000 })).resolves.toBe(16);
+    await expect(chord.get({ timeout: 20000 })).resolves.toBe(6);
   }, 30000);
 });
