@@ -12,7 +12,7 @@ import { routeTask, type Destination } from '../protocol/routing';
 import { queueTableOf } from '../config/queue-table';
 import { publishRouted } from './routed-publish';
 import { AsyncResult, GroupResult } from '../results/async-result';
-import { planChain, planChord, planGroup, Signature, type CanvasMessage, type FreezeContext, type SignatureOptions } from '../protocol/canvas';
+import { planChain, planChord, planGroup, Signature, type CanvasMessage, type FreezeContext, type GroupSignature, type SignatureOptions } from '../protocol/canvas';
 import { ResultStore } from '../results/result-store.interface';
 import { NOTIFY_HEADER, ResultNotifier } from '../results/result-notifier';
 
@@ -87,6 +87,8 @@ export class TaskSignature<F extends AnyMethod> {
 export type SignatureResult<S> = S extends Signature<infer R> ? R : unknown;
 /** The last element of a tuple of signatures. */
 type LastOf<T extends readonly unknown[]> = T extends readonly [...unknown[], infer L] ? L : T[number];
+/** What `chain()` resolves: the last step's AsyncResult, or the GroupResult of a last group. */
+export type ChainResult<S extends Signature[]> = LastOf<S> extends GroupSignature ? GroupResult : AsyncResult<SignatureResult<LastOf<S>>>;
 
 /**
  * Sends Celery tasks (protocol v2, JSON) to RabbitMQ and returns `AsyncResult` handles. Works for
@@ -209,14 +211,17 @@ export class Producer {
    * Sends a chain (Celery's `chain(a, b, c).apply_async()`): one message, for the first step, whose
    * `embed.chain` carries the others; the worker of each step sends the next with its result
    * prepended (unless immutable). Resolves the last step's `AsyncResult` (its `parent` is the step
-   * before, as in Celery). A group followed by a task is sent as a chord, as Celery does.
+   * before, as in Celery). A group followed by a task is sent as a chord, as Celery does; a chain
+   * whose last step is a group (`groupSignature([...])`) resolves that group's `GroupResult`.
    */
-  async chain<S extends Signature[]>(...steps: S): Promise<AsyncResult<SignatureResult<LastOf<S>>>> {
+  async chain<S extends Signature[]>(...steps: S): Promise<ChainResult<S>> {
     const plan = planChain(steps, this.freezeContext());
     await this.publishAll(plan.messages);
     let parent: AsyncResult | null = null;
-    for (const id of plan.ids) parent = this.handle(id, false, parent);
-    return parent as AsyncResult<SignatureResult<LastOf<S>>>;
+    const stepIds = plan.groupMembers ? plan.ids.slice(0, -1) : plan.ids;
+    for (const id of stepIds) parent = this.handle(id, false, parent);
+    if (plan.groupMembers) return new GroupResult(plan.id, plan.groupMembers.map((id) => this.handle(id, false)), parent) as ChainResult<S>;
+    return parent as ChainResult<S>;
   }
 
   /**

@@ -283,9 +283,18 @@ export function chainSignature(steps: Signature[]): Signature {
   return new Signature('celery.chain', [], { tasks: steps }, {}, 'chain');
 }
 
-/** A group as a signature (`celery.group`, kwargs.tasks): for nesting a group in a chain. */
-export function groupSignature(members: Signature[]): Signature {
-  return new Signature('celery.group', [], { tasks: members }, {}, 'group');
+/** A group's signature: its result is a list (a chain that ends with one resolves a GroupResult). */
+export class GroupSignature extends Signature<unknown[]> {
+  /** Type marker only. */
+  declare readonly __group: true;
+}
+
+/**
+ * A group as a signature (`celery.group`, kwargs.tasks), to put in a chain: followed by a task it
+ * becomes a chord; as the last step after a task, each member gets that task's result.
+ */
+export function groupSignature(members: Signature[]): GroupSignature {
+  return new GroupSignature('celery.group', [], { tasks: members }, {}, 'group');
 }
 
 /** A chord as a signature (`celery.chord`, kwargs header / body). */
@@ -315,6 +324,8 @@ export interface ChainPlan {
   ids: string[];
   /** The id the caller waits on: the last step's. */
   id: string;
+  /** When the last step is a group: its members' ids, in order (`id` is then the group's). */
+  groupMembers?: string[];
 }
 
 export interface GroupPlan {
@@ -427,16 +438,24 @@ export function planChain(input: Signature[], ctx: FreezeContext, opts: { taskId
       prepared.push(step);
     }
   }
+  if (prepared.length === 1 && prepared[0].subtaskType === 'group') {
+    const group = planGroup(prepared[0].kwargs.tasks as Signature[], ctx, { groupId: prepared[0].id ?? opts.taskId });
+    return { messages: group.messages, ids: [group.groupId], id: group.groupId, groupMembers: group.ids };
+  }
   const last = prepared.length - 1;
   const ids: string[] = new Array(prepared.length);
+  let groupMembers: string[] | undefined;
   for (let i = last; i >= 0; i--) {
     const step = prepared[i];
     if (step.subtaskType === 'chord') {
       // a chord step is frozen through its body; the header is frozen when it is published
       const body = step.kwargs.body as Signature;
       ids[i] = body.freeze(ctx, { id: i === last ? opts.taskId : undefined });
+    } else if (step.subtaskType === 'group' && i === last && i > 0) {
+      groupMembers = freezeGroupStep(step, ctx, opts.taskId);
+      ids[i] = step.id as string;
     } else if (step.subtaskType) {
-      throw new InvalidSignatureError(`chain: a ${step.subtaskType} can only be followed by a task here (step ${i})`);
+      throw new InvalidSignatureError(`chain: a ${step.subtaskType} at step ${i} is not supported here (a group must be followed by a task, or be the last step)`);
     } else {
       ids[i] = step.freeze(ctx, { id: i === last ? opts.taskId : undefined });
     }
@@ -448,9 +467,30 @@ export function planChain(input: Signature[], ctx: FreezeContext, opts: { taskId
     const body = first.kwargs.body as Signature;
     if (remaining.length) body.options.chain = remaining;
     const chord = planChord(first.kwargs.header as Signature[], body, ctx, { args: opts.args });
-    return { messages: chord.messages, ids, id: ids[last] };
+    return { messages: chord.messages, ids, id: ids[last], groupMembers };
   }
-  return { messages: [messageOf(first, { args: opts.args, chain: remaining })], ids, id: ids[last] };
+  return { messages: [messageOf(first, { args: opts.args, chain: remaining })], ids, id: ids[last], groupMembers };
+}
+
+/**
+ * A group as a later chain step, frozen as Celery's `group.freeze` does: the group's `task_id`
+ * (its group id), `root_id` / `parent_id` (null until the worker applies it), every member with
+ * its own id and index. The worker that ends the step before applies the group with its result
+ * prepended to each member. Returns the members' ids.
+ */
+function freezeGroupStep(step: Signature, ctx: FreezeContext, id: string | undefined): string[] {
+  const o = step.options;
+  if (typeof o.task_id !== 'string') o.task_id = id ?? ctx.newId();
+  if (!('root_id' in o)) o.root_id = null;
+  if (!('parent_id' in o)) o.parent_id = null;
+  const members = flattenGroup(step.kwargs.tasks as Signature[]).map((m, index) => {
+    if (m.subtaskType) throw new InvalidSignatureError(`chain: member ${index} of the last group is a ${m.subtaskType}; only tasks are supported there`);
+    const sig = m.clone();
+    sig.freeze(ctx, { groupIndex: ctx.peer === '5.2' ? null : index });
+    return sig;
+  });
+  step.kwargs = { ...step.kwargs, tasks: members };
+  return members.map((m) => m.id as string);
 }
 
 /**

@@ -89,6 +89,12 @@ describe('workflows: NestJS producer → Python Celery worker', () => {
     const result = await side.producer.chain(groupSignature([add(1, 2), add(3, 4)]), tsum(), add(100));
     await expect(result.get({ timeout: 20000 })).resolves.toBe(110);
   }, 30000);
+
+  it('chain(add(1, 1), group(add(10), add(20))): the Python worker applies the group with 2 prepended → GroupResult [12, 22]', async () => {
+    const group: GroupResult = await side.producer.chain(add(1, 1), groupSignature([add(10), add(20)]));
+    await expect(group.get({ timeout: 20000 })).resolves.toEqual([12, 22]);
+    expect(await group.parent?.get({ timeout: 1000 })).toBe(2);
+  }, 30000);
 });
 
 /** The same chain and chord with `peerCompat: '5.2'`, run by Celery 5.2.6 (Debian bookworm's, py-amqp 5.1.1). */

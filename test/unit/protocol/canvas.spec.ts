@@ -164,3 +164,27 @@ describe('messageOf / planChord details', () => {
     expect(() => planChain([new Signature('a'), 'x' as never], counter())).toThrow('chain: item 1 is not a Signature');
   });
 });
+
+describe('a group as the last chain step', () => {
+  it('is frozen as Celery freezes it (group id as task_id, root_id / parent_id null, members with ids and indexes) and rides in embed.chain', () => {
+    const plan = planChain([new Signature('a', [1]), groupSignature([new Signature('b'), new Signature('c')])], counter());
+    expect(plan.messages).toHaveLength(1);
+    const [group] = plan.messages[0].spec.embed?.chain as { task: string; options: Record<string, unknown>; kwargs: { tasks: { options: Record<string, unknown> }[] }; subtask_type: string }[];
+    expect(group).toMatchObject({ task: 'celery.group', subtask_type: 'group', options: { task_id: plan.id, root_id: null, parent_id: null } });
+    expect(group.kwargs.tasks.map((t) => t.options)).toEqual([
+      { task_id: plan.groupMembers?.[0], reply_to: 'oid', group_index: 0 },
+      { task_id: plan.groupMembers?.[1], reply_to: 'oid', group_index: 1 },
+    ]);
+    expect(plan.ids).toEqual([plan.messages[0].spec.id, plan.id]);
+  });
+
+  it('a chain of only a group is a group', () => {
+    const plan = planChain([groupSignature([new Signature('b'), new Signature('c')])], counter());
+    expect(plan.messages.map((m) => [m.spec.task, m.spec.group])).toEqual([['b', plan.id], ['c', plan.id]]);
+    expect(plan.groupMembers).toHaveLength(2);
+  });
+
+  it('refuses a group in the middle of a chain not followed by a task', () => {
+    expect(() => planChain([new Signature('a'), groupSignature([new Signature('b')]), groupSignature([new Signature('c')])], counter())).toThrow('a group at step 1 is not supported here');
+  });
+});
