@@ -28,7 +28,10 @@ export type { RetryOptions } from './errors/task-exceptions';
 export { TaskRegistry } from './discovery/task.registry';
 export type { RegisteredTask } from './discovery/task.registry';
 export { Producer, TaskSignature } from './producer/producer.service';
-export type { SendTaskOptions } from './producer/producer.service';
+export type { SendTaskOptions, SignatureResult, ChainResult } from './producer/producer.service';
+// workflows (producer side): signatures, chain / group / chord
+export { Signature, GroupSignature, InvalidSignatureError, signatureToDict, signatureFromDict, chainSignature, groupSignature, chordSignature } from './protocol/canvas';
+export type { SignatureDict, SignatureOptions } from './protocol/canvas';
 export { AsyncResult } from './results/async-result';
 export type { GetOptions } from './results/async-result';
 export { ResultStore } from './results/result-store.interface';

@@ -7,11 +7,12 @@ import type { ResolvedCeleryConfig } from '../config/resolved-config';
 import { TaskMetadataAccessor, taskNameOf } from '../discovery/task-metadata.accessor';
 import { TaskRegistry } from '../discovery/task.registry';
 import { TaskNotRegisteredError } from '../errors/celery.errors';
-import { encodeTaskMessage } from '../protocol/task-message';
+import { encodeTaskMessage, type TaskMessageSpec } from '../protocol/task-message';
 import { routeTask, type Destination } from '../protocol/routing';
 import { queueTableOf } from '../config/queue-table';
 import { publishRouted } from './routed-publish';
-import { AsyncResult } from '../results/async-result';
+import { AsyncResult, GroupResult } from '../results/async-result';
+import { planChain, planChord, planGroup, Signature, type CanvasMessage, type FreezeContext, type GroupSignature, type SignatureOptions } from '../protocol/canvas';
 import { ResultStore } from '../results/result-store.interface';
 import { NOTIFY_HEADER, ResultNotifier } from '../results/result-notifier';
 
@@ -82,6 +83,13 @@ export class TaskSignature<F extends AnyMethod> {
   }
 }
 
+/** The result type of a signature (unknown for one made by name). */
+export type SignatureResult<S> = S extends Signature<infer R> ? R : unknown;
+/** The last element of a tuple of signatures. */
+type LastOf<T extends readonly unknown[]> = T extends readonly [...unknown[], infer L] ? L : T[number];
+/** What `chain()` resolves: the last step's AsyncResult, or the GroupResult of a last group. */
+export type ChainResult<S extends Signature[]> = LastOf<S> extends GroupSignature ? GroupResult : AsyncResult<SignatureResult<LastOf<S>>>;
+
 /**
  * Sends Celery tasks (protocol v2, JSON) to RabbitMQ and returns `AsyncResult` handles. Works for
  * tasks of any language: by name (`sendTask('tasks.sortWords', ...)`) or, for `@Task()` methods,
@@ -108,9 +116,7 @@ export class Producer {
    */
   async sendTask<T = unknown>(name: string, options: SendTaskOptions = {}): Promise<AsyncResult<T>> {
     const id = options.taskId ?? randomUUID();
-    const destination = this.route(name, options);
-    const priority = options.priority ?? destination.priority ?? this.config.defaultPriority ?? undefined;
-    const message = encodeTaskMessage(
+    await this.publishMessage(
       {
         task: name,
         id,
@@ -119,20 +125,43 @@ export class Producer {
         countdown: options.countdown,
         eta: options.eta,
         expires: options.expires,
-        priority,
+        priority: options.priority,
         ignoreResult: options.ignoreResult,
         timeLimit: options.timeLimit,
         softTimeLimit: options.softTimeLimit,
         retries: options.retries,
         compression: options.compression,
-        replyTo: this.replyTo,
-        headers: this.notifier ? { ...options.headers, [NOTIFY_HEADER]: this.notifier.queue } : options.headers,
+        headers: options.headers,
+      },
+      this.route(name, options),
+    );
+    // A push is expected soon after the send; later get() calls read the store at once.
+    return this.handle<T>(id, true);
+  }
+
+  /**
+   * Encodes and publishes one task message where `destination` says: the priority defaults to the
+   * route's, then `defaultPriority` (an explicit null sends none, as chord_unlock); our reply_to and
+   * the push header are added.
+   */
+  private async publishMessage(spec: TaskMessageSpec, destination: Destination): Promise<void> {
+    const priority = spec.priority === null ? null : (spec.priority ?? destination.priority ?? this.config.defaultPriority ?? undefined);
+    const message = encodeTaskMessage(
+      {
+        ...spec,
+        priority,
+        replyTo: spec.replyTo ?? this.replyTo,
+        headers: this.notifier ? { ...spec.headers, [NOTIFY_HEADER]: this.notifier.queue } : spec.headers,
       },
       { nowMicros: Date.now() * 1000, origin: this.origin, peer: this.config.peerCompat },
     );
     await publishRouted(this.broker, queueTableOf(this.config), destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
-    // A push is expected soon after the send; later get() calls read the store at once.
-    return new AsyncResult<T>(id, this.results, this.config.resultPollIntervalMs, this.notifier, this.notifier ? Date.now() + PUSH_GRACE_MS : 0);
+  }
+
+  /** A handle on a task id; `sentNow`: this process has just sent it, so a push is expected. */
+  private handle<T>(id: string, sentNow: boolean, parent: AsyncResult | null = null): AsyncResult<T> {
+    const pushUntil = sentNow && this.notifier ? Date.now() + PUSH_GRACE_MS : 0;
+    return new AsyncResult<T>(id, this.results, this.config.resultPollIntervalMs, this.notifier, pushUntil, parent);
   }
 
   /** Where the task goes: Celery's router (lib/protocol/routing.ts) over `taskQueues` / `taskRoutes`. */
@@ -153,6 +182,95 @@ export class Producer {
     if (!metadata) throw new TaskNotRegisteredError(`${type.name}.${method} (the method has no @Task() decorator)`);
     const name = taskNameOf(type.name, metadata);
     return new TaskSignature(name, this, { queue: metadata.queue, ignoreResult: metadata.ignoreResult });
+  }
+
+  /**
+   * A typed signature of a `@Task()` method (Celery's `add.s(2)`): the compiler checks the partial
+   * arguments against the method's parameters, and chain / chord results take its return type.
+   * The task's `@Task({ queue })` goes into the signature's options, so a Python worker that
+   * publishes it (as the next chain step, a callback, a chord body) sends it to that queue too.
+   */
+  signature<C, K extends MethodKeys<C>>(
+    type: Type<C>,
+    method: K,
+    args: Partial<Parameters<Extract<C[K], AnyMethod>>> | [] = [],
+    options: SignatureOptions = {},
+  ): Signature<Awaited<ReturnType<Extract<C[K], AnyMethod>>>> {
+    const metadata = this.accessor.getTaskMetadataOf(type, method);
+    if (!metadata) throw new TaskNotRegisteredError(`${type.name}.${method} (the method has no @Task() decorator)`);
+    return this.signatureByName(taskNameOf(type.name, metadata), args as unknown[], { ...(metadata.queue ? { queue: metadata.queue } : {}), ...options });
+  }
+
+  /** A signature of any task by name (any language); `T` is its expected result type. */
+  signatureByName<T = unknown>(name: string, args: unknown[] = [], options: SignatureOptions & { kwargs?: Record<string, unknown> } = {}): Signature<T> {
+    const { kwargs, ...rest } = options;
+    return new Signature<T>(name, [...args], { ...kwargs }).set(rest);
+  }
+
+  /**
+   * Sends a chain (Celery's `chain(a, b, c).apply_async()`): one message, for the first step, whose
+   * `embed.chain` carries the others; the worker of each step sends the next with its result
+   * prepended (unless immutable). Resolves the last step's `AsyncResult` (its `parent` is the step
+   * before, as in Celery). A group followed by a task is sent as a chord, as Celery does; a chain
+   * whose last step is a group (`groupSignature([...])`) resolves that group's `GroupResult`.
+   */
+  async chain<S extends Signature[]>(...steps: S): Promise<ChainResult<S>> {
+    const plan = planChain(steps, this.freezeContext());
+    await this.publishAll(plan.messages);
+    let parent: AsyncResult | null = null;
+    const stepIds = plan.groupMembers ? plan.ids.slice(0, -1) : plan.ids;
+    for (const id of stepIds) parent = this.handle(id, false, parent);
+    if (plan.groupMembers) return new GroupResult(plan.id, plan.groupMembers.map((id) => this.handle(id, false)), parent) as ChainResult<S>;
+    return parent as ChainResult<S>;
+  }
+
+  /**
+   * Sends a group (Celery's `group(...).apply_async()`): every member as its own task with the
+   * group's id and its index. Resolves a `GroupResult` (members in order). `groupId` is Celery's
+   * `task_id` option of the group.
+   */
+  async group(...members: Signature[]): Promise<GroupResult>;
+  async group(members: Signature[], options: { groupId?: string }): Promise<GroupResult>;
+  async group(...input: unknown[]): Promise<GroupResult> {
+    const [members, options] = Array.isArray(input[0]) ? [input[0] as Signature[], (input[1] ?? {}) as { groupId?: string }] : [input as Signature[], {}];
+    const plan = planGroup(members, this.freezeContext(), options);
+    await this.publishAll(plan.messages);
+    return new GroupResult(plan.groupId, plan.ids.map((id) => this.handle(id, true)));
+  }
+
+  /**
+   * Sends a chord (Celery's `chord(header)(body)`) the way Celery does with the Cassandra backend:
+   * `celery.chord_unlock` first (it polls the header results every second, then sends the body
+   * with their values in header order), then the header tasks. A worker that runs chord_unlock
+   * must consume the body's queue. Resolves the body's `AsyncResult`; `producer.groupResult(...)`
+   * is not needed for the header: the chord's messages name it (`group_id`).
+   */
+  async chord<B extends Signature>(header: Signature[], body: B, options: { taskId?: string; interval?: number } = {}): Promise<AsyncResult<SignatureResult<B>>> {
+    const plan = planChord(header, body, this.freezeContext(), { taskId: options.taskId, interval: options.interval ?? null });
+    await this.publishAll(plan.messages);
+    return this.handle<SignatureResult<B>>(plan.id, false);
+  }
+
+  private freezeContext(): FreezeContext {
+    return { newId: randomUUID, replyTo: this.replyTo, peer: this.config.peerCompat };
+  }
+
+  /** Publishes a workflow's messages in order, each routed as Celery routes it. */
+  private async publishAll(messages: CanvasMessage[]): Promise<void> {
+    for (const { spec, route } of messages) {
+      const eta = typeof spec.eta === 'string' ? new Date(Date.parse(spec.eta)) : undefined;
+      const destination = this.route(route.name, {
+        queue: route.queue,
+        exchange: route.exchange,
+        routingKey: route.routingKey,
+        priority: spec.priority ?? undefined,
+        args: spec.args,
+        kwargs: spec.kwargs,
+        countdown: spec.countdown,
+        eta,
+      });
+      await this.publishMessage(spec, destination);
+    }
   }
 
   /** A handle on any task id (for example one sent by a Python client). */

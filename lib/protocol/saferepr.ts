@@ -50,6 +50,15 @@ const literal = (text: string, cuttable: boolean, direction: -1 | 0 | 1): Token 
 const SEPARATOR = literal(', ', true, 0);
 const KEY_SEPARATOR = literal(': ', true, 0);
 
+/**
+ * A Python tuple, for display only: saferepr writes it `('a', False)` (`(x,)` with one item) where
+ * a list is `['a', False]`. Celery's signatures keep their args as tuples, so the argsrepr of a
+ * canvas message shows them that way. JSON has no tuple: never put one in a message body.
+ */
+export class PyTuple {
+  constructor(readonly items: readonly unknown[]) {}
+}
+
 /** The token stream of a value; `level` is how many containers are open around it. */
 function* tokens(value: unknown, level: number, maxLevels: number): Generator<Token> {
   if (typeof value === 'string') {
@@ -61,6 +70,9 @@ function* tokens(value: unknown, level: number, maxLevels: number): Generator<To
   let entries: [string | null, unknown][];
   if (Array.isArray(value)) {
     [start, end, entries] = ['[', ']', value.map((v) => [null, v])];
+  } else if (value instanceof PyTuple) {
+    // Python writes a 1-tuple as `(x,)`
+    [start, end, entries] = ['(', value.items.length === 1 ? ',)' : ')', value.items.map((v) => [null, v])];
   } else if (isPlainObject(value)) {
     [start, end, entries] = ['{', '}', Object.keys(value).map((k) => [k, value[k]])];
   } else {

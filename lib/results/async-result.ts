@@ -184,9 +184,9 @@ export class AsyncResult<T = unknown> {
 }
 
 /**
- * A group named in a `children` column (Celery's `GroupResult` tuple `[[id, parent], [members]]`).
- * Celery's Cassandra backend cannot save or restore groups (`GroupResult.save()` raises there), so
- * this is only ever built from such a tuple.
+ * A group's results (Celery's `GroupResult`): from `producer.group(...)`, or named in a `children`
+ * column (Celery's tuple `[[id, parent], [members]]`). Celery's Cassandra backend cannot save or
+ * restore groups (`GroupResult.save()` raises there), so a group is only known from either.
  */
 export class GroupResult {
   constructor(
@@ -195,8 +195,37 @@ export class GroupResult {
     readonly parent: AsyncResult | null = null,
   ) {}
 
-  /** The members' values, in order; rejects as the first member that rejects. */
-  get(options: GetOptions = {}): Promise<unknown[]> {
-    return Promise.all(this.results.map((r) => r.get(options)));
+  /**
+   * The members' values, in member order, as Celery's `join()`: each member is waited for in
+   * turn, and the first (in order) that fails rejects. `timeout` is for the whole group.
+   */
+  async get(options: GetOptions = {}): Promise<unknown[]> {
+    const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout;
+    const values: unknown[] = [];
+    for (const r of this.results) {
+      const remaining = deadline - Date.now();
+      values.push(await r.get({ ...options, timeout: remaining === Infinity ? undefined : Math.max(0, remaining) }));
+    }
+    return values;
+  }
+
+  /** True when every member is in a ready state (SUCCESS, FAILURE, REVOKED). */
+  async ready(): Promise<boolean> {
+    return (await Promise.all(this.results.map((r) => r.ready()))).every(Boolean);
+  }
+
+  /** True when every member succeeded. */
+  async successful(): Promise<boolean> {
+    return (await Promise.all(this.results.map((r) => r.successful()))).every(Boolean);
+  }
+
+  /** True when any member failed. */
+  async failed(): Promise<boolean> {
+    return (await Promise.all(this.results.map((r) => r.failed()))).some(Boolean);
+  }
+
+  /** How many members succeeded (Celery's `completed_count()`). */
+  async completedCount(): Promise<number> {
+    return (await Promise.all(this.results.map((r) => r.successful()))).filter(Boolean).length;
   }
 }

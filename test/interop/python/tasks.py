@@ -19,6 +19,17 @@ def sortWords(text, capitalize):
     return ' '.join(sortedWords)
 
 
+@app.task(name='tasks.add')
+def add(x, y):
+    return x + y
+
+
+@app.task(name='tasks.tsum')
+def tsum(numbers):
+    """The sum of a list of numbers: a chord body."""
+    return sum(numbers)
+
+
 @app.task(name='tasks.failWords')
 def failWords(text):
     raise ValueError(f'cannot sort: {text!r}')
