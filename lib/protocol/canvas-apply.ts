@@ -1,4 +1,5 @@
 import type { TaskMessageSpec } from './task-message';
+import { InvalidSignatureError } from './canvas';
 import { saferepr, tupleRepr } from './saferepr';
 import { ExceptionInfo, isExceptionInfo } from './exceptions';
 import { parseResultTuple, ResultTuple } from './result-tuple';
@@ -14,10 +15,8 @@ import { READY_STATES } from './states';
  * row lists as its `children`.
  */
 
-/** A signature dict that cannot be applied; the message says which one and what is wrong. */
-export class InvalidSignatureError extends TypeError {
-  override name = 'InvalidSignatureError';
-}
+/** A signature dict that cannot be applied: the producer side's error (canvas.ts), one class for both. */
+export { InvalidSignatureError };
 
 /** A Celery signature dict (`celery/canvas.py::Signature`), its 6 keys read and checked. */
 export interface CelerySignature {

@@ -61,9 +61,9 @@ describe('interop: workflows through the NestJS worker', () => {
     const out = await py({
       kind: 'chain',
       steps: [
-        { task: 'tasks.pyAdd', args: [1, 2], queue: env.pyQueue },
+        { task: 'tasks.add', args: [1, 2], queue: env.pyQueue },
         { task: 'tasks.add', args: [10], queue: jsQueue },
-        { task: 'tasks.pyAdd', args: [100], queue: env.pyQueue },
+        { task: 'tasks.add', args: [100], queue: env.pyQueue },
       ],
     });
     expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 113 } });
@@ -79,10 +79,10 @@ describe('interop: workflows through the NestJS worker', () => {
     const out = await py({
       kind: 'chain',
       steps: [
-        { task: 'tasks.pyAdd', args: [1, 2], queue: env.pyQueue },
+        { task: 'tasks.add', args: [1, 2], queue: env.pyQueue },
         { task: 'tasks.fail', args: [], queue: jsQueue, link_error: { task: 'tasks.pyErrback', queue: env.pyQueue } },
-        { task: 'tasks.pyAdd', args: [5], queue: env.pyQueue },
-        { task: 'tasks.pyAdd', args: [6], queue: env.pyQueue },
+        { task: 'tasks.add', args: [5], queue: env.pyQueue },
+        { task: 'tasks.add', args: [6], queue: env.pyQueue },
       ],
     });
     const [, failed, c, d] = out.ids;
@@ -100,7 +100,7 @@ describe('interop: workflows through the NestJS worker', () => {
   it("a Python chain whose NestJS step is followed by a group of Python tasks: the NestJS worker publishes the group; Python's get() of the GroupResult", async () => {
     const out = await py({
       kind: 'chain',
-      steps: [{ task: 'tasks.add', args: [1, 2], queue: jsQueue }, { group: [10, 20].map((n) => ({ task: 'tasks.pyAdd', args: [n], queue: env.pyQueue })) }],
+      steps: [{ task: 'tasks.add', args: [1, 2], queue: jsQueue }, { group: [10, 20].map((n) => ({ task: 'tasks.add', args: [n], queue: env.pyQueue })) }],
     });
     expect(out).toMatchObject({ status: 'SUCCESS', result: { json: [13, 23] } });
     const [first, groupId] = out.ids;
@@ -124,7 +124,7 @@ describe('interop: workflows through the NestJS worker', () => {
     const out = await py({
       kind: 'chord',
       header: [1, 2, 3].map((i) => ({ task: 'tasks.add', args: [i, 10], queue: jsQueue })),
-      body: { task: 'tasks.pySum', args: [], queue: env.pyQueue },
+      body: { task: 'tasks.tsum', args: [], queue: env.pyQueue },
     });
     expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 36 } });
     for (const id of out.ids.slice(0, 3)) expect((await newest(id)).status).toBe('SUCCESS');

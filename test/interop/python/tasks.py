@@ -113,18 +113,6 @@ SPECIAL = {
 }
 
 
-@app.task(name='tasks.pyAdd')
-def pyAdd(x, y):
-    """x + y on the Python worker: the Python steps of the workflow cells."""
-    return x + y
-
-
-@app.task(name='tasks.pySum')
-def pySum(numbers):
-    """The sum of a list: a Python chord body."""
-    return sum(numbers)
-
-
 @app.task(name='tasks.pyErrback')
 def pyErrback(task_id):
     """A link_error in the by-id form: returns the id of the task that failed."""
