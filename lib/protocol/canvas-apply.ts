@@ -1,5 +1,5 @@
 import type { TaskMessageSpec } from './task-message';
-import { InvalidSignatureError } from './canvas';
+import { describe, InvalidSignatureError } from './canvas';
 import { saferepr, tupleRepr } from './saferepr';
 import { ExceptionInfo, isExceptionInfo } from './exceptions';
 import { parseResultTuple, ResultTuple } from './result-tuple';
@@ -49,11 +49,6 @@ export interface CanvasParent {
 
 function isMapping(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function describe(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
 /**

@@ -273,7 +273,8 @@ function parseCanvasKwargs(type: string, kwargs: Record<string, unknown>, name: 
   return out;
 }
 
-function describe(value: unknown): string {
+/** A value as an error message quotes it: JSON, cut at 80 characters. */
+export function describe(value: unknown): string {
   const text = JSON.stringify(value) ?? String(value);
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }

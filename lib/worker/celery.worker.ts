@@ -70,7 +70,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   private readonly aborts = new Map<string, Set<(reason: Error) => void>>();
   /** Threads of isolated tasks (`isolate: 'thread'`), started by the first one. */
   private pool: IsolatedPool | null = null;
-  private readonly ctx: Omit<RequestContext, 'holdUntil' | 'queue'>;
+  private readonly ctx: Omit<RequestContext, 'holdUntil'>;
   private readonly writer: ResultWriter;
   /** Celery's rate limits (`rateLimit`): per task name, per worker, or shared by every worker. */
   readonly rateLimiter: RateLimiter;
@@ -169,7 +169,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       this.logger.log('A quorum queue is configured: prefetch is per consumer and static (held ETA tasks occupy prefetch slots), as Celery sets it');
     }
     for (const queue of queues) {
-      const consumer: ConsumerState = { queue, handle: null, raised: 0, ctx: { ...this.ctx, queue, holdUntil: (eta, lost) => this.holdUntil(eta, lost, consumer) } };
+      const consumer: ConsumerState = { queue, handle: null, raised: 0, ctx: { ...this.ctx, holdUntil: (eta, lost) => this.holdUntil(eta, lost, consumer) } };
       this.consumers.push(consumer);
       // messages can arrive before consume() resolves: those held by then are applied right after
       consumer.handle = await this.broker.consume(queue, prefetch, (delivery) => this.onDelivery(delivery, consumer));

@@ -82,19 +82,6 @@ export function exponentialBackoff(factor: number, retries: number, maximum: num
   return Math.max(0, countdown);
 }
 
-/** Where a retry goes: the queue named in the call, else back where the message came from (wire spec §5.1). */
-export interface RetryTarget {
-  queue: string;
-  route?: { exchange: string; routingKey: string };
-}
-
-export function retryTarget(call: RetryOptions, delivery: { exchange: string; routingKey: string }, consumedQueue: string): RetryTarget {
-  if (call.queue) return { queue: call.queue };
-  // Celery: through the default exchange to queue = routing key when it came that way, else the whole delivery_info again.
-  if (delivery.exchange === '') return { queue: delivery.routingKey || consumedQueue };
-  return { queue: consumedQueue, route: { exchange: delivery.exchange, routingKey: delivery.routingKey } };
-}
-
 /** Celery's own application headers: rebuilt by the encoder, never copied as custom headers. */
 const CELERY_HEADERS = new Set([
   'lang', 'task', 'id', 'shadow', 'eta', 'expires', 'group', 'group_index', 'retries', 'timelimit', 'root_id', 'parent_id',

@@ -43,8 +43,6 @@ export interface RequestContext {
   storeDurably(result: ResultToStore, redelivered: boolean): Promise<StoreOutcome>;
   /** Pushes a stored result to the producer's reply queue. */
   notify(queue: string, result: ResultToStore): void;
-  /** The queue this request's consumer reads. */
-  queue: string;
   /** The worker's node name. */
   hostname: string;
   /** Task defaults of the module (`taskTimeLimit`, `taskTrackStarted`, ...). */
