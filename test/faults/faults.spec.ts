@@ -7,6 +7,7 @@ import {
   misfitReplies,
   RABBITMQ_PID_FILE,
   rabbitmqctl,
+  redeliveredIds,
   sampleUntilStopped,
   Scenario,
   SentTask,
@@ -33,6 +34,8 @@ import { RawAmqp, rawCassandra } from '../support/real-services';
  * that bound, 0 where nothing was in flight.
  */
 const N = Number(process.env.FAULT_TASKS ?? 3000);
+/** Chains of three steps in the workflow scenario (issue 13 item 6: 1,000). */
+const CHAINS = Number(process.env.FAULT_CHAINS ?? 1000);
 /** Generous bound on a worker's resident memory, whatever the fault. */
 const RSS_LIMIT_MB = 400;
 /** Bound on the worker's peak RSS during the 20 s Cassandra stall (measured 83–89 MB; see README, Reliability). */
@@ -109,6 +112,52 @@ describe('fault suite', () => {
     const report = await scenario.finish(120000);
     expectClean(report);
   });
+
+  it('kill -9 of the worker while 1,000 three-step chains run, then a restart: every chain completes, a step runs twice only if it was in flight', async () => {
+    scenario = new Scenario(`kill -9 and restart while ${CHAINS.toLocaleString('en-US')} three-step chains run (add → add → add)`);
+    await scenario.open();
+    // Every chain's first step is queued before the worker starts; the worker publishes steps 2 and 3 (frozen ids) as it goes.
+    await scenario.sendChains(CHAINS);
+    const steps = CHAINS * 3;
+    const worker = await scenario.startWorker();
+    // the fault lands once 40% of the steps have run: first steps done, second steps running (each publishing its third step)
+    await scenario.waitUntilRun(steps * 0.4);
+    expect(scenario.markFault()).toBeLessThan(steps);
+    worker.signal('SIGKILL');
+    expect(await worker.waitExit(10000)).toBe(true);
+    expect(worker.exitSignal).toBe('SIGKILL');
+    expect(worker.exitCode).toBeNull();
+    // what was in flight: the killed worker's unacknowledged messages, back in the queue marked redelivered
+    const inFlight = await redeliveredIds(scenario.queue);
+    scenario.redelivered = inFlight.length;
+    expect(inFlight.length).toBeGreaterThan(0);
+    expect(inFlight.length).toBeLessThanOrEqual(worker.prefetch);
+    expect(inFlight.filter((id) => scenario.chainStepOf(id) === null)).toEqual([]);
+    scenario.duplicateBound = { max: inFlight.length, why: 'the chain steps redelivered (in flight at the kill)' };
+    const restarted = await scenario.startWorker();
+    const report = await scenario.finish(120000);
+    // per (chain, step): runs logged by either worker, and which steps ran twice
+    const runs = scenario.executions();
+    const twice = scenario.executedTwiceIds();
+    const twiceByStep = [0, 1, 2].map((step) => twice.filter((id) => scenario.chainStepOf(id)?.step === step).length);
+    const twiceNotInFlight = twice.filter((id) => !inFlight.includes(id));
+    // second copies of a step (published again by a step that ran twice) that found its SUCCESS and did not run
+    const notRunAgain = restarted.lines.filter((l) => /was published again but already succeeded; not run again/.test(l)).length;
+    const redeliveredDone = restarted.lines.filter((l) => /was redelivered but already succeeded; not run again/.test(l)).length;
+    scenario.detail =
+      `steps run twice by step (1st/2nd/3rd) ${twiceByStep.join('/')}, ${twice.length - twiceNotInFlight.length} of them redelivered; ${notRunAgain} steps published twice found their first copy's SUCCESS and did not run again; ` +
+      `${redeliveredDone} redelivered steps already had their SUCCESS`;
+    process.stdout.write(`[faults] ${scenario.name}: ${scenario.detail}\n`);
+    expectClean(report);
+    expect(report.sent).toBe(CHAINS);
+    // never a broken chain: every step of every chain is stored with its own value, not only the last one
+    const notOk = scenario.chains.flatMap((c) => c.steps).filter((step) => scenario.outcomeOf(step) !== 'ok');
+    expect(notOk.map((step) => `${step.id}: ${JSON.stringify(scenario.rows.get(step.id) ?? [])}`)).toEqual([]);
+    // every step ran, none three times, and a step ran twice only if its message was in flight at the kill
+    expect(scenario.chains.flatMap((c) => c.steps).filter((step) => !runs.has(step.id))).toEqual([]);
+    expect(Math.max(...runs.values())).toBeLessThanOrEqual(2);
+    expect(twiceNotInFlight).toEqual([]);
+  }, 180000);
 
   it.each([
     ['SIGTERM to the worker process', false],
