@@ -280,6 +280,8 @@ export class Scenario {
   peakUnacked: number | undefined;
   redelivered: number | undefined;
   detail: string | undefined;
+  /** Computes `detail` in `finish()`, once the workers have stopped and the rows are read (for what only the whole run shows). */
+  detailAtFinish: (() => string) | undefined;
   /** Default: nothing was in flight at the fault, so no task may run twice. */
   duplicateBound = { max: 0, why: 'nothing in flight' };
   /** Where the producer and the workers store results and the rows are read: the shared node unless `usePrivateNode`. */
@@ -533,6 +535,7 @@ export class Scenario {
         process.stderr.write(`[faults] ${this.name}: ${misfits.length} store replies refused as not fitting (${kinds}), first: ${misfits[0]}\n`);
       }
     }
+    if (this.detailAtFinish) this.detail = this.detailAtFinish();
     const count = (kind: Outcome) => [...outcome.values()].filter((o) => o === kind).length;
     const report: ScenarioReport = {
       scenario: this.name,

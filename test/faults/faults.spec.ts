@@ -135,19 +135,24 @@ describe('fault suite', () => {
     expect(inFlight.filter((id) => scenario.chainStepOf(id) === null)).toEqual([]);
     scenario.duplicateBound = { max: inFlight.length, why: 'the chain steps redelivered (in flight at the kill)' };
     const restarted = await scenario.startWorker();
+    // per (chain, step): runs logged by either worker, and which steps ran twice (counted once the workers have stopped)
+    const twiceOf = () => {
+      const twice = scenario.executedTwiceIds();
+      return { twice, byStep: [0, 1, 2].map((step) => twice.filter((id) => scenario.chainStepOf(id)?.step === step).length), notInFlight: twice.filter((id) => !inFlight.includes(id)) };
+    };
+    scenario.detailAtFinish = () => {
+      const { twice, byStep, notInFlight } = twiceOf();
+      // second copies of a step (published again by a step that ran twice) that found the first copy's SUCCESS and did not run
+      const notRunAgain = restarted.lines.filter((l) => /was published again but already succeeded; not run again/.test(l)).length;
+      const redeliveredDone = restarted.lines.filter((l) => /was redelivered but already succeeded; not run again/.test(l)).length;
+      return (
+        `run twice: ${byStep[0]} first, ${byStep[1]} second, ${byStep[2]} third steps, ${notInFlight.length === 0 ? 'every one' : `${twice.length - notInFlight.length}`} redelivered; ` +
+        `${notRunAgain} steps published twice not run again (the first copy's SUCCESS found), ${redeliveredDone} redelivered steps already stored`
+      );
+    };
     const report = await scenario.finish(120000);
-    // per (chain, step): runs logged by either worker, and which steps ran twice
     const runs = scenario.executions();
-    const twice = scenario.executedTwiceIds();
-    const twiceByStep = [0, 1, 2].map((step) => twice.filter((id) => scenario.chainStepOf(id)?.step === step).length);
-    const twiceNotInFlight = twice.filter((id) => !inFlight.includes(id));
-    // second copies of a step (published again by a step that ran twice) that found its SUCCESS and did not run
-    const notRunAgain = restarted.lines.filter((l) => /was published again but already succeeded; not run again/.test(l)).length;
-    const redeliveredDone = restarted.lines.filter((l) => /was redelivered but already succeeded; not run again/.test(l)).length;
-    scenario.detail =
-      `steps run twice by step (1st/2nd/3rd) ${twiceByStep.join('/')}, ${twice.length - twiceNotInFlight.length} of them redelivered; ${notRunAgain} steps published twice found their first copy's SUCCESS and did not run again; ` +
-      `${redeliveredDone} redelivered steps already had their SUCCESS`;
-    process.stdout.write(`[faults] ${scenario.name}: ${scenario.detail}\n`);
+    const { notInFlight: twiceNotInFlight } = twiceOf();
     expectClean(report);
     expect(report.sent).toBe(CHAINS);
     // never a broken chain: every step of every chain is stored with its own value, not only the last one
