@@ -599,17 +599,12 @@ function sameValue(blob: string, expected: unknown): boolean {
 }
 
 /**
- * Counts the messages RabbitMQ put back on `queue` marked redelivered, once the queue has no
- * consumer left (a killed worker's channel is gone, its unacknowledged messages requeued at their
+ * The task ids (header `id`) of the messages RabbitMQ put back on `queue` marked redelivered,
+ * in queue order, once the queue has no consumer left (a killed worker's channel is gone, its unacknowledged messages requeued at their
  * old places, at the head): `basic.get` from the head until a message not marked redelivered.
  * Closing the channel returns every message taken to its place (the one not marked redelivered
  * is marked so from then on).
  */
-export async function countRedelivered(queue: string): Promise<number> {
-  return (await redeliveredIds(queue)).length;
-}
-
-/** The task ids (header `id`) of the messages `countRedelivered` counts, in queue order. */
 export async function redeliveredIds(queue: string): Promise<string[]> {
   const amqp = await RawAmqp.open();
   try {

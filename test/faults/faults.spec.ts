@@ -1,7 +1,6 @@
 import {
   cassandraPid,
   cassandraSyncs,
-  countRedelivered,
   dropWorkerRole,
   ensureCassandraSyncs,
   misfitReplies,
@@ -89,25 +88,35 @@ describe('fault suite', () => {
     expect(early).toHaveLength(0);
   };
 
-  it('kill -9 of the worker mid-run, then a restart: every task completes', async () => {
-    scenario = new Scenario('kill -9 and restart');
-    await scenario.open();
-    // Every task is queued before the worker starts, so the fault lands mid-run however fast it is.
-    await scenario.send(N);
-    const worker = await scenario.startWorker();
-    await scenario.waitUntilRun(N * 0.1);
-    expect(scenario.markFault()).toBeLessThan(N);
+  /**
+   * SIGKILL to the worker once the workers have run `atLeast` tasks (fewer than `total`: it lands
+   * mid-run); resolves the ids of its messages RabbitMQ redelivered (what was in flight).
+   */
+  const killMidRun = async (worker: WorkerProcess, atLeast: number, total: number): Promise<string[]> => {
+    await scenario.waitUntilRun(atLeast);
+    expect(scenario.markFault()).toBeLessThan(total);
     worker.signal('SIGKILL');
     expect(await worker.waitExit(10000)).toBe(true);
     // it really died of SIGKILL (no handler ran, nothing was acknowledged on the way out)
     expect(worker.exitSignal).toBe('SIGKILL');
     expect(worker.exitCode).toBeNull();
     // its unacknowledged messages came back marked redelivered: at most its prefetch window
-    scenario.redelivered = await countRedelivered(scenario.queue);
-    expect(scenario.redelivered).toBeGreaterThan(0);
-    expect(scenario.redelivered).toBeLessThanOrEqual(worker.prefetch);
+    const ids = await redeliveredIds(scenario.queue);
+    scenario.redelivered = ids.length;
+    expect(ids.length).toBeGreaterThan(0);
+    expect(ids.length).toBeLessThanOrEqual(worker.prefetch);
+    return ids;
+  };
+
+  it('kill -9 of the worker mid-run, then a restart: every task completes', async () => {
+    scenario = new Scenario('kill -9 and restart');
+    await scenario.open();
+    // Every task is queued before the worker starts, so the fault lands mid-run however fast it is.
+    await scenario.send(N);
+    const worker = await scenario.startWorker();
+    const inFlight = await killMidRun(worker, N * 0.1, N);
     // a task may run twice only if it was in flight: one of the messages redelivered
-    scenario.duplicateBound = { max: scenario.redelivered, why: 'the messages redelivered' };
+    scenario.duplicateBound = { max: inFlight.length, why: 'the messages redelivered' };
     await scenario.startWorker();
     const report = await scenario.finish(120000);
     expectClean(report);
@@ -120,18 +129,9 @@ describe('fault suite', () => {
     await scenario.sendChains(CHAINS);
     const steps = CHAINS * 3;
     const worker = await scenario.startWorker();
-    // the fault lands once 40% of the steps have run: first steps done, second steps running (each publishing its third step)
-    await scenario.waitUntilRun(steps * 0.4);
-    expect(scenario.markFault()).toBeLessThan(steps);
-    worker.signal('SIGKILL');
-    expect(await worker.waitExit(10000)).toBe(true);
-    expect(worker.exitSignal).toBe('SIGKILL');
-    expect(worker.exitCode).toBeNull();
+    // the fault lands once 40% of the steps have run: first steps done, second steps running (each publishing its third step);
     // what was in flight: the killed worker's unacknowledged messages, back in the queue marked redelivered
-    const inFlight = await redeliveredIds(scenario.queue);
-    scenario.redelivered = inFlight.length;
-    expect(inFlight.length).toBeGreaterThan(0);
-    expect(inFlight.length).toBeLessThanOrEqual(worker.prefetch);
+    const inFlight = await killMidRun(worker, steps * 0.4, steps);
     expect(inFlight.filter((id) => scenario.chainStepOf(id) === null)).toEqual([]);
     scenario.duplicateBound = { max: inFlight.length, why: 'the chain steps redelivered (in flight at the kill)' };
     const restarted = await scenario.startWorker();
