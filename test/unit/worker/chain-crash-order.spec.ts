@@ -56,6 +56,22 @@ class Crash extends Error {}
  * at the head of the queue, redelivered). Resolves 'crashed' or 'drained'.
  */
 async function runWorker(world: World, crashAfter: (event: string, index: number) => boolean = () => false): Promise<'crashed' | 'drained'> {
+  let crashed = false;
+  let dead!: () => void;
+  const death = new Promise<void>((resolve) => (dead = resolve));
+  /** Records an event; true when the process dies right after it. */
+  const record = (text: string): boolean => {
+    world.events.push(text);
+    if (crashAfter(text, world.events.length - 1)) {
+      crashed = true;
+      dead();
+    }
+    return crashed;
+  };
+  /** Records an event; after the crash event, the caller never continues. */
+  const event = (text: string): Promise<void> => (crashed || record(text) ? new Promise(() => undefined) : Promise.resolve());
+  /** The task id of the message being handled. */
+  let current = '';
   const registry = new TaskRegistry();
   registry.register({
     name: 'tasks.add',
@@ -63,22 +79,12 @@ async function runWorker(world: World, crashAfter: (event: string, index: number
     queue: null,
     ignoreResult: false,
     params: { names: ['x', 'y'], restIndex: null },
-    handler: (x: unknown, y: unknown) => (x as number) + (y as number),
+    handler: (x: unknown, y: unknown) => {
+      world.runs.set(current, (world.runs.get(current) ?? 0) + 1);
+      if (record(`run ${current}`)) throw new Crash('the process died');
+      return (x as number) + (y as number);
+    },
   });
-  let crashed = false;
-  let dead!: () => void;
-  const death = new Promise<void>((resolve) => (dead = resolve));
-  /** Records an event; after the crash event, the caller never continues. */
-  const event = (text: string): Promise<void> => {
-    if (crashed) return new Promise(() => undefined);
-    world.events.push(text);
-    if (crashAfter(text, world.events.length - 1)) {
-      crashed = true;
-      dead();
-      return new Promise(() => undefined);
-    }
-    return Promise.resolve();
-  };
   const logger = { log: () => undefined, warn: () => undefined, error: () => undefined } as unknown as Logger;
   const ctx: RequestContext = {
     registry,
@@ -121,7 +127,7 @@ async function runWorker(world: World, crashAfter: (event: string, index: number
   while (!crashed) {
     const next = world.queue.shift();
     if (!next) return 'drained';
-    const id = String(next.message.headers.id);
+    const id = (current = String(next.message.headers.id));
     let settled = false;
     const delivery: Delivery = {
       headers: next.message.headers,
@@ -145,20 +151,7 @@ async function runWorker(world: World, crashAfter: (event: string, index: number
         if (requeue) world.queue.unshift({ message: next.message, redelivered: true });
       },
     };
-    const wrapped = registry.get('tasks.add')!;
-    const handler = wrapped.handler;
-    wrapped.handler = (...args: unknown[]) => {
-      world.runs.set(id, (world.runs.get(id) ?? 0) + 1);
-      world.events.push(`run ${id}`);
-      if (crashAfter(`run ${id}`, world.events.length - 1)) {
-        crashed = true;
-        dead();
-        throw new Crash('the process died');
-      }
-      return handler(...args);
-    };
     await Promise.race([new TaskRequest(delivery, ctx).handle(), death]);
-    wrapped.handler = handler;
     // the process died holding this message unacknowledged: RabbitMQ requeues it at the head, redelivered
     if (crashed && !settled) world.queue.unshift({ message: next.message, redelivered: true });
   }
