@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import type { Client } from 'cassandra-driver';
 import { randomUUID } from 'node:crypto';
-import { Broker, CeleryModule, Producer, ResultStore, Task, TaskContext } from '../../lib';
+import { Broker, CeleryModule, Producer, ResultStore, Task, TaskContext, TaskFailure } from '../../lib';
 import { encodeTaskMessage, TaskEmbed } from '../../lib/protocol/task-message';
 import { TasksService } from '../../sample/tasks.service';
 import { eventually, KEYSPACE, rawCassandra, realOptions, removeQueueAndTable, uniqueName } from '../support/real-services';
@@ -15,6 +15,11 @@ class Errbacks {
   onError(failedId: string, @TaskContext() ctx: TaskContext): string {
     errbackCalls.push({ failedId, parentId: ctx.parentId });
     return `handled ${failedId}`;
+  }
+
+  @Task('it.readFailure')
+  readFailure(_failedId: string, @TaskContext() ctx: TaskContext): Promise<TaskFailure | null> {
+    return ctx.failure();
   }
 }
 
@@ -95,6 +100,21 @@ describe('workflows in the worker on RabbitMQ and Cassandra', () => {
     expect(errbackCalls.filter((x) => x.failedId === b)).toEqual([{ failedId: b, parentId: b }]);
   }, 30000);
 
+  it("an errback our worker sends reads the failed task's request and exception from its context (FAILURE row in Cassandra, request from the header)", async () => {
+    const [a, b, c, e] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+    const onError = { task: 'it.readFailure', args: [], kwargs: {}, options: { task_id: e }, subtask_type: null, immutable: false };
+    await send('tasks.add', a, [1, 2], {}, { chain: [sig('tasks.add', [1], c), sig('tasks.fail', [], b, { link_error: [onError] })] });
+    await expect(app.get(Producer).asyncResult(e).get({ timeout: 15000 })).resolves.toEqual({
+      request: { id: b, name: 'tasks.fail', args: [3], kwargs: {} },
+      exception: { type: 'ValueError', module: 'builtins', message: ['3'] },
+      traceback: expect.stringContaining('RangeError: 3'),
+    });
+    // a step that did not fail reads null: its parent's row is a SUCCESS
+    const [f, g] = [randomUUID(), randomUUID()];
+    await send('tasks.add', f, [1, 2], {}, { chain: [sig('it.readFailure', [], g)] });
+    await expect(app.get(Producer).asyncResult(g).get({ timeout: 15000 })).resolves.toBeNull();
+  }, 30000);
+
   it('celery.chord_unlock as Python publishes it: retries until the header is stored, then the body gets the values in header order', async () => {
     const group = randomUUID();
     const headers: string[] = [randomUUID(), randomUUID(), randomUUID()];
@@ -127,7 +147,7 @@ describe('workflows in the worker on RabbitMQ and Cassandra', () => {
     await send('celery.chord_unlock', randomUUID(), [group, body], { interval: 0.2, max_retries: null, result: [ok, bad].map((h) => [[h, null], null]) }, {}, { ignoreResult: true });
     await eventually(async () => (await rows(body.options.task_id)).length > 0, 15000);
     expect(await rows(body.options.task_id)).toEqual([
-      { status: 'FAILURE', result: { exc_type: 'ChordError', exc_message: [`Dependency ${bad} raised ValueError('no')`], exc_module: 'celery.exceptions' }, children: [] },
+      { status: 'FAILURE', result: { exc_type: 'ChordError', exc_message: ["ValueError('no')"], exc_module: 'celery.exceptions' }, children: [] },
     ]);
   }, 30000);
 });
