@@ -130,30 +130,19 @@ describe.each([
     expect(((row.children as unknown[][])[0][1] as unknown[]).length).toBe(2);
   }, 60000);
 
-  it("(d) a Python chord with NestJS header tasks and a Python body: Python's chord_unlock (on the body's queue) reads our header rows", async () => {
-    const out = await py({ kind: 'chord', header: [1, 2, 3].map((i) => js('tasks.add', [i, 10])), body: pyTask('tasks.tsum') });
-    expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 36 } });
-    const header = out.ids.slice(0, 3);
-    expect(await Promise.all(header.map(newest))).toEqual([11, 12, 13].map((v) => ({ status: 'SUCCESS', result: v, children: [] })));
-    expect(await newest(out.id)).toEqual({ status: 'SUCCESS', result: 36, children: [] });
-    expect([...header, out.id].map(ranOnPython)).toEqual([false, false, false, true]);
-  }, 60000);
-
-  it("(d) the reverse: a Python chord with Python header tasks and a NestJS body: OUR celery.chord_unlock (on the body's queue) reads Python's header rows", async () => {
-    const out = await py({ kind: 'chord', header: [1, 2, 3].map((i) => pyTask('tasks.add', [i, 100])), body: js('tasks.tsum') });
-    expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 306 } });
-    const header = out.ids.slice(0, 3);
-    expect(await Promise.all(header.map(newest))).toEqual([101, 102, 103].map((v) => ({ status: 'SUCCESS', result: v, children: [] })));
-    expect(await newest(out.id)).toEqual({ status: 'SUCCESS', result: 306, children: [] });
-    // the body and its chord_unlock went to the NestJS queue, which the Python worker does not consume
-    expect([...header, out.id].map(ranOnPython)).toEqual([true, true, true, false]);
-  }, 60000);
-
-  it("a Python chord with NestJS header tasks and a NestJS body: Python's chord_unlock goes to the body's queue, where OUR celery.chord_unlock completes it", async () => {
-    const out = await py({ kind: 'chord', header: [1, 2, 3].map((i) => js('tasks.add', [i, i])), body: js('tasks.tsum') });
-    expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 12 } });
-    expect(await newest(out.ids[3])).toEqual({ status: 'SUCCESS', result: 12, children: [] });
-  }, 60000);
+  // (d) both ways, and both sides NestJS: the Python caller sends celery.chord_unlock to the body's queue,
+  // so whoever consumes it (the Python worker or OUR celery.chord_unlock) reads the other side's header rows
+  for (const [headerOn, bodyOn] of [['NestJS', 'Python'], ['Python', 'NestJS'], ['NestJS', 'NestJS']] as const) {
+    it(`(d) a Python chord with ${headerOn} header tasks and a ${bodyOn} body: the ${bodyOn} worker's chord_unlock reads the header rows; Python's get() of the body`, async () => {
+      const on = (side: 'NestJS' | 'Python', task: string, args: unknown[] = []) => (side === 'NestJS' ? js(task, args) : pyTask(task, args));
+      const out = await py({ kind: 'chord', header: [1, 2, 3].map((i) => on(headerOn, 'tasks.add', [i, 10])), body: on(bodyOn, 'tasks.tsum') });
+      expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 36 } });
+      const header = out.ids.slice(0, 3);
+      expect(await Promise.all(header.map(newest))).toEqual([11, 12, 13].map((v) => ({ status: 'SUCCESS', result: v, children: [] })));
+      expect(await newest(out.id)).toEqual({ status: 'SUCCESS', result: 36, children: [] });
+      expect([...header, out.id].map(ranOnPython)).toEqual([...header.map(() => headerOn === 'Python'), bodyOn === 'Python']);
+    }, 60000);
+  }
 
   it('(e) a chain whose second (NestJS) step fails, link_error on the whole chain: FAILURE on it and the remaining steps, Python get() raises, the errback runs exactly once', async () => {
     const out = await py({
