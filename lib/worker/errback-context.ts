@@ -12,10 +12,18 @@ import type { DecodedTask } from '../protocol/task-message';
  */
 export const FAILED_REQUEST_HEADER = 'nestjs_celery_failed_request';
 
+/**
+ * Largest header value carried, in characters: AMQP sends a message's headers in one frame (RabbitMQ's
+ * frame_max, 128 KiB by default), so large arguments would make the errback impossible to publish.
+ * Beyond it only the id and the name are carried (the errback reads args / kwargs from an extended row, or null).
+ */
+export const FAILED_REQUEST_HEADER_MAX = 8192;
+
 /** The errbacks to publish, each carrying the failed task's request in {@link FAILED_REQUEST_HEADER}. */
 export function withFailedRequest(steps: readonly PublishStep[], failed: Pick<DecodedTask, 'id' | 'task' | 'args' | 'kwargs'>): PublishStep[] {
   if (steps.length === 0) return [];
-  const value = pythonJsonDumps({ id: failed.id, name: failed.task, args: failed.args, kwargs: failed.kwargs });
+  let value = pythonJsonDumps({ id: failed.id, name: failed.task, args: failed.args, kwargs: failed.kwargs });
+  if (value.length > FAILED_REQUEST_HEADER_MAX) value = pythonJsonDumps({ id: failed.id, name: failed.task });
   return steps.map((step) => ({ ...step, spec: { ...step.spec, headers: { ...step.spec.headers, [FAILED_REQUEST_HEADER]: value } } }));
 }
 

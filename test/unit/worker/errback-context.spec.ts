@@ -1,4 +1,4 @@
-import { FAILED_REQUEST_HEADER, failedTaskIdOf, taskFailureOf, withFailedRequest } from '../../../lib/worker/errback-context';
+import { FAILED_REQUEST_HEADER, FAILED_REQUEST_HEADER_MAX, failedTaskIdOf, taskFailureOf, withFailedRequest } from '../../../lib/worker/errback-context';
 import type { TaskMeta } from '../../../lib/protocol/result-row';
 import type { PublishStep } from '../../../lib/protocol/canvas-apply';
 
@@ -44,5 +44,12 @@ describe('errback context', () => {
       { mine: 1, [FAILED_REQUEST_HEADER]: '{"id": "t-1", "name": "tasks.x", "args": [1, "a"], "kwargs": {"k": null}}' },
     ]);
     expect(withFailedRequest([], { id: 't-1', task: 'x', args: [], kwargs: {} })).toEqual([]);
+  });
+
+  it('large arguments stay out of the header (AMQP sends headers in one frame): the id and the name only', () => {
+    const step: PublishStep = { spec: { task: 'eb', id: 'e-1', args: ['t-1'] }, route: {} };
+    const [out] = withFailedRequest([step], { id: 't-1', task: 'tasks.x', args: ['x'.repeat(FAILED_REQUEST_HEADER_MAX)], kwargs: {} });
+    expect(out.spec.headers).toEqual({ [FAILED_REQUEST_HEADER]: '{"id": "t-1", "name": "tasks.x"}' });
+    expect(taskFailureOf(failure(), out.spec.headers as Record<string, unknown>)?.request).toEqual({ id: 't-1', name: 'tasks.x', args: null, kwargs: null });
   });
 });
