@@ -151,3 +151,41 @@ describe('workflows in the worker on RabbitMQ and Cassandra', () => {
     ]);
   }, 30000);
 });
+
+/**
+ * The errback context with `resultExtended`: an errback sent as a Python worker sends it (no header
+ * of ours, only the failed task's id as argument and parent_id) reads the failed request's name,
+ * args and kwargs from the FAILURE row's extended columns.
+ */
+describe('the errback context on a resultExtended table', () => {
+  const queue = uniqueName('it_ebx');
+  const table = uniqueName('it_ebx');
+  let app: TestingModule;
+
+  beforeAll(async () => {
+    app = await Test.createTestingModule({ imports: [CeleryModule.forRoot(realOptions(queue, table, { resultExtended: true }))], providers: [TasksService, Errbacks] }).compile();
+    await app.init();
+  }, 60000);
+
+  afterAll(async () => {
+    await app?.close();
+    await removeQueueAndTable(queue, table);
+  }, 60000);
+
+  it('reads the request from the row, the exception and traceback too', async () => {
+    const broker = app.get(Broker);
+    const publish = async (task: string, id: string, args: unknown[], kwargs: Record<string, unknown>, parentId?: string) => {
+      const m = encodeTaskMessage({ task, id, args, kwargs, ...(parentId ? { parentId, rootId: parentId } : {}) }, { nowMicros: Date.now() * 1000, origin: 'gen1@python-worker' });
+      await broker.publish(queue, { headers: m.amqpHeaders, properties: m.properties, body: m.body });
+    };
+    const [failed, errback] = [randomUUID(), randomUUID()];
+    await publish('tasks.fail', failed, [], { message: 'no disk' });
+    await expect(app.get(Producer).asyncResult(failed).get({ timeout: 15000 })).rejects.toMatchObject({ excType: 'ValueError' });
+    await publish('it.readFailure', errback, [failed], {}, failed); // Celery's _call_task_errbacks: (task_id,), parent_id=task_id
+    await expect(app.get(Producer).asyncResult(errback).get({ timeout: 15000 })).resolves.toEqual({
+      request: { id: failed, name: 'tasks.fail', args: [], kwargs: { message: 'no disk' } },
+      exception: { type: 'ValueError', module: 'builtins', message: ['no disk'] },
+      traceback: expect.stringContaining('RangeError: no disk'),
+    });
+  }, 30000);
+});
