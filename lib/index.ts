@@ -10,7 +10,7 @@ export { normalizeCeleryOptions } from './config/normalize-options';
 export { Task } from './decorators/task.decorator';
 export type { TaskOptions, ErrorMatcher, RateLimitOption } from './decorators/task.decorator';
 export { TaskContext } from './decorators/task-context.decorator';
-export type { DeliveryInfo } from './decorators/task-context.decorator';
+export type { DeliveryInfo, TaskFailure } from './decorators/task-context.decorator';
 export { CeleryTaskContext, currentTask } from './worker/task-context';
 export { isolatedTaskContext } from './worker/isolation/thread-context';
 export type { IsolatedTaskContext } from './worker/isolation/thread-context';

@@ -406,9 +406,14 @@ function exceptionRepr(e: ExceptionInfo): string {
   return `${e.exc_type.split('.').pop()}(${(Array.isArray(e.exc_message) ? e.exc_message : [e.exc_message]).map((a) => saferepr(a)).join(', ')})`;
 }
 
-/** The `ChordError` Celery stores on the body's id when a header task failed (`Dependency <id> raised <repr>`). */
-export function chordErrorOf(culpritId: string, error: ExceptionInfo): ExceptionInfo {
-  return { exc_type: 'ChordError', exc_message: [`Dependency ${culpritId} raised ${exceptionRepr(error)}`], exc_module: 'celery.exceptions' };
+/**
+ * The `ChordError` Celery's `chord_unlock` stores on the body's id when a header task failed: the
+ * repr of the exception the join raised (`ChordError("ValueError('boom')")`). Celery names the
+ * culprit (`Dependency <id> raised ...`) only for a failed member in its backend's cache, and its
+ * cache holds SUCCESS metas only: on Cassandra (5.2.6 and 5.7 alike) the text is the repr alone.
+ */
+export function chordErrorOf(error: ExceptionInfo): ExceptionInfo {
+  return { exc_type: 'ChordError', exc_message: [exceptionRepr(error)], exc_module: 'celery.exceptions' };
 }
 
 /**

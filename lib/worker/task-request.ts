@@ -12,6 +12,7 @@ import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-ro
 import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage } from '../protocol/task-message';
 import { autoretryFor, encodeRetryMessage, retryOrGiveUp } from './retry';
 import { runInTaskContext } from './task-context';
+import { failedTaskIdOf, taskFailureOf, withFailedRequest } from './errback-context';
 import { IsolatedPool } from './isolation/isolated-pool';
 import { IsolatedPoolClosedError } from './isolation/errors';
 import type { ResultStore } from '../results/result-store.interface';
@@ -248,7 +249,7 @@ export class TaskRequest {
    */
   private runIsolated(task: DecodedTask, entry: RegisteredTask, settings: Effective, context: TaskContext, signal: AbortSignal): Promise<unknown> {
     const callArgs = bindArguments(task.task, entry.params, task.args, task.kwargs);
-    const { signal: _signal, retry: _retry, ...request } = context;
+    const { signal: _signal, retry: _retry, failure: _failure, ...request } = context;
     return this.ctx.isolatedPool().run(entry.isolated as NonNullable<RegisteredTask['isolated']>, callArgs, {
       hardMs: settings.hardSeconds === null ? undefined : settings.hardSeconds * 1000,
       softMs: settings.softSeconds === null ? undefined : settings.softSeconds * 1000,
@@ -295,6 +296,10 @@ export class TaskRequest {
       signal,
       retry: (options: RetryOptions = {}): never => {
         throw retryOrGiveUp(task, options, entry.options);
+      },
+      failure: async () => {
+        const failedId = failedTaskIdOf(task);
+        return failedId === null ? null : taskFailureOf(await this.ctx.store.getTaskMeta(failedId), task.headers);
       },
     };
   }
@@ -439,7 +444,7 @@ export class TaskRequest {
     }
     try {
       const errbacks = errbackCanvas(task.embed.errbacks, { id: task.id, rootId: task.rootId ?? task.id }, randomUUID);
-      await this.ctx.publishCanvas(errbacks.publish);
+      await this.ctx.publishCanvas(withFailedRequest(errbacks.publish, task));
       return true;
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);

@@ -140,7 +140,7 @@ describe('canvas-apply', () => {
     const exc = { exc_type: 'ValueError', exc_message: ['boom'], exc_module: 'builtins' };
     const state = chordState(header, new Map([['a', { status: 'SUCCESS', result: 1 }], ['b', { status: 'FAILURE', result: exc }], ['c', { status: 'REVOKED', result: exc }]]));
     expect(state).toEqual({ kind: 'failed', culpritId: 'b', error: exc });
-    expect(chordErrorOf('b', exc)).toEqual({ exc_type: 'ChordError', exc_message: ["Dependency b raised ValueError('boom')"], exc_module: 'celery.exceptions' });
+    expect(chordErrorOf(exc)).toEqual({ exc_type: 'ChordError', exc_message: ["ValueError('boom')"], exc_module: 'celery.exceptions' });
     expect(() => parseChordUnlock('g', { task: 't' }, 'soon', null, [])).toThrow(/interval is not a number/);
     expect(() => parseChordUnlock('g', { task: 't' }, null, null, [['x']])).toThrow(/header result 0/);
   });
