@@ -427,6 +427,17 @@ export function chordBodyCanvas(call: ChordUnlockCall, values: unknown[], parent
 /** The body's frozen id (where a ChordError is stored), its chain and its errbacks (`link_error`). */
 export function chordBodyFailureTargets(call: ChordUnlockCall): { bodyId: string | null; chain: unknown[] | null; errbacks: unknown[] | null } {
   const o = call.body.options;
+  const steps = call.body.kwargs.tasks;
+  if (call.body.subtaskType === 'chain' && Array.isArray(steps) && steps.length > 0) {
+    // a chain body (Celery 5.2 sends `chain(a, group, b, c)` as a chord whose body is chain(b, c)):
+    // the ChordError goes on its last step (what the caller waits on) and every other step
+    const last = parseSignature(steps[steps.length - 1], `celery.chord_unlock ${call.groupId}: the body's last step`);
+    return {
+      bodyId: typeof last.options.task_id === 'string' && last.options.task_id ? last.options.task_id : null,
+      chain: steps.slice(0, -1).reverse(),
+      errbacks: signatureList(last.options.link_error),
+    };
+  }
   return {
     bodyId: typeof o.task_id === 'string' && o.task_id ? o.task_id : null,
     chain: Array.isArray(o.chain) ? o.chain : null,
