@@ -112,3 +112,25 @@ describe('@Periodic on the embedded default (memory://, one process)', () => {
     expect(String(await moduleRef.init().catch((e: unknown) => e))).toMatch(/BadCron\.nightly: @Periodic\(\) option cron: /);
   });
 });
+
+describe("the sample's periodic task", () => {
+  it('SAMPLE_SCHEDULER=1 runs TasksService.add(2, 2) every 30 s in a worker; without it the scheduler is off', async () => {
+    const { AppModule } = await import('../../../sample/app.module');
+    const saved = process.env.SAMPLE_SCHEDULER;
+    try {
+      for (const [value, running] of [['1', true], [undefined, false]] as const) {
+        if (value === undefined) delete process.env.SAMPLE_SCHEDULER;
+        else process.env.SAMPLE_SCHEDULER = value;
+        const moduleRef = await Test.createTestingModule({ imports: [AppModule.register(true)] }).compile();
+        await moduleRef.init();
+        const scheduler = moduleRef.get(PeriodicScheduler);
+        expect(scheduler.running).toBe(running);
+        expect(scheduler.schedules()).toEqual([{ name: 'TasksService.add', task: 'tasks.add', timing: { everyMs: 30000 }, args: [2, 2], kwargs: {}, options: { ignoreResult: true } }]);
+        await moduleRef.close();
+      }
+    } finally {
+      if (saved === undefined) delete process.env.SAMPLE_SCHEDULER;
+      else process.env.SAMPLE_SCHEDULER = saved;
+    }
+  });
+});
