@@ -668,7 +668,8 @@ function resolveScheduler(o: Mutable): ResolvedSchedulerConfig {
     timezone,
     entries,
     table,
-    claimTimeoutMs: optInt(s.claimTimeoutMs, 'scheduler.claimTimeoutMs', 100) ?? 10000,
+    // by default a sender has given up or been confirmed before its claim is taken over: late rather than twice
+    claimTimeoutMs: optInt(s.claimTimeoutMs, 'scheduler.claimTimeoutMs', 100) ?? (optInt(o.publishTimeoutMs, 'publishTimeoutMs', 0) ?? 30000) + 5000,
     catchUpMs: optInt(s.catchUpMs, 'scheduler.catchUpMs', 0) ?? 60000,
     serialConsistency: serial,
   };

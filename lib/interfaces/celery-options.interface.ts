@@ -312,8 +312,9 @@ export interface SchedulerOptions {
   table?: string;
   /**
    * A tick claimed but not marked sent this long is taken over by another replica: the bound on
-   * the delay of a tick whose sender died. Also the publish time after which a slow sender may see
-   * its tick sent twice (same task id). Default 10000 ms.
+   * the delay of a tick whose sender died. A sender still publishing after it may see its tick sent
+   * twice (same task id). Default `publishTimeoutMs` + 5000 (35000 ms): a sender has given up or
+   * been confirmed before its claim is taken over.
    */
   claimTimeoutMs?: number;
   /** Oldest missed tick sent on start or after a gap (one per schedule); older ones are skipped. Default 60000 ms. */

@@ -16,11 +16,16 @@ describe('scheduler options', () => {
       { name: 'add-every-30-seconds', task: 'tasks.add', timing: { everyMs: 30000 }, args: [16, 16], kwargs: {}, options: {} },
       { name: 'nightly', task: 'reports.nightly', timing: { cron: '30 2 * * *', timezone: 'Europe/Paris', dayOfMonthAndWeek: true }, args: [], kwargs: { full: true }, options: { queue: 'reports', expires: 3600 } },
     ]);
-    expect(config.scheduler).toMatchObject({ enabled: null, timezone: 'Europe/Paris', table: 'celery_periodic_ticks', claimTimeoutMs: 10000, catchUpMs: 60000, serialConsistency: 'SERIAL' });
+    expect(config.scheduler).toMatchObject({ enabled: null, timezone: 'Europe/Paris', table: 'celery_periodic_ticks', claimTimeoutMs: 35000, catchUpMs: 60000, serialConsistency: 'SERIAL' });
   });
 
   it('defaults: no schedule, enabled when one exists, UTC', () => {
-    expect(normalizeCeleryOptions({}).scheduler).toEqual({ enabled: null, timezone: 'UTC', entries: [], table: 'celery_periodic_ticks', claimTimeoutMs: 10000, catchUpMs: 60000, serialConsistency: 'SERIAL' });
+    expect(normalizeCeleryOptions({}).scheduler).toEqual({ enabled: null, timezone: 'UTC', entries: [], table: 'celery_periodic_ticks', claimTimeoutMs: 35000, catchUpMs: 60000, serialConsistency: 'SERIAL' });
+  });
+
+  it('takes a claim over only after a sender has given up: claimTimeoutMs defaults to publishTimeoutMs + 5 s', () => {
+    expect(normalizeCeleryOptions({ publishTimeoutMs: 2000 }).scheduler.claimTimeoutMs).toBe(7000);
+    expect(normalizeCeleryOptions({ publishTimeoutMs: 2000, scheduler: { claimTimeoutMs: 500 } }).scheduler.claimTimeoutMs).toBe(500);
   });
 
   it('names the key of a bad option, as the user wrote it', () => {
