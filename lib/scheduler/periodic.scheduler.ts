@@ -16,7 +16,7 @@ import { tickTaskId } from './schedule';
 import { MemoryTickClaimStore, type TickClaimStore } from './tick-claims';
 import { TickScheduler, type ScheduledEntry } from './tick-scheduler';
 
-/** Headers each periodic send carries: the schedule's name (as django-celery-beat's) and the tick. */
+/** Headers each periodic send carries: the schedule's name (under django-celery-beat's name for it) and the tick. */
 export const PERIODIC_TASK_NAME_HEADER = 'periodic_task_name';
 export const PERIODIC_TICK_HEADER = 'periodic_tick';
 
