@@ -65,3 +65,9 @@ export { GroupResult } from './results/async-result';
 export { InvalidResultError } from './errors/celery.errors';
 export type { ExtendedResult, ResultToStore } from './protocol/result-row';
 export type { ResultTuple } from './protocol/result-tuple';
+// periodic tasks (issue 15 item 5)
+export { Periodic } from './decorators/periodic.decorator';
+export type { PeriodicOptions } from './decorators/periodic.decorator';
+export { PeriodicScheduler, PERIODIC_TASK_NAME_HEADER, PERIODIC_TICK_HEADER } from './scheduler/periodic.scheduler';
+export type { PeriodicEntry, PeriodicSendOptions, PeriodicTiming } from './scheduler/periodic-entry';
+export type { SchedulerOptions, BeatScheduleEntry } from './interfaces/celery-options.interface';
