@@ -2,7 +2,7 @@ import { hostname as osHostname } from 'node:os';
 import { CeleryConfigError } from '../errors/celery.errors';
 import type { CassandraOptions, CeleryModuleOptions, CeleryOptionsInput, WorkerOptions } from '../interfaces/celery-options.interface';
 import { DEFAULT_MAX_RESULT_BYTES } from '../results/store-errors';
-import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedRateLimitConfig, ResolvedTls } from './resolved-config';
+import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedChordConfig, ResolvedRateLimitConfig, ResolvedTls } from './resolved-config';
 import { EXCHANGE_TYPES, prepareRouters, QueueTable, type QueueDefinition, type QueueType, type RoutingSettings, type TaskRoutesInput } from '../protocol/routing';
 
 /**
@@ -27,11 +27,15 @@ const RATE_LIMIT_WORKER_KEYS = ['disableRateLimits'];
 const RATE_LIMIT_PYTHON_KEYS: Record<string, string> = { worker_disable_rate_limits: 'worker.disableRateLimits' };
 const GLOBAL_RATE_LIMIT_KEYS = new Set(['table', 'serialConsistency', 'reserveAheadMs', 'maxLateMs']);
 // ---- end rate limits ----
+// ---- chords (issue 13 item 4): how chords complete; resolved at the end of this file ----
+const CHORD_KEYS = new Set(['completion', 'table', 'serialConsistency']);
+// ---- end chords ----
 
 const CAMEL_KEYS = new Set([
   'brokerUrl', 'brokerTls', 'resultBackend', 'queueArguments', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
   'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal', 'publishTimeoutMs',
   ...RATE_LIMIT_KEYS,
+  'chords',
   // task defaults (issue 12)
   'taskTimeLimit', 'taskSoftTimeLimit', 'taskTrackStarted', 'taskIgnoreResult', 'taskStoreErrorsEvenIfIgnored',
   'taskRoutes', 'taskQueues', 'defaultExchange', 'defaultExchangeType', 'defaultRoutingKey', 'queueMaxPriority', 'queueType',
@@ -138,7 +142,7 @@ function fromPythonConfig(input: object): Mutable {
     const value = source[key];
     if (value === undefined) continue;
     if (CAMEL_KEYS.has(key)) {
-      if (key === 'cassandra' || key === 'worker' || key === 'globalRateLimits') {
+      if (key === 'cassandra' || key === 'worker' || key === 'globalRateLimits' || key === 'chords') {
         if (typeof value !== 'object' || value === null || Array.isArray(value)) {
           throw new CeleryConfigError(key, 'must be an object');
         }
@@ -458,6 +462,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     peerCompat,
     resultPollIntervalMs: optInt(o.resultPollIntervalMs, 'resultPollIntervalMs', 1) ?? 100,
     rateLimits: resolveRateLimits(o, w),
+    chords: resolveChords(o),
     ...resolveResultOptions(o),
   };
 }
@@ -624,3 +629,18 @@ function resolveRateLimits(o: Mutable, w: WorkerOptions): ResolvedRateLimitConfi
   };
 }
 // ---- end rate limits ----
+
+// ---- chords (issue 13 item 4) ----
+function resolveChords(o: Mutable): ResolvedChordConfig {
+  const c = o.chords ?? {};
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new CeleryConfigError('chords', 'must be an object');
+  for (const key of Object.keys(c)) if (!CHORD_KEYS.has(key)) throw new CeleryConfigError(`chords.${key}`, `unknown option${suggest(key)}`);
+  const completion = optString(c.completion, 'chords.completion') ?? 'unlock';
+  if (completion !== 'unlock' && completion !== 'counter') throw new CeleryConfigError('chords.completion', `must be 'unlock' or 'counter', got ${JSON.stringify(c.completion)}`);
+  const table = optString(c.table, 'chords.table') ?? 'celery_chords';
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(table)) throw new CeleryConfigError('chords.table', `not a valid table name: ${JSON.stringify(table)}`);
+  const serial = (optString(c.serialConsistency, 'chords.serialConsistency') ?? 'SERIAL').toUpperCase();
+  if (serial !== 'SERIAL' && serial !== 'LOCAL_SERIAL') throw new CeleryConfigError('chords.serialConsistency', `must be SERIAL or LOCAL_SERIAL, got ${JSON.stringify(c.serialConsistency)}`);
+  return { completion, table, serialConsistency: serial };
+}
+// ---- end chords ----

@@ -84,7 +84,7 @@ export class CassandraRateStore implements SharedRateStore {
   }
 }
 
-function consistency(name: string): number {
+export function consistency(name: string): number {
   const value = (types.consistencies as unknown as Record<string, number>)[driverConsistencyKey(name)];
   if (value === undefined) throw new CeleryConnectionError(`unknown consistency level ${name}`);
   return value;
