@@ -25,10 +25,10 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CeleryModule, Producer, ResultStore, Task, TaskContext } from '../lib';
-import type { ChordCompletion } from '../lib';
+import type { CeleryModuleOptions, ChordCompletion } from '../lib';
 import { CassandraResultStore } from '../lib/results/cassandra.result-store';
 import type { ResultToStore } from '../lib/protocol/result-row';
-import { AMQP_URL, CASSANDRA_DC, CASSANDRA_HOST, CASSANDRA_PORT, cassandraClient, CREDENTIALS, deleteQueues, KEYSPACE, percentile, round, sleep } from './common';
+import { AMQP_URL, benchCassandraOptions, cassandraClient, deleteQueues, KEYSPACE, percentile, round, sleep } from './common';
 
 const bodyStarted = new Map<string, (at: number) => void>();
 
@@ -88,7 +88,8 @@ export interface ModeReport {
 function commit(): string {
   try {
     const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'lib', 'bench'], { encoding: 'utf8' }).trim() !== '';
+    const changes = execFileSync('git', ['status', '--porcelain', '--', 'lib', 'bench'], { encoding: 'utf8' }).split('\n');
+    const dirty = changes.some((line) => line.trim() !== '' && !line.includes('bench/results/'));
     return dirty ? `${head}+uncommitted changes` : head;
   } catch {
     return 'unknown';
@@ -163,19 +164,15 @@ async function main(): Promise<void> {
   const table = `bench_chords_${suffix}`;
   const chordTable = `bench_chord_rows_${suffix}`;
 
-  @Module({
-    imports: [
-      CeleryModule.forRoot({
-        brokerUrl: AMQP_URL,
-        resultBackend: 'cassandra',
-        defaultQueue: queue,
-        cassandra: { contactPoints: [CASSANDRA_HOST], port: CASSANDRA_PORT, localDataCenter: CASSANDRA_DC, keyspace: KEYSPACE, table, credentials: { ...CREDENTIALS } },
-        worker: { queues: [queue], concurrency: Math.min(headers, 32) },
-        chords: { table: chordTable },
-      }),
-    ],
-    providers: [ChordBenchTasks],
-  })
+  const options: CeleryModuleOptions = {
+    brokerUrl: AMQP_URL,
+    resultBackend: 'cassandra',
+    defaultQueue: queue,
+    cassandra: benchCassandraOptions(table),
+    worker: { queues: [queue], concurrency: Math.min(headers, 32) },
+    chords: { table: chordTable },
+  };
+  @Module({ imports: [CeleryModule.forRoot(options)], providers: [ChordBenchTasks] })
   class BenchModule {}
 
   const app = await NestFactory.createApplicationContext(BenchModule, { logger: ['error'] });

@@ -51,20 +51,7 @@ export class CassandraRateStore implements SharedRateStore {
   }
 
   async prepare(): Promise<void> {
-    const client = this.session();
-    const { keyspace, table } = this.options;
-    if (await client.metadata.getTable(keyspace.toLowerCase(), table.toLowerCase())) return;
-    try {
-      await client.execute(createRateLimitTableCql(keyspace, table));
-    } catch (err) {
-      const why = (err as Error).message;
-      if ((err as { code?: number }).code === UNAUTHORIZED) {
-        throw new CeleryConnectionError(
-          `Rate limit table ${keyspace}.${table} does not exist and this role may not create it (needs CREATE permission on keyspace ${keyspace}): ${why}`,
-        );
-      }
-      throw new CeleryConnectionError(`Cannot create rate limit table ${keyspace}.${table}: ${why}`);
-    }
+    await createOwnTable(this.session(), this.options.keyspace, this.options.table, createRateLimitTableCql, 'Rate limit table');
   }
 
   async compareAndSet(taskName: string, expected: number | null, next: number): Promise<{ applied: boolean; current: number | null }> {
@@ -81,6 +68,23 @@ export class CassandraRateStore implements SharedRateStore {
     if (applied) return { applied, current: expected };
     const current = row?.next_start as types.Long | null | undefined;
     return { applied, current: current == null ? null : current.toNumber() };
+  }
+}
+
+/**
+ * Creates a table of ours in the result keyspace when it is missing (never the keyspace: Astra);
+ * a role without CREATE permission gets an error saying so. `what` names the table in errors.
+ */
+export async function createOwnTable(client: Client, keyspace: string, table: string, createCql: (keyspace: string, table: string) => string, what: string): Promise<void> {
+  if (await client.metadata.getTable(keyspace.toLowerCase(), table.toLowerCase())) return;
+  try {
+    await client.execute(createCql(keyspace, table));
+  } catch (err) {
+    const why = (err as Error).message;
+    if ((err as { code?: number }).code === UNAUTHORIZED) {
+      throw new CeleryConnectionError(`${what} ${keyspace}.${table} does not exist and this role may not create it (needs CREATE permission on keyspace ${keyspace}): ${why}`);
+    }
+    throw new CeleryConnectionError(`Cannot create ${what.charAt(0).toLowerCase()}${what.slice(1)} ${keyspace}.${table}: ${why}`);
   }
 }
 

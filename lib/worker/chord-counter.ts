@@ -7,7 +7,7 @@ import type { DecodedTask } from '../protocol/task-message';
 import { CassandraResultStore } from '../results/cassandra.result-store';
 import { MemoryResultStore } from '../results/memory.result-store';
 import type { ResultStore } from '../results/result-store.interface';
-import { consistency } from './cassandra-rate-store';
+import { consistency, createOwnTable } from './cassandra-rate-store';
 import { ChordUnlockDeps, failChord, sendChordBody } from './chord-unlock';
 
 /**
@@ -45,7 +45,6 @@ export function createChordTableCql(keyspace: string, table: string): string {
   return `CREATE TABLE IF NOT EXISTS ${keyspace}.${table} (\n    group_id text PRIMARY KEY,\n    done map<int, text>,\n    finisher text,\n    body_sent boolean\n)`;
 }
 
-const UNAUTHORIZED = 0x2100;
 
 export interface CassandraChordStoreOptions {
   keyspace: string;
@@ -90,26 +89,11 @@ export class CassandraChordStore implements ChordCounterStore {
   }
 
   prepare(): Promise<void> {
-    this.prepared ??= this.create().catch((err: unknown) => {
+    this.prepared ??= createOwnTable(this.session(), this.options.keyspace, this.options.table, createChordTableCql, 'Chord table').catch((err: unknown) => {
       this.prepared = null; // tried again by the next header task
       throw err;
     });
     return this.prepared;
-  }
-
-  private async create(): Promise<void> {
-    const client = this.session();
-    const { keyspace, table } = this.options;
-    if (await client.metadata.getTable(keyspace.toLowerCase(), table.toLowerCase())) return;
-    try {
-      await client.execute(createChordTableCql(keyspace, table));
-    } catch (err) {
-      const why = (err as Error).message;
-      if ((err as { code?: number }).code === UNAUTHORIZED) {
-        throw new CeleryConnectionError(`Chord table ${keyspace}.${table} does not exist and this role may not create it (needs CREATE permission on keyspace ${keyspace}): ${why}`);
-      }
-      throw new CeleryConnectionError(`Cannot create chord table ${keyspace}.${table}: ${why}`);
-    }
   }
 
   async markDone(groupId: string, index: number, taskId: string): Promise<Map<number, string>> {
