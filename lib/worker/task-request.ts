@@ -26,6 +26,14 @@ export type HoldEnd = 'run' | 'stop' | 'lost';
 
 export type { StoreOutcome } from '../results/result-writer';
 
+/**
+ * Set on the messages (next chain step, callbacks) a run publishes when that run may be a second
+ * one — its own message was redelivered or carried this header — so they may have been published
+ * before: the worker that receives one reads the task's stored state first and does not run a task
+ * that already succeeded (otherwise every later step of the chain would run twice too).
+ */
+export const MAYBE_DUPLICATE_HEADER = 'nestjs_celery_maybe_duplicate';
+
 /** What a request needs from the worker that owns it. */
 export interface RequestContext {
   registry: TaskRegistry;
@@ -128,7 +136,7 @@ export class TaskRequest {
 
   private async process(task: DecodedTask, entry: RegisteredTask): Promise<void> {
     if (this.delivery.lost.aborted) return;
-    if (this.delivery.redelivered && (await this.alreadySucceeded(task))) return;
+    if (this.mayBeDuplicate(task) && (await this.alreadySucceeded(task))) return;
     // Expiry is checked on receipt (an expired ETA task does not wait for its ETA) and again before running.
     if (isExpired(task)) return this.revokeExpired(task);
     if (task.eta !== null && task.eta > nowMicros()) {
@@ -416,8 +424,11 @@ export class TaskRequest {
       this.ctx.logger.error(`Task ${task.task}[${task.id}] succeeded but its workflow cannot continue: ${err instanceof Error ? err.message : String(err)}`);
       return { ...result, status: 'FAILURE', result: toExceptionInfo(err), traceback: tracebackOf(err), children: [] };
     }
+    // a second run (its message redelivered, or itself published twice) publishes what the first
+    // run may have published already: marked, so its receiver checks for a stored SUCCESS first
+    const publish = this.mayBeDuplicate(task) ? canvas.publish.map((p) => ({ ...p, spec: { ...p.spec, headers: { ...p.spec.headers, [MAYBE_DUPLICATE_HEADER]: true } } })) : canvas.publish;
     try {
-      await this.ctx.publishCanvas(canvas.publish);
+      await this.ctx.publishCanvas(publish);
     } catch (err) {
       this.ctx.logger.error(
         `Task ${task.task}[${task.id}]: the next step / callbacks could not be sent (${err instanceof Error ? err.message : String(err)}); the message goes back to the queue`,
@@ -491,10 +502,16 @@ export class TaskRequest {
     if (typeof queue === 'string' && queue) this.ctx.notify(queue, result);
   }
 
+  /** Whether this message may be a second one for its task: redelivered, or marked so by the run that published it. */
+  private mayBeDuplicate(task: DecodedTask): boolean {
+    return this.delivery.redelivered || task.headers[MAYBE_DUPLICATE_HEADER] === true;
+  }
+
   /**
    * A redelivered message may belong to a task that already succeeded (its worker died before the
-   * ack). A stored SUCCESS is never replaced (Celery 5.7 keeps the first SUCCESS too): the task is
-   * not run again and the message is acknowledged.
+   * ack), and a marked one to a chain step already run (the step before ran twice). A stored
+   * SUCCESS is never replaced (Celery 5.7 keeps the first SUCCESS too): the task is not run again
+   * and the message is acknowledged.
    */
   private async alreadySucceeded(task: DecodedTask): Promise<boolean> {
     let meta;
@@ -504,7 +521,7 @@ export class TaskRequest {
       return false; // the store is down: run the task; storing will wait for the store
     }
     if (meta.status !== 'SUCCESS') return false;
-    this.ctx.logger.warn(`Task ${task.task}[${task.id}] was redelivered but already succeeded; not run again`);
+    this.ctx.logger.warn(`Task ${task.task}[${task.id}] was ${this.delivery.redelivered ? 'redelivered' : 'published again'} but already succeeded; not run again`);
     // its worker may have died between storing the SUCCESS and doing its chord part: done here
     if (!(await this.chordPartDone(task))) {
       this.delivery.reject(true);

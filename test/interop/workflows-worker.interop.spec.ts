@@ -25,7 +25,7 @@ interface Row {
  * The worker side of workflows against real Python Celery 5.7 (issue 13 item 3): Python builds
  * and sends the workflow, its own `get()` reads the outcome, some steps run on the NestJS worker
  * (the sample's tasks on its default queue), the rest on one Python worker; the rows are read
- * from the shared Cassandra table.
+ * from the shared Cassandra table. Chords applied by our worker as chain steps are in the last cells.
  */
 describe('interop: workflows through the NestJS worker', () => {
   const env: PythonEnv = { pyQueue: uniqueName('py_wf'), table: uniqueName('interop_wf') };
@@ -129,4 +129,38 @@ describe('interop: workflows through the NestJS worker', () => {
     expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 36 } });
     for (const id of out.ids.slice(0, 3)) expect((await newest(id)).status).toBe('SUCCESS');
   }, 60000);
+
+  // Python sends chain(a, group(...), b) as chain(a, chord(group, b)): when `a` runs on the NestJS
+  // worker, the next chain step is a chord, which our worker applies as Celery's worker does (header
+  // tasks with a's result, celery.chord_unlock routed as the body, the rest of the chain in the body)
+  it('a NestJS step followed by a chord of Python tasks with a Python body: the header gets its result, Python get() the sum', async () => {
+    const out = await py({
+      kind: 'chain',
+      steps: [{ task: 'tasks.add', args: [1, 2], queue: jsQueue }, { group: [10, 20, 30].map((n) => ({ task: 'tasks.add', args: [n], queue: env.pyQueue })) }, { task: 'tasks.tsum', args: [], queue: env.pyQueue }],
+    });
+    // (3+10) + (3+20) + (3+30)
+    expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 69 } });
+    const first = out.ids[0];
+    const row = await newest(first);
+    expect(row).toMatchObject({ status: 'SUCCESS', result: 3 });
+    // the row lists the chord's result as Celery's worker does: the body with the header group as its parent
+    const [[[bodyId, [[, ], members]]]] = row.children as [[[string, [[string, null], unknown[]]]]];
+    expect(bodyId).toBe(out.id);
+    expect(members).toHaveLength(3);
+  }, 90000);
+
+  it('a NestJS step, a chord of NestJS tasks with a NestJS body (our chord_unlock), then a Python step: the chain goes on after the chord', async () => {
+    const out = await py({
+      kind: 'chain',
+      steps: [
+        { task: 'tasks.add', args: [1, 1], queue: jsQueue },
+        { group: [1, 2].map((n) => ({ task: 'tasks.add', args: [n], queue: jsQueue })) },
+        { task: 'tasks.tsum', args: [], queue: jsQueue },
+        { task: 'tasks.add', args: [1000], queue: env.pyQueue },
+      ],
+    });
+    // (2+1) + (2+2) = 7, then + 1000
+    expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 1007 } });
+    expect((await newest(out.id)).status).toBe('SUCCESS');
+  }, 90000);
 });
