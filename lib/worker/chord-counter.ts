@@ -9,6 +9,7 @@ import { MemoryResultStore } from '../results/memory.result-store';
 import type { ResultStore } from '../results/result-store.interface';
 import { consistency, createOwnTable } from './cassandra-rate-store';
 import { ChordUnlockDeps, failChord, sendChordBody } from './chord-unlock';
+import { markedMaybeDuplicate } from './task-request';
 
 /**
  * Chords completed by their header tasks (counter mode, README "How a chord completes"): no
@@ -35,9 +36,16 @@ export interface ChordCounterStore {
    * Claims the completion of the chord for `taskId` (compare-and-set: the first claim wins):
    * who holds it, and whether the body has been sent (only read when `taskId` holds it).
    */
-  claim(groupId: string, taskId: string): Promise<{ finisher: string; sent: boolean }>;
+  claim(groupId: string, taskId: string): Promise<Claim>;
   /** The body has been published (or the ChordError stored): a redelivered finisher does not send it again. */
   markSent(groupId: string): Promise<void>;
+}
+
+/** Who completes a chord; `again`: `taskId` claimed it before (a redelivered finisher, which may have sent the body already). */
+export interface Claim {
+  finisher: string;
+  sent: boolean;
+  again: boolean;
 }
 
 /** The table of counter-mode chords. */
@@ -105,17 +113,17 @@ export class CassandraChordStore implements ChordCounterStore {
     return done instanceof Map ? done : new Map(Object.entries(done).map(([k, v]) => [Number(k), v]));
   }
 
-  async claim(groupId: string, taskId: string): Promise<{ finisher: string; sent: boolean }> {
+  async claim(groupId: string, taskId: string): Promise<Claim> {
     const client = this.session();
     const rs = await client.execute(this.cql.claim, [taskId, groupId], { prepare: true, consistency: this.write, serialConsistency: this.serial, isIdempotent: false });
     const row = rs.rows[0];
     const applied = row?.['[applied]'];
     if (typeof applied !== 'boolean') throw new CeleryConnectionError(`${this.describe()} answered the claim of chord ${groupId} without [applied]`);
-    if (applied) return { finisher: taskId, sent: false };
+    if (applied) return { finisher: taskId, sent: false, again: false };
     const finisher = String(row.finisher);
-    if (finisher !== taskId) return { finisher, sent: false };
+    if (finisher !== taskId) return { finisher, sent: false, again: false };
     const sent = await client.execute(this.cql.readSent, [groupId], { prepare: true, consistency: this.serial });
-    return { finisher, sent: sent.rows[0]?.body_sent === true };
+    return { finisher, sent: sent.rows[0]?.body_sent === true, again: true };
   }
 
   async markSent(groupId: string): Promise<void> {
@@ -148,10 +156,11 @@ export class MemoryChordStore implements ChordCounterStore {
     return new Map(chord.done);
   }
 
-  async claim(groupId: string, taskId: string): Promise<{ finisher: string; sent: boolean }> {
+  async claim(groupId: string, taskId: string): Promise<Claim> {
     const chord = this.row(groupId);
+    const again = chord.finisher === taskId;
     chord.finisher ??= taskId;
-    return { finisher: chord.finisher, sent: chord.finisher === taskId && chord.sent };
+    return { finisher: chord.finisher, sent: chord.finisher === taskId && chord.sent, again };
   }
 
   async markSent(groupId: string): Promise<void> {
@@ -213,7 +222,8 @@ export class ChordCounter {
     const metas = await this.deps.getTaskMetas(ids);
     const state = completeState(chordState(call.header, new Map(metas.map((m) => [m.taskId, m]))), ids, new Map(metas.map((m) => [m.taskId, m.status])));
     const parent = { id: task.id, rootId: task.rootId ?? task.id };
-    if (state.kind === 'ready') await sendChordBody(this.deps, call, state.values, parent);
+    // a finisher claiming again may have sent the body before it died: the copy is marked, and not run again once the first stored its SUCCESS
+    if (state.kind === 'ready') await sendChordBody(this.deps, call, state.values, parent, claim.again ? markedMaybeDuplicate : undefined);
     else await failChord(this.deps, call, state.culpritId, state.error, parent);
     await this.store.markSent(part.groupId);
   }

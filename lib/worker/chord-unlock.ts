@@ -67,9 +67,9 @@ async function unlock(deps: ChordUnlockDeps, raw: unknown[], ctx: TaskContext): 
   return null;
 }
 
-/** Publishes the chord's body with the header values in header order prepended (`callback.delay(values)`); `parent` is the task that completes the chord. */
-export async function sendChordBody(deps: Pick<ChordUnlockDeps, 'publishCanvas' | 'logger'>, call: ChordUnlockCall, values: unknown[], parent: CanvasParent): Promise<void> {
-  await deps.publishCanvas(chordBodyCanvas(call, values, parent, randomUUID).publish);
+/** Publishes the chord's body with the header values in header order prepended (`callback.delay(values)`); `parent` is the task that completes the chord; `mark` may add headers. */
+export async function sendChordBody(deps: Pick<ChordUnlockDeps, 'publishCanvas' | 'logger'>, call: ChordUnlockCall, values: unknown[], parent: CanvasParent, mark: (steps: PublishStep[]) => PublishStep[] = (steps) => steps): Promise<void> {
+  await deps.publishCanvas(mark(chordBodyCanvas(call, values, parent, randomUUID).publish));
   deps.logger.log(`Chord ${call.groupId}: ${values.length} header result(s) ready; body ${call.body.task} sent`);
 }
 

@@ -34,6 +34,11 @@ export type { StoreOutcome } from '../results/result-writer';
  */
 export const MAYBE_DUPLICATE_HEADER = 'nestjs_celery_maybe_duplicate';
 
+/** Messages marked with {@link MAYBE_DUPLICATE_HEADER}: they may have been published before. */
+export function markedMaybeDuplicate(steps: readonly PublishStep[]): PublishStep[] {
+  return steps.map((p) => ({ ...p, spec: { ...p.spec, headers: { ...p.spec.headers, [MAYBE_DUPLICATE_HEADER]: true } } }));
+}
+
 /** What a request needs from the worker that owns it. */
 export interface RequestContext {
   registry: TaskRegistry;
@@ -426,7 +431,7 @@ export class TaskRequest {
     }
     // a second run (its message redelivered, or itself published twice) publishes what the first
     // run may have published already: marked, so its receiver checks for a stored SUCCESS first
-    const publish = this.mayBeDuplicate(task) ? canvas.publish.map((p) => ({ ...p, spec: { ...p.spec, headers: { ...p.spec.headers, [MAYBE_DUPLICATE_HEADER]: true } } })) : canvas.publish;
+    const publish = this.mayBeDuplicate(task) ? markedMaybeDuplicate(canvas.publish) : canvas.publish;
     try {
       await this.ctx.publishCanvas(publish);
     } catch (err) {

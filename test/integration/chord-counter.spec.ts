@@ -6,6 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CeleryModule, Producer, ResultStore, Task, TaskContext } from '../../lib';
 import { createTableCql } from '../../lib/results/cassandra.result-store';
 import { CeleryWorker } from '../../lib/worker/celery.worker';
+import { createChordTableCql } from '../../lib/worker/chord-counter';
+import { WorkerProcess } from '../faults/fault-harness';
 import { eventually, KEYSPACE, rawCassandra, RawAmqp, realOptions, removeQueueAndTable, uniqueName } from '../support/real-services';
 
 let bodyRuns: { id: string; values: unknown[] }[] = [];
@@ -151,4 +153,36 @@ describe('chords completed by their header tasks (counter mode) on RabbitMQ and 
     expect(bodyRuns).toHaveLength(1);
     expect(unlockRuns).toBe(0);
   }, 60000);
+
+  it('kill -9 of the sample worker in the middle of a 600-task chord, then a new worker: the body gets all 600 values', async () => {
+    // the sample runs with the module's default table celery_chords; created here as the superuser
+    await cql.execute(createChordTableCql(KEYSPACE, 'celery_chords'));
+    await open(false);
+    const producer = app.get(Producer);
+    const first = await WorkerProcess.start(queue, table);
+    let second: WorkerProcess | null = null;
+    try {
+      const seconds = Array.from({ length: 600 }, (_, i) => (i % 3) * 0.01);
+      const result = await producer.chord(seconds.map((s) => producer.signatureByName('tasks.sleep', [s])), producer.signatureByName<number>('tasks.tsum'), { completion: 'counter' });
+      await eventually(async () => first.executions.size >= 150, 30000);
+      first.signal('SIGKILL', true);
+      await first.waitExit(10000);
+      const ranBefore = first.executions.size;
+      expect(ranBefore).toBeLessThan(600); // killed mid-chord
+      second = await WorkerProcess.start(queue, table);
+      const sum = await result.get({ timeout: 60000 });
+      expect(sum).toBeCloseTo(seconds.reduce((a, b) => a + b, 0), 6);
+      const bodyRunsSeen = [...first.lines, ...second.lines].filter((l) => l.includes(`Task tasks.tsum[${result.id}] succeeded`)).length;
+      expect(bodyRunsSeen).toBe(1);
+      const ran = new Set([...first.executions.keys(), ...second.executions.keys()]);
+      const all = await cql.execute(`SELECT group_id, done, finisher, body_sent FROM ${KEYSPACE}.celery_chords`);
+      const mine = all.rows.filter((r) => Object.values((r.done ?? {}) as Record<string, string>).some((id) => ran.has(id)));
+      expect(mine).toHaveLength(1);
+      expect(Object.keys(mine[0].done as Record<string, string>)).toHaveLength(600);
+      expect(mine[0].body_sent).toBe(true);
+    } finally {
+      if (first.alive) first.signal('SIGKILL', true);
+      await second?.stop();
+    }
+  }, 120000);
 });
