@@ -1,8 +1,9 @@
 import { Test, TestingModule } from '@nestjs/testing';
 import type { Client } from 'cassandra-driver';
-import { CeleryModule } from '../../lib';
+import { randomUUID } from 'node:crypto';
+import { CeleryModule, Producer } from '../../lib';
 import { TasksService } from '../../sample/tasks.service';
-import { KEYSPACE, rawCassandra, uniqueName } from '../support/real-services';
+import { eventually, KEYSPACE, rawCassandra, uniqueName } from '../support/real-services';
 import { ensurePythonCelery, PythonEnv, PythonWorker, pythonClient, stopInterop, walkthroughCeleryconfig } from './support/python-celery';
 
 interface Outcome {
@@ -118,6 +119,25 @@ describe('interop: workflows through the NestJS worker', () => {
     });
     expect(out).toMatchObject({ status: 'SUCCESS', result: { json: 12 } });
     expect(await newest(out.ids[3])).toEqual({ status: 'SUCCESS', result: 12, children: [] });
+  }, 60000);
+
+  it("our counter-mode chord, NestJS header tasks and a Python body: no chord_unlock, the last NestJS header task sends the body to the Python queue, Python runs it", async () => {
+    const producer = app.get(Producer);
+    const header = [1, 2, 3, 4].map((i) => producer.signatureByName('tasks.add', [i, 100], { queue: jsQueue }));
+    const result = await producer.chord(header, producer.signatureByName<number>('tasks.tsum', [], { queue: env.pyQueue }), { completion: 'counter' });
+    await expect(result.get({ timeout: 30000 })).resolves.toBe(410);
+    expect(await newest(result.id)).toEqual({ status: 'SUCCESS', result: 410, children: [] });
+  }, 60000);
+
+  it('a counter-mode chord whose header tasks a Python worker runs: Python ignores nestjs_chord_size, stores the header results, and the body is never sent (README: route counter-mode headers to NestJS workers only)', async () => {
+    const producer = app.get(Producer);
+    const ids = [randomUUID(), randomUUID()];
+    const header = ids.map((id, i) => producer.signatureByName('tasks.add', [i, 1], { queue: env.pyQueue, taskId: id }));
+    const result = await producer.chord(header, producer.signatureByName<number>('tasks.tsum', [], { queue: jsQueue }), { completion: 'counter' });
+    await eventually(async () => (await Promise.all(ids.map(statuses))).every((s) => s.includes('SUCCESS')), 30000);
+    expect(await newest(ids[1])).toMatchObject({ status: 'SUCCESS', result: 2 });
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await statuses(result.id)).toEqual([]); // PENDING for ever: nobody completes the chord
   }, 60000);
 
   it("a Python chord with NestJS header tasks and a Python body: Python's chord_unlock (on the body's queue) reads our header rows", async () => {
