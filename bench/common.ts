@@ -57,6 +57,11 @@ export function createTableCql(table: string): string {
   );
 }
 
+/** The `cassandra` options of a benchmark's CeleryModule: the bench node, with credentials, and `table`. */
+export function benchCassandraOptions(table: string) {
+  return { contactPoints: [CASSANDRA_HOST], port: CASSANDRA_PORT, localDataCenter: CASSANDRA_DC, keyspace: KEYSPACE, table, credentials: { ...CREDENTIALS } };
+}
+
 export function cassandraClient(keyspace: string | undefined = KEYSPACE): Client {
   return new Client({
     contactPoints: [`${CASSANDRA_HOST}:${CASSANDRA_PORT}`],

@@ -3,6 +3,7 @@ export { CELERY_MODULE_OPTIONS } from './celery.module-definition';
 export { CELERY_CONFIG } from './celery.constants';
 export type { CeleryModuleOptions, CassandraOptions, WorkerOptions, PythonCeleryConfig, CeleryOptionsInput } from './interfaces/celery-options.interface';
 export type { GlobalRateLimitOptions } from './interfaces/celery-options.interface';
+export type { ChordOptions } from './interfaces/celery-options.interface';
 export { RateLimiter, createRateLimiter } from './worker/rate-limit';
 export type { RateLimitSetting, TaskRateLimits } from './worker/rate-limit';
 export type { ResolvedCeleryConfig, ResolvedCassandraConfig } from './config/resolved-config';
@@ -31,7 +32,8 @@ export { Producer, TaskSignature } from './producer/producer.service';
 export type { SendTaskOptions, SignatureResult, ChainResult } from './producer/producer.service';
 // workflows (producer side): signatures, chain / group / chord
 export { Signature, GroupSignature, InvalidSignatureError, signatureToDict, signatureFromDict, chainSignature, groupSignature, chordSignature } from './protocol/canvas';
-export type { SignatureDict, SignatureOptions } from './protocol/canvas';
+export type { SignatureDict, SignatureOptions, ChordCompletion } from './protocol/canvas';
+export { CHORD_COUNTER_HEADER } from './protocol/canvas';
 export { AsyncResult } from './results/async-result';
 export type { GetOptions } from './results/async-result';
 export { ResultStore } from './results/result-store.interface';

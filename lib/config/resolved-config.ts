@@ -74,6 +74,8 @@ export interface ResolvedCeleryConfig {
   resultPollIntervalMs: number;
   /** Rate limits (issue 12 item 4). */
   rateLimits: ResolvedRateLimitConfig;
+  /** How chords complete (issue 13 item 4). */
+  chords: ResolvedChordConfig;
   /** Celery's `result_extended`: rows also carry name, args, kwargs, worker, retries, queue. */
   resultExtended: boolean;
   /** Periodic tasks (issue 15 item 5). */
@@ -105,3 +107,13 @@ export interface ResolvedRateLimitConfig {
   maxLateMs: number;
 }
 // ---- end rate limits ----
+
+// ---- chords (issue 13 item 4) ----
+export interface ResolvedChordConfig {
+  /** `chords.completion`: how `Producer.chord()` chords complete unless the call says. */
+  completion: 'unlock' | 'counter';
+  /** `chords.table`: the per-chord rows of counter-mode chords, in the result keyspace. */
+  table: string;
+  serialConsistency: 'SERIAL' | 'LOCAL_SERIAL';
+}
+// ---- end chords ----

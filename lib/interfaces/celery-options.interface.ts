@@ -131,6 +131,23 @@ export interface GlobalRateLimitOptions {
 }
 // ---- end rate limits ----
 
+// ---- chords (issue 13 item 4) ----
+/** How chords sent by `Producer.chord()` complete, and where counter-mode chords keep their rows. */
+export interface ChordOptions {
+  /**
+   * `unlock` (default, as Celery on Cassandra): `celery.chord_unlock` polls the header results
+   * every `interval`; works whoever runs the header tasks. `counter`: no chord_unlock; each header
+   * task records itself in the chord's row once its result is stored and the last one publishes
+   * the body — only when every header task runs on a NestJS worker. `Producer.chord(..., { completion })` wins.
+   */
+  completion?: 'unlock' | 'counter';
+  /** The per-chord table of counter mode, in the result keyspace, created when missing. Default `celery_chords`. */
+  table?: string;
+  /** Paxos consistency of the claim that lets one header task publish the body. Default `SERIAL`. */
+  serialConsistency?: 'SERIAL' | 'LOCAL_SERIAL';
+}
+// ---- end chords ----
+
 /**
  * `CeleryModule.forRoot()` options, camelCase. A Python `celeryconfig` with its snake_case keys
  * (`broker_url`, `result_backend`, `cassandra_servers`, ...) is accepted too, see {@link PythonCeleryConfig}.
@@ -203,6 +220,8 @@ export interface CeleryModuleOptions {
   globalRateLimits?: GlobalRateLimitOptions;
   /** Periodic tasks: `@Periodic()` methods and a Celery `beat_schedule`, sent once per tick across replicas. */
   scheduler?: SchedulerOptions;
+  /** How chords complete (README, Workflows: "How a chord completes"). */
+  chords?: ChordOptions;
 
   // --- task defaults (Celery's task_* settings); a task's own @Task() options win ---
   /** Hard time limit in seconds of every task (`task_time_limit`). Default none. */

@@ -1,5 +1,5 @@
 import type { TaskMessageSpec } from './task-message';
-import { CanvasMessage, describe, FreezeContext, InvalidSignatureError, planChain, planChord, Signature, signatureFromDict } from './canvas';
+import { CanvasMessage, CHORD_COUNTER_HEADER, describe, FreezeContext, InvalidSignatureError, planChain, planChord, Signature, signatureFromDict } from './canvas';
 import { saferepr, tupleRepr } from './saferepr';
 import { ExceptionInfo, isExceptionInfo } from './exceptions';
 import { parseResultTuple, ResultTuple } from './result-tuple';
@@ -443,4 +443,39 @@ export function chordBodyFailureTargets(call: ChordUnlockCall): { bodyId: string
     chain: Array.isArray(o.chain) ? o.chain : null,
     errbacks: signatureList(o.link_error),
   };
+}
+
+/** A header task of a counter-mode chord (its message has the `nestjs_chord_size` header): its place in the chord. */
+export interface CounterChordPart {
+  groupId: string;
+  /** Its `group_index`: where its value goes in the body's list. */
+  index: number;
+  /** How many header tasks the chord has. */
+  size: number;
+  /** The body signature (`embed.chord`). */
+  body: unknown;
+}
+
+/**
+ * Reads the chord part of a header task in counter mode from its message (headers `group`,
+ * `group_index`, `nestjs_chord_size`, and `embed.chord`); null when the message is not one.
+ * Throws InvalidSignatureError naming what is missing or wrong.
+ */
+export function counterChordPartOf(task: { id: string; headers: Record<string, unknown>; group: string | null; groupIndex: number | null; embed: { chord: unknown } }): CounterChordPart | null {
+  const size = task.headers[CHORD_COUNTER_HEADER];
+  if (size === undefined || size === null) return null;
+  const where = `task ${task.id}, a header task of a counter-mode chord`;
+  if (typeof size !== 'number' || !Number.isInteger(size) || size < 1) throw new InvalidSignatureError(`${where}: header ${CHORD_COUNTER_HEADER} is not a whole number >= 1 (${describe(size)})`);
+  if (typeof task.group !== 'string' || !task.group) throw new InvalidSignatureError(`${where}: it has no group header (the chord's group id)`);
+  const index = task.groupIndex;
+  if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= size) {
+    throw new InvalidSignatureError(`${where}: group_index ${describe(index)} is not a whole number from 0 to ${size - 1}`);
+  }
+  parseSignature(task.embed.chord, `${where}: embed.chord (the body)`);
+  return { groupId: task.group, index, size, body: task.embed.chord };
+}
+
+/** A counter-mode chord as the call `celery.chord_unlock` would have got: its body and its header ids in header order. */
+export function counterChordCall(part: CounterChordPart, headerIds: readonly string[]): ChordUnlockCall {
+  return parseChordUnlock(part.groupId, part.body, null, null, headerIds.map(taskTuple));
 }

@@ -15,7 +15,8 @@ import { perConsumerQos, queueTableOf } from '../config/queue-table';
 import { delayedDeliveryBindings, delayedDeliveryTopology, retryDestination, routeTask } from '../protocol/routing';
 import type { PublishStep } from '../protocol/canvas-apply';
 import { encodeTaskMessage } from '../protocol/task-message';
-import { CHORD_UNLOCK_TASK, chordUnlockTask } from './chord-unlock';
+import { CHORD_UNLOCK_TASK, ChordUnlockDeps, chordUnlockTask } from './chord-unlock';
+import { ChordCounter, createChordStore } from './chord-counter';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 
@@ -74,6 +75,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   private readonly writer: ResultWriter;
   /** Celery's rate limits (`rateLimit`): per task name, per worker, or shared by every worker. */
   readonly rateLimiter: RateLimiter;
+  /** Counter-mode chords: the header tasks complete them (README, "How a chord completes"). */
+  private readonly chordCounter: ChordCounter;
 
   constructor(
     @Inject(CELERY_CONFIG) private readonly config: ResolvedCeleryConfig,
@@ -114,6 +117,18 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       rateLimit: (taskName, signal) => this.rateLimiter.acquire(taskName, signal),
       isolatedPool: () => (this.pool ??= new IsolatedPool({ size: config.worker.isolatedThreads ?? undefined })),
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
+      chordPart: (task) => this.chordCounter.partDone(task),
+    };
+    this.chordCounter = new ChordCounter(createChordStore(config, store), this.chordDeps());
+  }
+
+  /** What completing a chord needs (chord_unlock and counter-mode header tasks). */
+  private chordDeps(): ChordUnlockDeps {
+    return {
+      getTaskMetas: (ids) => this.store.getTaskMetas(ids),
+      publishCanvas: (steps) => this.publishCanvas(steps),
+      storeDurably: (result, checkFirst) => this.storeDurably(result, checkFirst),
+      logger: this.logger,
     };
   }
 
@@ -154,12 +169,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     // Celery's builtin, registered like its builtins (a task of the same name in the app wins)
     if (!this.registry.has(CHORD_UNLOCK_TASK)) {
       this.registry.register(
-        chordUnlockTask({
-          getTaskMetas: (ids) => this.store.getTaskMetas(ids),
-          publishCanvas: (steps) => this.publishCanvas(steps),
-          storeDurably: (result, checkFirst) => this.storeDurably(result, checkFirst),
-          logger: this.logger,
-        }),
+        chordUnlockTask(this.chordDeps()),
       );
     }
     for (const task of this.registry.all()) this.rateLimiter.configure(task.name, task.options?.rateLimit);

@@ -20,6 +20,7 @@ import type { StoreOutcome } from '../results/result-writer';
 import { NOTIFY_HEADER } from '../results/result-notifier';
 import { AppliedCanvas, errbackCanvas, InvalidSignatureError, PublishStep, remainingChainIds, successCanvas } from '../protocol/canvas-apply';
 import { randomUUID } from 'node:crypto';
+import { CHORD_COUNTER_HEADER } from '../protocol/canvas';
 
 /** How an ETA hold ended: the ETA came, the worker is stopping, or the message's channel was lost. */
 export type HoldEnd = 'run' | 'stop' | 'lost';
@@ -33,6 +34,11 @@ export type { StoreOutcome } from '../results/result-writer';
  * that already succeeded (otherwise every later step of the chain would run twice too).
  */
 export const MAYBE_DUPLICATE_HEADER = 'nestjs_celery_maybe_duplicate';
+
+/** Messages marked with {@link MAYBE_DUPLICATE_HEADER}: they may have been published before. */
+export function markedMaybeDuplicate(steps: readonly PublishStep[]): PublishStep[] {
+  return steps.map((p) => ({ ...p, spec: { ...p.spec, headers: { ...p.spec.headers, [MAYBE_DUPLICATE_HEADER]: true } } }));
+}
 
 /** What a request needs from the worker that owns it. */
 export interface RequestContext {
@@ -76,7 +82,16 @@ export interface RequestContext {
   contextStorage(): boolean;
   /** Registers a running task so revoke and shutdown can abort it; returns the unregister function. */
   track(taskId: string, abort: (reason: Error) => void): () => void;
+  /**
+   * The chord part of a header task of a counter-mode chord (lib/worker/chord-counter.ts), after
+   * its result is stored and before its ack: records it done and, when it is the last one, sends
+   * the body. Rejects when it could not be done (the message then goes back to the queue).
+   */
+  chordPart?(task: DecodedTask): Promise<void>;
 }
+
+/** A chord part that failed is tried again by the redelivered message, no sooner than this. */
+const CHORD_PART_RETRY_MS = 1000;
 
 /** How a run ended: a result to store, a retry to publish, or a shutdown that sends the message back. */
 type RunOutcome =
@@ -367,6 +382,7 @@ export class TaskRequest {
     if (this.delivery.lost.aborted) return this.finishLost(task, result, skipStore);
     if (skipStore) {
       if (result.status === 'FAILURE' && !(await this.propagateFailure(task, result, false))) return this.delivery.reject(true);
+      if (!(await this.chordPartDone(task))) return this.delivery.reject(true);
       this.delivery.ack();
       return;
     }
@@ -382,10 +398,13 @@ export class TaskRequest {
       // retrying cannot help: reject without requeue (dead-lettered when the queue has a dead-letter exchange)
       const stored = outcome.stored ? `a FAILURE saying so is stored` : 'no FAILURE could be stored either';
       this.ctx.logger.error(`Result of ${task.task}[${task.id}] cannot be stored: ${outcome.reason}; ${stored}; message rejected without requeue`);
+      if (outcome.stored) await this.chordPartDone(task); // its chord fails on that FAILURE
       this.delivery.reject(false);
       if (outcome.stored) this.notify(task, outcome.stored);
       return;
     }
+    // a header task of a counter-mode chord is acknowledged once its chord part is done too
+    if (!(await this.chordPartDone(task))) return this.delivery.reject(true);
     this.delivery.ack();
     if (outcome.kind === 'kept') {
       this.ctx.logger.warn(`Task ${task.task}[${task.id}] already has a stored SUCCESS; kept it, this run's ${result.status} is not stored`);
@@ -417,7 +436,7 @@ export class TaskRequest {
     }
     // a second run (its message redelivered, or itself published twice) publishes what the first
     // run may have published already: marked, so its receiver checks for a stored SUCCESS first
-    const publish = this.mayBeDuplicate(task) ? canvas.publish.map((p) => ({ ...p, spec: { ...p.spec, headers: { ...p.spec.headers, [MAYBE_DUPLICATE_HEADER]: true } } })) : canvas.publish;
+    const publish = this.mayBeDuplicate(task) ? markedMaybeDuplicate(canvas.publish) : canvas.publish;
     try {
       await this.ctx.publishCanvas(publish);
     } catch (err) {
@@ -513,9 +532,31 @@ export class TaskRequest {
     }
     if (meta.status !== 'SUCCESS') return false;
     this.ctx.logger.warn(`Task ${task.task}[${task.id}] was ${this.delivery.redelivered ? 'redelivered' : 'published again'} but already succeeded; not run again`);
+    // its worker may have died between storing the SUCCESS and doing its chord part: done here
+    if (!(await this.chordPartDone(task))) {
+      this.delivery.reject(true);
+      return true;
+    }
     this.delivery.ack();
     this.notify(task, successOf(meta));
     return true;
+  }
+
+  /**
+   * The chord part of a counter-mode chord's header task (a no-op for other tasks). False when it
+   * failed: the caller sends the message back, after a pause, and the redelivered copy does it.
+   */
+  private async chordPartDone(task: DecodedTask): Promise<boolean> {
+    if (!this.ctx.chordPart || task.headers[CHORD_COUNTER_HEADER] === undefined) return true;
+    try {
+      await this.ctx.chordPart(task);
+      return true;
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      this.ctx.logger.error(`Task ${task.task}[${task.id}]: its result is stored but its chord part failed (${why}); the message goes back to the queue`);
+      await new Promise((resolve) => setTimeout(resolve, CHORD_PART_RETRY_MS));
+      return false;
+    }
   }
 
   /** As Celery: a FAILURE `NotRegistered` row, and the message rejected without requeue. */

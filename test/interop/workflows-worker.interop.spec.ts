@@ -4,7 +4,7 @@ import type { Client } from 'cassandra-driver';
 import { randomUUID } from 'node:crypto';
 import { CeleryModule, Producer, Task, TaskContext, TaskFailure } from '../../lib';
 import { TasksService } from '../../sample/tasks.service';
-import { KEYSPACE, rawCassandra, uniqueName } from '../support/real-services';
+import { eventually, KEYSPACE, rawCassandra, uniqueName } from '../support/real-services';
 import { ensurePythonCelery, ensurePythonCelery52, PythonEnv, PythonWorker, pythonClient, stopInterop, VENV_52, walkthroughCeleryconfig } from './support/python-celery';
 
 interface Outcome {
@@ -206,6 +206,23 @@ describe.each([
       expect(err).toMatchObject({ taskId: result.id, state: 'FAILURE', excType: 'ChordError', excModule: 'celery.exceptions', excMessage: [reason] });
     }, 60000);
   }
+
+  it("our counter-mode chord, NestJS header tasks and a Python body: no chord_unlock, the last NestJS header task sends the body to the Python queue, Python runs it", async () => {
+    const header = [1, 2, 3, 4].map((i) => producer.signatureByName('tasks.add', [i, 100], { queue: jsQueue }));
+    const result = await producer.chord(header, producer.signatureByName<number>('tasks.tsum', [], { queue: env.pyQueue }), { completion: 'counter' });
+    await expect(result.get({ timeout: 30000 })).resolves.toBe(410);
+    expect(await newest(result.id)).toEqual({ status: 'SUCCESS', result: 410, children: [] });
+  }, 60000);
+
+  it('a counter-mode chord whose header tasks a Python worker runs: Python ignores nestjs_chord_size, stores the header results, and the body is never sent (README: route counter-mode headers to NestJS workers only)', async () => {
+    const ids = [randomUUID(), randomUUID()];
+    const header = ids.map((id, i) => producer.signatureByName('tasks.add', [i, 1], { queue: env.pyQueue, taskId: id }));
+    const result = await producer.chord(header, producer.signatureByName<number>('tasks.tsum', [], { queue: jsQueue }), { completion: 'counter' });
+    await eventually(async () => (await Promise.all(ids.map(statuses))).every((s) => s.includes('SUCCESS')), 30000);
+    expect(await newest(ids[1])).toMatchObject({ status: 'SUCCESS', result: 2 });
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await statuses(result.id)).toEqual([]); // PENDING for ever: nobody completes the chord
+  }, 60000);
 
   it("errback context: a Python task fails, its link_error is a NestJS task that reads the failed request and the exception from its context", async () => {
     const out = await py({
