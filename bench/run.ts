@@ -8,15 +8,16 @@ import * as amqplib from 'amqplib';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, release, totalmem, type } from 'node:os';
+import { cpus, hostname, loadavg, release, totalmem, type } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Client } from 'cassandra-driver';
 import { runCelery } from './celery-system';
-import { AMQP_URL, BenchOptions, cassandraClient, deleteQueues, killAllChildrenSync, round, SystemResult } from './common';
+import { AMQP_URL, baseText, BenchOptions, cassandraClient, createTableCql, deleteQueues, killAllChildrenSync, round, SystemResult, taskText } from './common';
 import { runNestjs } from './nestjs-system';
 import { ensureMatplotlib, PYTHON, REPO_ROOT } from './python-env';
 import { runRaw } from './raw-system';
+import { WireCheck, wireCheck } from './wire-check';
 
 const ALL_SYSTEMS = ['nestjs', 'raw', 'celery'];
 /** Run only when named in --systems: nestjs with its task in an isolated worker thread. */
@@ -41,6 +42,12 @@ const USAGE = `usage: npm run bench -- [options]
                           which fails beyond 2048 with the driver's BusyConnectionError)
   --celery-n N            Celery's N (default min(N, 2000); 500 with --quick)
   --celery-round-trips R  Celery's round trips (default R; 60 with --quick)
+  --load-fractions a,b    nestjs and raw: round trips timed under a background load at these fractions of
+                          the system's measured end-to-end rate (default 0.5,0.9; "none" skips the phase)
+  --load-round-trips R    round trips per load level (default 200; 40 with --quick)
+  --prefetch1-n N         nestjs and raw at worker concurrency 1, prefetch 1: N tasks at once (default 1000;
+                          200 with --quick; 0 skips the phase)
+  --prefetch1-round-trips R  round trips at prefetch 1 (default 100; 30 with --quick)
   --no-chart              skip the PNG
   --out DIR               results folder (default bench/results)`;
 
@@ -58,10 +65,15 @@ export function parseArgs(argv: string[]): BenchOptions {
     getConcurrency: 1000,
     celeryN: null,
     celeryRoundTrips: null,
+    loadFractions: [0.5, 0.9],
+    loadRoundTrips: 200,
+    prefetchOneN: 1000,
+    prefetchOneRoundTrips: 100,
     chart: true,
     out: join(REPO_ROOT, 'bench', 'results'),
     notes: [],
   };
+  const explicit = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {
@@ -110,6 +122,24 @@ export function parseArgs(argv: string[]): BenchOptions {
       case '--celery-round-trips':
         opts.celeryRoundTrips = int(0);
         break;
+      case '--load-fractions': {
+        const v = value();
+        opts.loadFractions = v === 'none' ? [] : v.split(',').map(Number);
+        for (const f of opts.loadFractions) if (!(f > 0 && f <= 2)) throw new Error(`--load-fractions: ${v} is not a list of fractions in (0, 2]`);
+        break;
+      }
+      case '--load-round-trips':
+        opts.loadRoundTrips = int(0);
+        explicit.add('loadRoundTrips');
+        break;
+      case '--prefetch1-n':
+        opts.prefetchOneN = int(0);
+        explicit.add('prefetchOneN');
+        break;
+      case '--prefetch1-round-trips':
+        opts.prefetchOneRoundTrips = int(0);
+        explicit.add('prefetchOneRoundTrips');
+        break;
       case '--no-chart':
         opts.chart = false;
         break;
@@ -126,6 +156,12 @@ export function parseArgs(argv: string[]): BenchOptions {
     }
   }
   if (opts.quick && !opts.nExplicit) opts.n = 2000;
+  if (opts.quick) {
+    // the added phases, short: CI runs --quick
+    if (!explicit.has('loadRoundTrips')) opts.loadRoundTrips = 40;
+    if (!explicit.has('prefetchOneN')) opts.prefetchOneN = 200;
+    if (!explicit.has('prefetchOneRoundTrips')) opts.prefetchOneRoundTrips = 30;
+  }
   applyPayloadGuards(opts);
   return opts;
 }
@@ -169,6 +205,27 @@ export async function machineInfo(admin: Client): Promise<Record<string, unknown
     // unknown
   }
   return info;
+}
+
+/** Where and at what code a system's figures were measured (stored with each system in the JSON). */
+export interface MeasuredAt {
+  commit: string;
+  /** lib/, bench/ or package.json had uncommitted changes (then `run.git` has a hash of lib/'s). */
+  dirty: boolean;
+  date: string;
+  machine: string;
+}
+
+export function measuredAt(machine: Record<string, unknown>): MeasuredAt {
+  let commit = 'unknown';
+  let dirty = true;
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+    dirty = execFileSync('git', ['status', '--porcelain', '--', 'lib', 'bench', 'package.json'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim() !== '';
+  } catch {
+    // not a git checkout: unknown, and counted as dirty
+  }
+  return { commit, dirty, date: new Date().toISOString(), machine: `${hostname()}: ${describeMachine(machine).replace(/^machine: /, '')}` };
 }
 
 export function gitInfo(): Record<string, unknown> {
@@ -236,6 +293,7 @@ async function main(): Promise<number> {
   const systems: Record<string, SystemResult> = {};
   const errors: Record<string, string> = {};
   let machine: Record<string, unknown> = {};
+  let wire: WireCheck | null = null;
   try {
     machine = await machineInfo(admin);
     log(describeMachine(machine));
@@ -244,6 +302,17 @@ async function main(): Promise<number> {
         `prefetch ${opts.prefetch ?? `${opts.concurrency * 4} (default)`}, workers ${opts.workers}, payload ${opts.payloadBytes ?? 'walkthrough sentence'}`,
     );
     for (const note of opts.notes) log(note);
+    if (opts.systems.includes('nestjs') && opts.systems.includes('raw')) {
+      try {
+        await admin.execute(createTableCql('bench_nestjs'));
+        wire = await wireCheck(opts.payloadBytes, 'bench_nestjs');
+        log(`wire check: raw and nestjs publish ${wire.same_bytes ? 'the same bytes' : 'DIFFERENT bytes'} (body ${wire.body_bytes} B, header table ${wire.header_table_bytes} B)`);
+        if (!wire.same_bytes) errors.wire_check = `raw and nestjs messages differ: ${wire.differences.join('; ')}`;
+      } catch (err) {
+        errors.wire_check = err instanceof Error ? err.message : String(err);
+        log(`wire check: FAILED: ${errors.wire_check}`);
+      }
+    }
     const runners: Record<string, (o: BenchOptions, a: Client, l: (s: string) => void) => Promise<SystemResult>> = {
       nestjs: runNestjs,
       raw: runRaw,
@@ -257,6 +326,7 @@ async function main(): Promise<number> {
         systems[name] = await runners[name](opts, admin, log);
         systems[name].wall_s = round((performance.now() - t) / 1000, 1);
         systems[name].loadavg_before = load;
+        systems[name].measured_at = measuredAt(machine);
         log(`${name}: done in ${systems[name].wall_s} s`);
       } catch (err) {
         errors[name] = err instanceof Error ? err.message : String(err);
@@ -275,13 +345,15 @@ async function main(): Promise<number> {
     machine,
     systems,
     ratios: rs,
+    ...(wire ? { wire_check: wire } : {}),
     run: {
       date: new Date().toISOString(),
       wall_s: wall,
       options: { ...opts, out: undefined, notes: undefined },
       notes: opts.notes,
       git: gitInfo(),
-      payload_bytes: opts.payloadBytes ?? Buffer.byteLength('storage yay my DB is powerful results Astra'),
+      payload_bytes: Buffer.byteLength(taskText(baseText(opts.payloadBytes), 0)),
+      inputs: 'every task a distinct input: the base text and a word of its own (six base-36 digits), each result checked against its own expected value',
       ratio_meaning: 'a / b value (nestjs/raw, nestjs/celery, nestjs_thread/nestjs): above 1 is better for rates, worse for latencies and memory',
       ...(Object.keys(errors).length ? { errors } : {}),
     },
