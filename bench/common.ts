@@ -18,6 +18,7 @@ export const CREDENTIALS = {
   password: process.env.CASSANDRA_PASSWORD ?? 'cassandra',
 };
 
+import type { CeleryModuleOptions } from '../lib/interfaces/celery-options.interface';
 import { sortWords, WALKTHROUGH_TEXT } from './sort-words';
 export { sortWords, TASK_NAME, WALKTHROUGH_TEXT } from './sort-words';
 
@@ -122,6 +123,17 @@ export function createTableCql(table: string): string {
     `CREATE TABLE IF NOT EXISTS ${KEYSPACE}.${table} (task_id text, status text, result blob, date_done timestamp, ` +
     'traceback blob, children blob, PRIMARY KEY ((task_id), date_done)) WITH CLUSTERING ORDER BY (date_done DESC)'
   );
+}
+
+/** CeleryModule.forRoot options of the benchmark's nestjs processes: `queue`, results in `table`, and `worker`. */
+export function benchCeleryOptions(queue: string, table: string, worker: CeleryModuleOptions['worker']): CeleryModuleOptions {
+  return {
+    brokerUrl: AMQP_URL,
+    resultBackend: 'cassandra',
+    defaultQueue: queue,
+    cassandra: { contactPoints: [CASSANDRA_HOST], port: CASSANDRA_PORT, localDataCenter: CASSANDRA_DC, keyspace: KEYSPACE, table, credentials: { ...CREDENTIALS } },
+    worker,
+  };
 }
 
 export function cassandraClient(keyspace: string | undefined = KEYSPACE): Client {

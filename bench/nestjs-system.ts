@@ -11,15 +11,10 @@ import { availableParallelism } from 'node:os';
 import type { Client } from 'cassandra-driver';
 import { CeleryModule, Producer } from '../lib';
 import {
-  AMQP_URL,
   baseText,
   BenchOptions,
-  CASSANDRA_DC,
-  CASSANDRA_HOST,
-  CASSANDRA_PORT,
-  CREDENTIALS,
+  benchCeleryOptions,
   deleteQueues,
-  KEYSPACE,
   resetTable,
   rowsNote,
   startNodeWorkers,
@@ -39,20 +34,7 @@ import { BenchClient, mainPhases, PrefetchOne, prefetchOnePhase, SentTask, syste
 export async function openNestjsClient(queue: string, table: string): Promise<BenchClient & { producer: Producer }> {
   @Module({
     imports: [
-      CeleryModule.forRoot({
-        brokerUrl: AMQP_URL,
-        resultBackend: 'cassandra',
-        defaultQueue: queue,
-        cassandra: {
-          contactPoints: [CASSANDRA_HOST],
-          port: CASSANDRA_PORT,
-          localDataCenter: CASSANDRA_DC,
-          keyspace: KEYSPACE,
-          table,
-          credentials: { ...CREDENTIALS },
-        },
-        worker: { enabled: false },
-      }),
+      CeleryModule.forRoot(benchCeleryOptions(queue, table, { enabled: false })),
     ],
   })
   class ClientModule {}

@@ -29,7 +29,7 @@ const MAX_READ_BYTES_IN_FLIGHT = 16 * 1024 ** 2;
 const METRICS = ['publish_per_s', 'end_to_end_per_s', 'p50_ms', 'p99_ms', 'pss_mb'] as const;
 
 const USAGE = `usage: npm run bench -- [options]
-  --quick                 N = 2000 (Celery 500), Celery 60 round trips
+  --quick                 N = 2000 (Celery 500), Celery 20 round trips per pool, shorter load and prefetch-1 phases
   --n N                   tasks per throughput run (default 20000; Celery: min(N, 2000))
   --systems a,b           subset of ${KNOWN_SYSTEMS.join(',')} (default ${ALL_SYSTEMS.join(',')}; nestjs_thread:
                           nestjs with its task in an isolated worker thread, compared with nestjs)
@@ -41,7 +41,7 @@ const USAGE = `usage: npm run bench -- [options]
   --get-concurrency G     nestjs: at most G AsyncResult.get() at once (default 1000; 0 = all at once,
                           which fails beyond 2048 with the driver's BusyConnectionError)
   --celery-n N            Celery's N (default min(N, 2000); 500 with --quick)
-  --celery-round-trips R  Celery's round trips (default R; 60 with --quick)
+  --celery-round-trips R  Celery's round trips per pool (default min(R, 100); 20 with --quick)
   --load-fractions a,b    nestjs and raw: round trips timed under a background load at these fractions of
                           the system's measured end-to-end rate (default 0.5,0.9; "none" skips the phase)
   --load-round-trips R    round trips per load level (default 200; 40 with --quick)
@@ -86,6 +86,11 @@ export function parseArgs(argv: string[]): BenchOptions {
       if (!Number.isInteger(v) || v < min) throw new Error(`${flag} must be an integer >= ${min}`);
       return v;
     };
+    /** A count option that --quick would otherwise shorten. */
+    const count = (key: 'loadRoundTrips' | 'prefetchOneN' | 'prefetchOneRoundTrips') => {
+      opts[key] = int(0);
+      explicit.add(key);
+    };
     switch (flag) {
       case '--quick':
         opts.quick = true;
@@ -129,16 +134,13 @@ export function parseArgs(argv: string[]): BenchOptions {
         break;
       }
       case '--load-round-trips':
-        opts.loadRoundTrips = int(0);
-        explicit.add('loadRoundTrips');
+        count('loadRoundTrips');
         break;
       case '--prefetch1-n':
-        opts.prefetchOneN = int(0);
-        explicit.add('prefetchOneN');
+        count('prefetchOneN');
         break;
       case '--prefetch1-round-trips':
-        opts.prefetchOneRoundTrips = int(0);
-        explicit.add('prefetchOneRoundTrips');
+        count('prefetchOneRoundTrips');
         break;
       case '--no-chart':
         opts.chart = false;
