@@ -506,6 +506,8 @@ export interface BenchOptions {
   prefetchOneN: number;
   prefetchOneRoundTrips: number;
   chart: boolean;
+  /** Keep this run as bench/results/full.{json,png} and write README's table from it. */
+  saveFull: boolean;
   out: string;
   /** What the run changed on its own (printed and stored). */
   notes: string[];

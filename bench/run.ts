@@ -7,7 +7,7 @@
 import * as amqplib from 'amqplib';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg, release, totalmem, type } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -17,6 +17,7 @@ import { AMQP_URL, baseText, BenchOptions, cassandraClient, createTableCql, dele
 import { runNestjs } from './nestjs-system';
 import { ensureMatplotlib, PYTHON, REPO_ROOT } from './python-env';
 import { runRaw } from './raw-system';
+import { FULL_JSON, README, readFull, renderTable, withTable } from './readme-table';
 import { WireCheck, wireCheck } from './wire-check';
 
 const ALL_SYSTEMS = ['nestjs', 'raw', 'celery'];
@@ -49,6 +50,8 @@ const USAGE = `usage: npm run bench -- [options]
                           200 with --quick; 0 skips the phase)
   --prefetch1-round-trips R  round trips at prefetch 1 (default 100; 30 with --quick)
   --no-chart              skip the PNG
+  --save-full             keep the run as bench/results/full.json / full.png and write README's
+                          Performance table from it (a full run at a committed state only)
   --out DIR               results folder (default bench/results)`;
 
 export function parseArgs(argv: string[]): BenchOptions {
@@ -70,6 +73,7 @@ export function parseArgs(argv: string[]): BenchOptions {
     prefetchOneN: 1000,
     prefetchOneRoundTrips: 100,
     chart: true,
+    saveFull: false,
     out: join(REPO_ROOT, 'bench', 'results'),
     notes: [],
   };
@@ -141,6 +145,9 @@ export function parseArgs(argv: string[]): BenchOptions {
         break;
       case '--prefetch1-round-trips':
         count('prefetchOneRoundTrips');
+        break;
+      case '--save-full':
+        opts.saveFull = true;
         break;
       case '--no-chart':
         opts.chart = false;
@@ -373,8 +380,21 @@ async function main(): Promise<number> {
   for (const [name, e] of Object.entries(errors)) process.stdout.write(`  ${name}: FAILED: ${e.split('\n')[0]}\n`);
   process.stdout.write(`\nwrote ${jsonPath}\n`);
   if (opts.chart && Object.keys(systems).length) drawChart('chart.py', jsonPath, join(opts.out, 'latest.png'), log);
+  if (opts.saveFull) saveFull(jsonPath, join(opts.out, 'latest.png'), Object.keys(errors).length > 0 || opts.quick, log);
   process.stdout.write(`total wall time ${round((performance.now() - started) / 1000, 1)} s\n`);
   return Object.keys(errors).length ? 1 : 0;
+}
+
+/** Copies the run to bench/results/full.* and writes README's table from it; refused for a failed or --quick run. */
+function saveFull(jsonPath: string, png: string, refuse: boolean, log: (s: string) => void): void {
+  if (refuse) {
+    log('--save-full: not saved (a failed or --quick run is not the reference run)');
+    return;
+  }
+  copyFileSync(jsonPath, FULL_JSON);
+  if (existsSync(png)) copyFileSync(png, FULL_JSON.replace(/\.json$/, '.png'));
+  writeFileSync(README, withTable(readFileSync(README, 'utf8'), renderTable(readFull())));
+  log(`--save-full: wrote ${FULL_JSON} and README's Performance table`);
 }
 
 /** One line naming the machine and the services' versions, for the run's log. */
