@@ -85,7 +85,7 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
     if (opts.prefetchOneN > 0) {
       await Promise.all(workers.map((w) => stopChild(w)));
       workers = (await startNodeWorkers('nestjs-worker.js', 1, workerArgs(1, 1), label)).workers;
-      prefetchOne = await prefetchOnePhase(label, opts, client, inputs, log);
+      prefetchOne = await prefetchOnePhase(label, opts, client, inputs, opts.getConcurrency, log);
     }
     const rows = await tableStats(admin, TABLE, { from: main.wall0, to: main.wall2 });
     const notes = [

@@ -213,9 +213,16 @@ export interface PrefetchOne {
  * `opts.prefetchOneN` tasks at once (each one waits for the ack of the one before: per-task
  * overhead shows most here) and `opts.prefetchOneRoundTrips` round trips.
  */
-export async function prefetchOnePhase(label: string, opts: BenchOptions, client: BenchClient, inputs: TaskInputs, log: (s: string) => void): Promise<PrefetchOne> {
-  await burst(client, inputs, 20, 0);
-  const { endToEndS } = await burst(client, inputs, opts.prefetchOneN, 0);
+export async function prefetchOnePhase(
+  label: string,
+  opts: BenchOptions,
+  client: BenchClient,
+  inputs: TaskInputs,
+  resultConcurrency: number,
+  log: (s: string) => void,
+): Promise<PrefetchOne> {
+  await burst(client, inputs, 20, resultConcurrency);
+  const { endToEndS } = await burst(client, inputs, opts.prefetchOneN, resultConcurrency);
   const latencies = await roundTrips(client, inputs, opts.prefetchOneRoundTrips);
   const out: PrefetchOne = {
     concurrency: 1,

@@ -176,7 +176,7 @@ export async function runRaw(opts: BenchOptions, admin: Client, log: (s: string)
     if (opts.prefetchOneN > 0) {
       await Promise.all(workers.map((w) => stopChild(w)));
       workers = (await startNodeWorkers('raw-worker.js', 1, workerArgs(1, 1), 'raw')).workers;
-      prefetchOne = await prefetchOnePhase('raw', opts, client, inputs, log);
+      prefetchOne = await prefetchOnePhase('raw', opts, client, inputs, 0, log);
     }
     const rows = await tableStats(admin, TABLE, { from: main.wall0, to: main.wall2 });
     const notes = [
