@@ -108,7 +108,7 @@ def main(src, dst):
         c = systems['celery']
         bars = a_celery.bar(['p50', 'p99'], [c.get('p50_ms') or 0, c.get('p99_ms') or 0], color=color('celery'))
         annotate(a_celery, bars, [c.get('p50_ms'), c.get('p99_ms')])
-        a_celery.set_title('Celery round trip (ms), own scale\n(get() polls Cassandra every 0.5 s)', fontsize=10)
+        a_celery.set_title(f"Celery round trip (ms), own scale\n(best configuration: {c.get('pool', '?')}; get() polls the backend)", fontsize=10)
         a_celery.margins(y=0.15)
     else:
         empty(a_celery, 'Celery round trip', 'not run')
