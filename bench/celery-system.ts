@@ -10,6 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import type { Client } from 'cassandra-driver';
 import {
   AMQP_URL,
+  baseText,
   BenchOptions,
   captureOutput,
   CASSANDRA_HOST,
@@ -19,7 +20,6 @@ import {
   declareCeleryQueue,
   deleteQueues,
   KEYSPACE,
-  payloadText,
   percentile,
   resetTable,
   rowsNote,
@@ -53,6 +53,8 @@ interface ClientAnswer {
   end_to_end_s: number;
   latencies_ms: number[];
   warmup: number;
+  /** Results the client checked, each against its own task's distinct input. */
+  checked: number;
   celery: string;
   kombu: string;
   /** Epoch seconds of the first send and of the last get(). */
@@ -134,7 +136,7 @@ interface CeleryRun {
 export async function runCelery(opts: BenchOptions, admin: Client, log: (s: string) => void): Promise<SystemResult> {
   const version = ensurePythonCelery(log);
   ensureGevent(log);
-  const text = payloadText(opts.payloadBytes);
+  const base = baseText(opts.payloadBytes);
   const n = opts.celeryN ?? (opts.quick ? Math.min(opts.n, 500) : Math.min(opts.n, 2000));
   // get() polls every 0.5 s: round trips cost ~0.5 s each, so each pool gets fewer
   const roundTrips = opts.celeryRoundTrips ?? (opts.quick ? Math.min(opts.roundTrips, 20) : Math.min(opts.roundTrips, 100));
@@ -156,7 +158,7 @@ export async function runCelery(opts: BenchOptions, admin: Client, log: (s: stri
         sampler = await MemorySampler.start(100);
         sampler.watch([worker.child.pid as number]);
         log(`celery ${version}: worker ready (${pool.pool}, concurrency ${pool.concurrency}, prefetch multiplier ${multiplier}); client sends ${n}`);
-        const answer = await runClient(multiplier, { n, round_trips: i === 0 ? roundTrips : 0, warmup: WARMUP, text, queue: QUEUE });
+        const answer = await runClient(multiplier, { n, round_trips: i === 0 ? roundTrips : 0, warmup: WARMUP, base, queue: QUEUE });
         const rows = await tableStats(admin, TABLE, { from: answer.start_wall * 1000, to: answer.end_wall * 1000 });
         const mem = await sampler.stop();
         runs.push({ pool, multiplier, answer, mem, rows });
@@ -191,6 +193,7 @@ export async function runCelery(opts: BenchOptions, admin: Client, log: (s: stri
     ...failures,
     `N = ${n} for Celery (get() polls Cassandra every 0.5 s)${n !== opts.n ? `, not ${opts.n}` : ''}; ${latencies.length} round trips per pool, with prefetch multiplier ${MULTIPLIERS[0]}`,
     'publish: send_task() returns without publisher confirms (kombu default)',
+    `${runs.reduce((sum, r) => sum + r.answer.checked, 0)} results checked by the client over all configurations, each against its own task's distinct input`,
   ];
   for (const r of runs) {
     for (const note of rowsNote(TABLE, r.rows, WARMUP + n + r.answer.latencies_ms.length)) notes.push(`${label(r)} run: ${note}`);
@@ -225,6 +228,7 @@ export async function runCelery(opts: BenchOptions, admin: Client, log: (s: stri
       duplicate_task_ids: r.rows.duplicates,
     })),
     celery: best.answer.celery,
+    results_checked: best.answer.checked,
     notes,
   };
 }

@@ -135,7 +135,8 @@ function points(s: SweepOptions): Point[] {
   const list: Point[] = [];
   const point = (curve: Curve, x: number, change: Partial<BenchOptions>) => {
     for (const system of s.systems) {
-      const opts: BenchOptions = { ...s.base, prefetch: null, concurrency: DEFAULT_CONCURRENCY, workers: 1, payloadBytes: null, ...change, notes: [] };
+      // the sweep measures throughput only: no load or prefetch-1 phases
+      const opts: BenchOptions = { ...s.base, prefetch: null, concurrency: DEFAULT_CONCURRENCY, workers: 1, payloadBytes: null, loadFractions: [], prefetchOneN: 0, ...change, notes: [] };
       if (opts.payloadBytes) {
         applyPayloadGuards(opts); // run.ts's guards: N for 2 GiB at most, nestjs get() concurrency for 16 MiB read at once
         const budget = Math.max(PAYLOAD_MIN_N, Math.floor((s.payloadBudgetMb * 1e6) / opts.payloadBytes));
