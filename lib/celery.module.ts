@@ -15,6 +15,8 @@ import { ResultStore } from './results/result-store.interface';
 import { ResultNotifier } from './results/result-notifier';
 import { CeleryWorker } from './worker/celery.worker';
 import { CeleryTaskContext } from './worker/task-context';
+import { CeleryClock } from './events/event-clock';
+import { WorkerEvents } from './events/worker-events';
 
 /**
  * `CeleryModule.forRoot(options)` / `CeleryModule.forRootAsync({ imports, inject, useFactory })`.
@@ -43,7 +45,9 @@ import { CeleryTaskContext } from './worker/task-context';
     Producer,
     CeleryWorker,
     CeleryTaskContext,
+    CeleryClock,
+    WorkerEvents,
   ],
-  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext],
+  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext, CeleryClock, WorkerEvents],
 })
 export class CeleryModule extends CeleryConfigurableModule {}

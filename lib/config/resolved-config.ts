@@ -75,6 +75,15 @@ export interface ResolvedCeleryConfig {
   rateLimits: ResolvedRateLimitConfig;
   /** Celery's `result_extended`: rows also carry name, args, kwargs, worker, retries, queue. */
   resultExtended: boolean;
+  /** Monitoring events (Celery's `celeryev`). */
+  events: {
+    /** `worker.sendTaskEvents` (`worker_send_task_events`, `-E`): the worker's initial setting; remote control can switch it. */
+    sendTaskEvents: boolean;
+    /** `worker.withoutHeartbeat`: no worker-online / heartbeat / offline events. */
+    withoutHeartbeat: boolean;
+    /** `taskSendSentEvent` (`task_send_sent_event`): the Producer sends `task-sent`. */
+    taskSendSentEvent: boolean;
+  };
 }
 
 // ---- rate limits (issue 12 item 4) ----

@@ -1,4 +1,4 @@
-import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap, Optional } from '@nestjs/common';
 import { Broker, ConsumerHandle, Delivery } from '../broker/broker.interface';
 import { CELERY_CONFIG } from '../celery.constants';
 import type { ResolvedCeleryConfig } from '../config/resolved-config';
@@ -18,6 +18,7 @@ import { encodeTaskMessage } from '../protocol/task-message';
 import { CHORD_UNLOCK_TASK, chordUnlockTask } from './chord-unlock';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
+import { WorkerEvents } from '../events/worker-events';
 
 /** How long tasks aborted at the shutdown timeout get to end (and send their message back) before the worker returns. */
 const SHUTDOWN_ABORT_GRACE_MS = 1000;
@@ -65,6 +66,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   /** The last request of each task id in this process: a later delivery of the same id waits for it. */
   private readonly byTaskId = new Map<string, Promise<void>>();
   private running = 0;
+  /** Tasks started since the worker started (the heartbeat's `processed`). */
+  private processed = 0;
   private stopping = false;
   /** Tasks running now, by id: how to abort each (revoke, shutdown). */
   private readonly aborts = new Map<string, Set<(reason: Error) => void>>();
@@ -80,6 +83,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     private readonly broker: Broker,
     private readonly store: ResultStore,
     private readonly registry: TaskRegistry,
+    @Optional() @Inject(WorkerEvents) private readonly events: WorkerEvents | null = null,
   ) {
     this.writer = new ResultWriter(store, this.logger, () => this.stopping);
     this.rateLimiter = createRateLimiter(config, store, this.logger);
@@ -114,6 +118,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       rateLimit: (taskName, signal) => this.rateLimiter.acquire(taskName, signal),
       isolatedPool: () => (this.pool ??= new IsolatedPool({ size: config.worker.isolatedThreads ?? undefined })),
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
+      events,
     };
   }
 
@@ -175,6 +180,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       consumer.handle = await this.broker.consume(queue, prefetch, (delivery) => this.onDelivery(delivery, consumer));
       if (consumer.raised > 0) this.applyPrefetch(consumer);
     }
+    this.events?.start({ active: () => this.aborts.size, processed: () => this.processed });
     this.logger.log(
       `Worker consuming ${queues.join(', ')} on ${this.broker.describe()} (prefetch ${prefetch}, concurrency ${concurrency}); ` +
         `tasks: ${this.registry.names().join(', ') || 'none'}`,
@@ -190,6 +196,10 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     } finally {
       // isolated tasks still running after the drain are stopped with their threads (their messages go back)
       await this.pool?.close();
+      if (this.events) {
+        this.events.stop(); // worker-offline
+        await this.broker.flushEvents(1000);
+      }
     }
   }
 
@@ -316,6 +326,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   }
 
   private track(taskId: string, abort: (reason: Error) => void): () => void {
+    this.processed++;
     let set = this.aborts.get(taskId);
     if (!set) this.aborts.set(taskId, (set = new Set()));
     set.add(abort);

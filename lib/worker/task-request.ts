@@ -19,6 +19,9 @@ import type { StoreOutcome } from '../results/result-writer';
 import { NOTIFY_HEADER } from '../results/result-notifier';
 import { AppliedCanvas, errbackCanvas, InvalidSignatureError, PublishStep, remainingChainIds, successCanvas } from '../protocol/canvas-apply';
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { taskMessageInfo } from '../protocol/events';
+import type { TaskEventHooks } from '../events/worker-events';
 
 /** How an ETA hold ended: the ETA came, the worker is stopping, or the message's channel was lost. */
 export type HoldEnd = 'run' | 'stop' | 'lost';
@@ -67,6 +70,8 @@ export interface RequestContext {
   contextStorage(): boolean;
   /** Registers a running task so revoke and shutdown can abort it; returns the unregister function. */
   track(taskId: string, abort: (reason: Error) => void): () => void;
+  /** The worker's task events (lib/events), or null without any; each call checks `taskEventsEnabled` first. */
+  events?: TaskEventHooks | null;
 }
 
 /** How a run ended: a result to store, a retry to publish, or a shutdown that sends the message back. */
@@ -95,10 +100,19 @@ interface Effective {
  * decides), and acknowledges nothing.
  */
 export class TaskRequest {
+  /** Seconds the task's function ran (`task-succeeded`'s `runtime`). */
+  private runtimeSeconds = 0;
+
   constructor(
     private readonly delivery: Delivery,
     private readonly ctx: RequestContext,
   ) {}
+
+  /** The task events, while they are on (a null check when they are off). */
+  private get events(): TaskEventHooks | null {
+    const events = this.ctx.events;
+    return events && events.taskEventsEnabled ? events : null;
+  }
 
   async handle(): Promise<void> {
     let task: DecodedTask;
@@ -121,6 +135,7 @@ export class TaskRequest {
     if (this.delivery.redelivered && (await this.alreadySucceeded(task))) return;
     // Expiry is checked on receipt (an expired ETA task does not wait for its ETA) and again before running.
     if (isExpired(task)) return this.revokeExpired(task);
+    this.events?.received(taskMessageInfo(task)); // as Celery's strategy: after the revoked/expired check
     if (task.eta !== null && task.eta > nowMicros()) {
       const end = await this.ctx.holdUntil(task.eta, this.delivery.lost);
       if (end === 'stop') return this.delivery.reject(true);
@@ -183,6 +198,8 @@ export class TaskRequest {
     const untrack = this.ctx.track(task.id, (reason) => {
       if (!abort.signal.aborted) abort.abort(reason);
     });
+    this.events?.started(task.id);
+    const t0 = performance.now();
     const timers: NodeJS.Timeout[] = [];
     try {
       if (settings.trackStarted && !this.skipsStore('STARTED', settings)) {
@@ -192,6 +209,7 @@ export class TaskRequest {
       }
       const context = this.contextOf(task, entry, settings, abort.signal);
       const value = entry.isolated ? await this.runIsolated(task, entry, settings, context, abort.signal) : await this.runHere(entry, settings, context, abort, timers);
+      this.runtimeSeconds = (performance.now() - t0) / 1000;
       pythonJsonDumps(value); // a value JSON cannot hold is a task failure, not a storage failure
       this.ctx.logger.log(`Task ${task.task}[${task.id}] succeeded in ${Date.now() - started} ms`);
       return { kind: 'result', result: { taskId: task.id, status: 'SUCCESS', result: value ?? null, traceback: null, children: [] } };
@@ -339,6 +357,7 @@ export class TaskRequest {
       if (outcome.kind === 'abandoned') this.ctx.logger.warn(`RETRY of ${task.task}[${task.id}] not stored (the worker is stopping); the retry message is out`);
     }
     this.delivery.ack();
+    this.events?.retried(task.id, call.exc !== undefined && call.exc !== null ? toExceptionInfo(call.exc) : null, traceback ?? tracebackOf(exc));
   }
 
   private async finish(task: DecodedTask, plain: ResultToStore, skipStore: boolean): Promise<void> {
@@ -355,6 +374,7 @@ export class TaskRequest {
     if (skipStore) {
       if (result.status === 'FAILURE' && !(await this.propagateFailure(task, result, false))) return this.delivery.reject(true);
       this.delivery.ack();
+      this.events?.ended(task.id, result, this.runtimeSeconds);
       return;
     }
     const outcome = await this.ctx.storeDurably(result, this.delivery.redelivered);
@@ -370,10 +390,12 @@ export class TaskRequest {
       const stored = outcome.stored ? `a FAILURE saying so is stored` : 'no FAILURE could be stored either';
       this.ctx.logger.error(`Result of ${task.task}[${task.id}] cannot be stored: ${outcome.reason}; ${stored}; message rejected without requeue`);
       this.delivery.reject(false);
+      this.events?.rejected(task.id, false);
       if (outcome.stored) this.notify(task, outcome.stored);
       return;
     }
     this.delivery.ack();
+    this.events?.ended(task.id, outcome.kind === 'kept' ? successOf(outcome.meta) : result, this.runtimeSeconds);
     if (outcome.kind === 'kept') {
       this.ctx.logger.warn(`Task ${task.task}[${task.id}] already has a stored SUCCESS; kept it, this run's ${result.status} is not stored`);
       return this.notify(task, successOf(outcome.meta));
@@ -509,6 +531,7 @@ export class TaskRequest {
       this.ctx.logger.error(`Could not store NotRegistered for ${task.id}: ${(err as Error).message}`);
     }
     this.delivery.reject(false);
+    this.events?.failed(task.id, celeryException('NotRegistered', task.task), null);
   }
 }
 

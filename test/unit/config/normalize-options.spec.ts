@@ -66,6 +66,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       publishTimeoutMs: 30000,
       rateLimits: { disabled: false, table: 'celery_rate_limits', serialConsistency: 'SERIAL', reserveAheadMs: 500, maxLateMs: 25 },
       resultExtended: false,
+      events: { sendTaskEvents: false, withoutHeartbeat: false, taskSendSentEvent: false },
     };
     expect(normalizeCeleryOptions(undefined)).toEqual(expected);
     expect(normalizeCeleryOptions(null)).toEqual(expected);
