@@ -70,7 +70,7 @@ describe('worker events (memory transports, the broker spied on)', () => {
     const m = await moduleWith();
     moduleRef = m.moduleRef;
     const result = await m.moduleRef.get(Producer).sendTask('ev.add', { args: [2, 3] });
-    await expect(result.get({ timeoutMs: 5000 })).resolves.toBe(5);
+    await expect(result.get({ timeout: 5000 })).resolves.toBe(5);
     await new Promise((resolve) => setImmediate(resolve));
     expect(types(m.events()).filter((t) => String(t).startsWith('task-'))).toEqual([]);
   });
@@ -79,7 +79,7 @@ describe('worker events (memory transports, the broker spied on)', () => {
     const m = await moduleWith({ worker: { sendTaskEvents: true } });
     moduleRef = m.moduleRef;
     const result = await m.moduleRef.get(Producer).sendTask('ev.add', { args: [2, 3] });
-    await result.get({ timeoutMs: 5000 });
+    await result.get({ timeout: 5000 });
     await new Promise((resolve) => setTimeout(resolve, 20));
     const mine = taskEvents(m.events(), result.id);
     expect(mine.map((e) => e.type)).toEqual(['task-received', 'task-started', 'task-succeeded']);
@@ -96,11 +96,11 @@ describe('worker events (memory transports, the broker spied on)', () => {
     moduleRef = m.moduleRef;
     const producer = m.moduleRef.get(Producer);
     const failed = await producer.sendTask('ev.fail');
-    await expect(failed.get({ timeoutMs: 5000 })).rejects.toThrow();
+    await expect(failed.get({ timeout: 5000 })).rejects.toThrow();
     const retried = await producer.sendTask('ev.retryOnce');
-    await expect(retried.get({ timeoutMs: 5000 })).resolves.toBe('retried');
+    await expect(retried.get({ timeout: 5000 })).resolves.toBe('retried');
     const unknown = await producer.sendTask('ev.nope');
-    await expect(unknown.get({ timeoutMs: 5000 })).rejects.toThrow();
+    await expect(unknown.get({ timeout: 5000 })).rejects.toThrow();
     await new Promise((resolve) => setTimeout(resolve, 20));
     const f = taskEvents(m.events(), failed.id);
     expect(f.map((e) => e.type)).toEqual(['task-received', 'task-started', 'task-failed']);
@@ -117,7 +117,7 @@ describe('worker events (memory transports, the broker spied on)', () => {
     const m = await moduleWith({ worker: { sendTaskEvents: true } });
     moduleRef = m.moduleRef;
     const expired = await m.moduleRef.get(Producer).sendTask('ev.add', { args: [1, 1], expires: new Date(Date.now() - 1000) });
-    await expect(expired.get({ timeoutMs: 5000 })).rejects.toThrow();
+    await expect(expired.get({ timeout: 5000 })).rejects.toThrow();
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(taskEvents(m.events(), expired.id)).toEqual([expect.objectContaining({ type: 'task-revoked', terminated: false, signum: null, expired: true })]);
   });
@@ -131,11 +131,11 @@ describe('worker events (memory transports, the broker spied on)', () => {
     expect(switcher.enableTaskEvents()).toBe(true);
     expect(switcher.enableTaskEvents()).toBe(false);
     const on = await producer.sendTask('ev.add', { args: [1, 2] });
-    await on.get({ timeoutMs: 5000 });
+    await on.get({ timeout: 5000 });
     await new Promise((resolve) => setTimeout(resolve, 20)); // the result is stored (and get() resolves) just before the event
     expect(switcher.disableTaskEvents()).toBe(true);
     const off = await producer.sendTask('ev.add', { args: [1, 3] });
-    await off.get({ timeoutMs: 5000 });
+    await off.get({ timeout: 5000 });
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(taskEvents(m.events(), on.id).map((e) => e.type)).toEqual(['task-received', 'task-started', 'task-succeeded']);
     expect(taskEvents(m.events(), off.id)).toEqual([]);
@@ -145,7 +145,7 @@ describe('worker events (memory transports, the broker spied on)', () => {
     const m = await moduleWith();
     moduleRef = m.moduleRef;
     const producer = m.moduleRef.get(Producer);
-    await (await producer.sendTask('ev.add', { args: [1, 2] })).get({ timeoutMs: 5000 });
+    await (await producer.sendTask('ev.add', { args: [1, 2] })).get({ timeout: 5000 });
     m.moduleRef.get(WorkerEvents).sendHeartbeatNow();
     const beat = m.events().at(-1)?.bodies[0];
     expect(beat).toMatchObject({ type: 'worker-heartbeat', freq: 5, processed: 1, active: 0 });
@@ -155,7 +155,7 @@ describe('worker events (memory transports, the broker spied on)', () => {
     const m = await moduleWith({ worker: { withoutHeartbeat: true, sendTaskEvents: true } });
     moduleRef = m.moduleRef;
     const r = await m.moduleRef.get(Producer).sendTask('ev.add', { args: [1, 2] });
-    await r.get({ timeoutMs: 5000 });
+    await r.get({ timeout: 5000 });
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(types(m.events()).filter((t) => String(t).startsWith('worker-'))).toEqual([]);
     expect(taskEvents(m.events(), r.id)).toHaveLength(3);
