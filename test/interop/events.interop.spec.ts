@@ -1,4 +1,3 @@
-import { Injectable } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import type { ConsumeMessage } from 'amqplib';
 import { ChildProcess, execFile, spawn } from 'node:child_process';
@@ -7,36 +6,14 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CeleryModule, Producer, Task, TaskContext } from '../../lib';
+import { CeleryModule, Producer } from '../../lib';
+import { EventTasks } from '../support/event-tasks';
 import { AMQP_URL, eventually, RawAmqp, realOptions, removeQueueAndTable, uniqueName } from '../support/real-services';
 import { ensurePythonCelery, ensurePythonCelery52, PYTHON_DIR, VENV, VENV_52 } from './support/python-celery';
 
 const run = promisify(execFile);
 
 /** The tasks of test/fixtures/celery-events.py, on the NestJS side. */
-@Injectable()
-class EventTasks {
-  @Task('ev.add')
-  add(x: number, y: number): number {
-    return x + y;
-  }
-
-  @Task('ev.echo')
-  echo(text: string): Record<string, unknown> {
-    return { text, n: [1, 2.5, null, true] };
-  }
-
-  @Task('ev.fail')
-  fail(): never {
-    throw Object.assign(new Error('boom'), { excType: 'ValueError', excModule: 'builtins' });
-  }
-
-  @Task('ev.retry_once', { maxRetries: 1 })
-  retryOnce(@TaskContext() ctx: TaskContext): string {
-    if (ctx.retries === 0) ctx.retry({ countdown: 0, exc: Object.assign(new Error('again'), { excType: 'RuntimeError', excModule: 'builtins' }) });
-    return 'retried';
-  }
-}
 
 type Body = Record<string, unknown>;
 
