@@ -16,6 +16,8 @@ import { ResultNotifier } from './results/result-notifier';
 import { CeleryWorker } from './worker/celery.worker';
 import { CeleryTaskContext } from './worker/task-context';
 import { PeriodicScheduler } from './scheduler/periodic.scheduler';
+import { CeleryClock } from './events/event-clock';
+import { WorkerEvents } from './events/worker-events';
 
 /**
  * `CeleryModule.forRoot(options)` / `CeleryModule.forRootAsync({ imports, inject, useFactory })`.
@@ -45,7 +47,9 @@ import { PeriodicScheduler } from './scheduler/periodic.scheduler';
     CeleryWorker,
     CeleryTaskContext,
     PeriodicScheduler,
+    CeleryClock,
+    WorkerEvents,
   ],
-  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext, PeriodicScheduler],
+  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext, PeriodicScheduler, CeleryClock, WorkerEvents],
 })
 export class CeleryModule extends CeleryConfigurableModule {}

@@ -46,6 +46,10 @@ export { calculateDelayedRoutingKey, X_DEATH_HEADERS } from './protocol/routing'
 export { MemoryBroker } from './broker/memory.broker';
 export { AmqpBroker } from './broker/amqp.broker';
 export { CeleryWorker } from './worker/celery.worker';
+export { WorkerEvents } from './events/worker-events';
+export type { WorkerEventsSwitch, TaskEventHooks } from './events/worker-events';
+export { CeleryClock } from './events/event-clock';
+export type { EventMessage } from './broker/broker.interface';
 export type { TaskState } from './protocol/states';
 export type { TaskMeta, ResultRow } from './protocol/result-row';
 export {

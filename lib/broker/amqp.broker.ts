@@ -3,7 +3,7 @@ import * as amqplib from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { CeleryBrokerRefusedError, CeleryConnectionError } from '../errors/celery.errors';
 import { randomUUID } from 'node:crypto';
-import { Broker, ConsumerHandle, Delivery, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
+import { Broker, ConsumerHandle, Delivery, EventMessage, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
 import { redactUrl } from './redact-url';
 import { toAmqpFieldTable } from '../protocol/amqp-field-table';
 import type { TlsMaterial } from '../config/tls-files';
@@ -48,6 +48,20 @@ interface ConsumerRecord {
   starting: boolean;
   restartTimer: NodeJS.Timeout | null;
   restartDelay: number;
+}
+
+/** Events waiting for the events channel (opening, or the connection down); older ones are dropped first. */
+const MAX_PENDING_EVENTS = 1000;
+
+interface EventChannelState {
+  channel: ConfirmChannel | null;
+  opening: Promise<void> | null;
+  pending: EventMessage[];
+  /** The socket's buffer is full: events are dropped until it drains. */
+  full: boolean;
+  dropped: number;
+  /** Exchanges declared on this channel. */
+  declared: Set<string>;
 }
 
 /** Consumer and publish channels lost on a live connection are opened again after this, doubling up to the maximum. */
@@ -113,6 +127,8 @@ export class AmqpBroker extends Broker {
   private ready!: Promise<void>;
   private markReady!: () => void;
   private replies: { queue: string; onReply: (reply: Reply) => void; channel: Channel | null } | null = null;
+  /** Monitoring events (publishEvent): a channel of their own, opened on first use and after a reconnect. */
+  private events: EventChannelState = { channel: null, opening: null, pending: [], full: false, dropped: 0, declared: new Set() };
 
   constructor(private readonly options: AmqpBrokerOptions) {
     super();
@@ -167,6 +183,98 @@ export class AmqpBroker extends Broker {
     if (this.replies) await this.startReplyConsumer(model);
     this.connected = true;
     this.markReady();
+    // events held while the connection was down go out on a new channel (never delaying the setup)
+    this.events.channel = null;
+    this.events.opening = null;
+    if (this.events.pending.length > 0) void this.openEventChannel(model);
+  }
+
+  /**
+   * Publishes a monitoring event on the events channel without waiting for anything. While that
+   * channel opens, or the connection is down, up to MAX_PENDING_EVENTS wait (oldest dropped first);
+   * while its socket is full, events are dropped. Never throws.
+   */
+  override publishEvent(event: EventMessage): boolean {
+    if (this.closing) return false;
+    const state = this.events;
+    const ch = state.channel;
+    if (!ch || !this.connected) {
+      state.pending.push(event);
+      if (state.pending.length > MAX_PENDING_EVENTS) {
+        state.pending.shift();
+        this.countDropped();
+      }
+      if (this.connected && this.model) void this.openEventChannel(this.model);
+      return true;
+    }
+    return this.sendEvent(ch, event);
+  }
+
+  private sendEvent(ch: ConfirmChannel, event: EventMessage): boolean {
+    const state = this.events;
+    if (state.full) {
+      this.countDropped();
+      return false;
+    }
+    try {
+      if (!state.declared.has(event.exchange)) {
+        // the exchange is declared once per channel, ahead of its first event (the frames go in order)
+        state.declared.add(event.exchange);
+        ch.assertExchange(event.exchange, 'topic', { durable: true, autoDelete: false }).catch(() => undefined);
+      }
+      const ok = ch.publish(event.exchange, event.routingKey, event.body, {
+        deliveryMode: 1,
+        contentType: 'application/json',
+        contentEncoding: 'utf-8',
+        headers: event.headers,
+      });
+      if (!ok) {
+        state.full = true;
+        ch.once('drain', () => (state.full = false));
+      }
+      return true;
+    } catch (err) {
+      this.countDropped();
+      this.logger.debug?.(`Event ${event.routingKey} dropped: ${messageOf(err)}`);
+      return false;
+    }
+  }
+
+  private countDropped(): void {
+    if (this.events.dropped++ === 0) this.logger.warn('Monitoring events are being dropped (broker unreachable or slow); tasks are not affected');
+  }
+
+  private openEventChannel(model: Pick<ChannelModel, 'createConfirmChannel'>): Promise<void> {
+    const state = this.events;
+    if (state.opening) return state.opening;
+    const opening = (async () => {
+      const ch = await model.createConfirmChannel();
+      ch.on('error', (err: Error) => this.logger.warn(`Events channel error: ${messageOf(err)}`));
+      ch.on('close', () => {
+        if (state.channel !== ch) return;
+        state.channel = null;
+        state.opening = null;
+        state.full = false;
+      });
+      state.declared = new Set();
+      state.full = false;
+      state.channel = ch;
+      const held = state.pending.splice(0);
+      for (const event of held) this.sendEvent(ch, event);
+    })();
+    state.opening = opening;
+    return opening.catch((err: unknown) => {
+      if (state.opening === opening) state.opening = null;
+      this.logger.warn(`Could not open the events channel: ${messageOf(err)}`);
+    });
+  }
+
+  override async flushEvents(timeoutMs: number): Promise<void> {
+    const state = this.events;
+    if (state.opening) await beforeDeadline(state.opening, Date.now() + timeoutMs, () => new Error('events channel not open')).catch(() => undefined);
+    const ch = state.channel;
+    if (!ch) return;
+    await beforeDeadline(ch.waitForConfirms(), Date.now() + timeoutMs, () => new Error('events not confirmed')).catch(() => undefined);
   }
 
   /** The confirm channel; opened again when the server closes it on a live connection. */
@@ -422,6 +530,7 @@ export class AmqpBroker extends Broker {
     this.consumers.clear();
     const publish = await this.publishChannel?.catch(() => null);
     if (publish) channels.push(publish);
+    if (this.events.channel) channels.push(this.events.channel);
     await Promise.allSettled(channels.map((ch) => ch.close()));
     if (model) await model.close().catch(() => undefined);
   }

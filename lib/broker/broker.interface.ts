@@ -31,6 +31,15 @@ export interface PublishRoute {
   routingKey: string;
 }
 
+/** A monitoring event ready to publish (lib/events): to `exchange` (a durable topic exchange) with `routingKey`. */
+export interface EventMessage {
+  exchange: string;
+  routingKey: string;
+  body: Buffer;
+  /** Celery's event headers: `{hostname}`. */
+  headers: Record<string, string>;
+}
+
 /** A result notification: Celery's rpc-backend result message, keyed by task id. */
 export interface Reply {
   correlationId: string;
@@ -82,6 +91,21 @@ export abstract class Broker {
   abstract consumeReplies(onReply: (reply: Reply) => void): Promise<string>;
   /** Publishes a reply to a reply queue: fire and forget, no confirm (a lost reply only costs a poll). */
   abstract publishReply(queue: string, reply: Reply): void;
+  /**
+   * Publishes a monitoring event (Celery's `celeryev` topic exchange, delivery mode 1) on a channel
+   * of its own: fire and forget, never slowing or failing task publishes. Events that cannot go out
+   * (broker unreachable, its socket full) are dropped, as Celery drops what it cannot send; false
+   * then. The default does nothing (the in-memory broker has no monitors).
+   */
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  publishEvent(event: EventMessage): boolean {
+    return false;
+  }
+  /** Waits, at most `timeoutMs`, until the events published so far have reached the broker (before a close). */
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  async flushEvents(timeoutMs: number): Promise<void> {
+    return;
+  }
   abstract close(): Promise<void>;
   /** Where it connects, with any password masked, for logs and errors. */
   abstract describe(): string;

@@ -110,6 +110,25 @@ const PYTHON_KEYS: Record<string, string> = {
 CAMEL_KEYS.add('resultExtended');
 PYTHON_KEYS.result_extended = 'resultExtended';
 
+// --- events (issue 14 item 1) ---
+CAMEL_KEYS.add('taskSendSentEvent');
+WORKER_KEYS.add('sendTaskEvents');
+WORKER_KEYS.add('withoutHeartbeat');
+PYTHON_KEYS.worker_send_task_events = 'worker.sendTaskEvents';
+PYTHON_KEYS.task_send_sent_event = 'taskSendSentEvent';
+
+/** The event options, resolved: Celery's `worker_send_task_events`, `--without-heartbeat` and `task_send_sent_event`. */
+function resolveEventOptions(o: Mutable, w: WorkerOptions): Pick<ResolvedCeleryConfig, 'events'> {
+  return {
+    events: {
+      sendTaskEvents: optBool(w.sendTaskEvents, 'worker.sendTaskEvents') ?? false,
+      withoutHeartbeat: optBool(w.withoutHeartbeat, 'worker.withoutHeartbeat') ?? false,
+      taskSendSentEvent: optBool(o.taskSendSentEvent, 'taskSendSentEvent') ?? false,
+    },
+  };
+}
+// --- end of events ---
+
 /** The result options, resolved: `resultExtended` (Celery's `result_extended`, default false). */
 function resolveResultOptions(o: Mutable): Pick<ResolvedCeleryConfig, 'resultExtended'> {
   return { resultExtended: optBool(o.resultExtended, 'resultExtended') ?? false };
@@ -474,6 +493,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     scheduler: resolveScheduler(o),
     chords: resolveChords(o),
     ...resolveResultOptions(o),
+    ...resolveEventOptions(o, w),
   };
 }
 

@@ -80,6 +80,15 @@ export interface ResolvedCeleryConfig {
   resultExtended: boolean;
   /** Periodic tasks (issue 15 item 5). */
   scheduler: ResolvedSchedulerConfig;
+  /** Monitoring events (Celery's `celeryev`). */
+  events: {
+    /** `worker.sendTaskEvents` (`worker_send_task_events`, `-E`): the worker's initial setting; remote control can switch it. */
+    sendTaskEvents: boolean;
+    /** `worker.withoutHeartbeat`: no worker-online / heartbeat / offline events. */
+    withoutHeartbeat: boolean;
+    /** `taskSendSentEvent` (`task_send_sent_event`): the Producer sends `task-sent`. */
+    taskSendSentEvent: boolean;
+  };
 }
 
 // ---- periodic tasks (issue 15 item 5) ----

@@ -100,6 +100,17 @@ export interface WorkerOptions {
   /** Worker threads for isolated tasks (`@Task({ isolate: 'thread' })`), started on first use. Default `os.availableParallelism()`. */
   isolatedThreads?: number;
   /**
+   * Celery's `worker_send_task_events` (`-E`): send task events (`task-received`, `task-started`,
+   * `task-succeeded`, ...) to the `celeryev` exchange for Flower and `celery events`. Switchable at
+   * run time by remote control (`enable_events` / `disable_events`). Default false.
+   */
+  sendTaskEvents?: boolean;
+  /**
+   * Celery's `--without-heartbeat`: send no `worker-online` / `worker-heartbeat` / `worker-offline`
+   * events (monitors then never see this worker). Default false: they are sent, as by every Celery worker.
+   */
+  withoutHeartbeat?: boolean;
+  /**
    * Celery's `worker_detect_quorum_queues`: when some configured queue is a quorum queue, set the
    * prefetch per consumer (`basic.qos` global=false; RabbitMQ refuses global QoS on quorum queues).
    * The prefetch is then static: held ETA tasks occupy prefetch slots. Default true.
@@ -243,6 +254,10 @@ export interface CeleryModuleOptions {
    * ADD); Python's readers and writers keep working on it. Default false.
    */
   resultExtended?: boolean;
+
+  // --- events ---
+  /** Celery's `task_send_sent_event`: the Producer sends a `task-sent` event for each task it publishes. Default false. */
+  taskSendSentEvent?: boolean;
 }
 
 /** A Python celeryconfig, as written (snake_case keys). */
@@ -282,6 +297,10 @@ export interface PythonCeleryConfig {
   beat_schedule?: Record<string, BeatScheduleEntry>;
   /** Celery's `timezone`: the time zone of crontab schedules (see `scheduler.timezone`). */
   timezone?: string;
+  /** Celery's `worker_send_task_events` (see `worker.sendTaskEvents`). */
+  worker_send_task_events?: boolean;
+  /** Celery's `task_send_sent_event` (see `taskSendSentEvent`). */
+  task_send_sent_event?: boolean;
   worker_detect_quorum_queues?: boolean;
   /** `{ 'tasks.add': 'math', 'reports.*': { queue: 'reports', routing_key: 'reports.daily' } }` (snake_case or camelCase keys). */
   task_routes?: TaskRoutesInput | Record<string, string | Record<string, unknown>>;

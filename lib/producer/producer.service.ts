@@ -15,6 +15,9 @@ import { AsyncResult, GroupResult } from '../results/async-result';
 import { planChain, planChord, planGroup, Signature, type CanvasMessage, type ChordCompletion, type FreezeContext, type GroupSignature, type SignatureOptions } from '../protocol/canvas';
 import { ResultStore } from '../results/result-store.interface';
 import { NOTIFY_HEADER, ResultNotifier } from '../results/result-notifier';
+import { CeleryClock } from '../events/event-clock';
+import { EventDispatcher } from '../events/event-dispatcher';
+import { taskMessageInfo, taskSentFields } from '../protocol/events';
 
 /** Options of one task call, as Celery's `apply_async`. */
 export interface SendTaskOptions {
@@ -108,7 +111,13 @@ export class Producer {
     private readonly registry: TaskRegistry,
     private readonly accessor: TaskMetadataAccessor,
     @Optional() @Inject(ResultNotifier) private readonly notifier: ResultNotifier | null = null,
-  ) {}
+    @Optional() @Inject(CeleryClock) clock: CeleryClock | null = null,
+  ) {
+    // Celery's `task_send_sent_event`: `task-sent` from the sender, named by its origin (`gen<pid>@<host>`)
+    this.sentEvents = config.events.taskSendSentEvent ? new EventDispatcher({ broker, hostname: this.origin, clock: clock ?? new CeleryClock(), logger: this.logger }) : null;
+  }
+
+  private readonly sentEvents: EventDispatcher | null;
 
   /**
    * Publishes a task by name and resolves once the broker has confirmed the message.
@@ -156,6 +165,11 @@ export class Producer {
       { nowMicros: Date.now() * 1000, origin: this.origin, peer: this.config.peerCompat },
     );
     await publishRouted(this.broker, queueTableOf(this.config), destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
+    if (this.sentEvents) {
+      const h = message.headers;
+      const info = taskMessageInfo({ id: spec.id, task: spec.task, rootId: h.root_id as string, parentId: h.parent_id as string | null, retries: h.retries as number, headers: h, args: spec.args, kwargs: spec.kwargs });
+      this.sentEvents.send('task-sent', taskSentFields(info, { queue: destination.queue?.name ?? null, exchange: destination.exchange, routingKey: destination.routingKey }));
+    }
   }
 
   /** A handle on a task id; `sentNow`: this process has just sent it, so a push is expected. */

@@ -1,4 +1,4 @@
-import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap, Optional } from '@nestjs/common';
 import { Broker, ConsumerHandle, Delivery } from '../broker/broker.interface';
 import { CELERY_CONFIG } from '../celery.constants';
 import type { ResolvedCeleryConfig } from '../config/resolved-config';
@@ -19,6 +19,7 @@ import { CHORD_UNLOCK_TASK, ChordUnlockDeps, chordUnlockTask } from './chord-unl
 import { ChordCounter, createChordStore } from './chord-counter';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
+import { WorkerEvents } from '../events/worker-events';
 
 /** How long tasks aborted at the shutdown timeout get to end (and send their message back) before the worker returns. */
 const SHUTDOWN_ABORT_GRACE_MS = 1000;
@@ -66,6 +67,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   /** The last request of each task id in this process: a later delivery of the same id waits for it. */
   private readonly byTaskId = new Map<string, Promise<void>>();
   private running = 0;
+  /** Tasks started since the worker started (the heartbeat's `processed`). */
+  private processed = 0;
   private stopping = false;
   /** Tasks running now, by id: how to abort each (revoke, shutdown). */
   private readonly aborts = new Map<string, Set<(reason: Error) => void>>();
@@ -83,6 +86,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     private readonly broker: Broker,
     private readonly store: ResultStore,
     private readonly registry: TaskRegistry,
+    @Optional() @Inject(WorkerEvents) private readonly events: WorkerEvents | null = null,
   ) {
     this.writer = new ResultWriter(store, this.logger, () => this.stopping);
     this.rateLimiter = createRateLimiter(config, store, this.logger);
@@ -117,6 +121,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       rateLimit: (taskName, signal) => this.rateLimiter.acquire(taskName, signal),
       isolatedPool: () => (this.pool ??= new IsolatedPool({ size: config.worker.isolatedThreads ?? undefined })),
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
+      events,
       chordPart: (task) => this.chordCounter.partDone(task),
     };
     this.chordCounter = new ChordCounter(createChordStore(config, store), this.chordDeps());
@@ -185,6 +190,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       consumer.handle = await this.broker.consume(queue, prefetch, (delivery) => this.onDelivery(delivery, consumer));
       if (consumer.raised > 0) this.applyPrefetch(consumer);
     }
+    this.events?.start({ active: () => this.aborts.size, processed: () => this.processed });
     this.logger.log(
       `Worker consuming ${queues.join(', ')} on ${this.broker.describe()} (prefetch ${prefetch}, concurrency ${concurrency}); ` +
         `tasks: ${this.registry.names().join(', ') || 'none'}`,
@@ -200,6 +206,10 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     } finally {
       // isolated tasks still running after the drain are stopped with their threads (their messages go back)
       await this.pool?.close();
+      if (this.events) {
+        this.events.stop(); // worker-offline
+        await this.broker.flushEvents(1000);
+      }
     }
   }
 
@@ -326,6 +336,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   }
 
   private track(taskId: string, abort: (reason: Error) => void): () => void {
+    this.processed++;
     let set = this.aborts.get(taskId);
     if (!set) this.aborts.set(taskId, (set = new Set()));
     set.add(abort);

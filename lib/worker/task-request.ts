@@ -21,6 +21,9 @@ import { NOTIFY_HEADER } from '../results/result-notifier';
 import { AppliedCanvas, errbackCanvas, InvalidSignatureError, PublishStep, remainingChainIds, successCanvas } from '../protocol/canvas-apply';
 import { randomUUID } from 'node:crypto';
 import { CHORD_COUNTER_HEADER } from '../protocol/canvas';
+import { performance } from 'node:perf_hooks';
+import { taskMessageInfo } from '../protocol/events';
+import type { TaskEventHooks } from '../events/worker-events';
 
 /** How an ETA hold ended: the ETA came, the worker is stopping, or the message's channel was lost. */
 export type HoldEnd = 'run' | 'stop' | 'lost';
@@ -88,6 +91,8 @@ export interface RequestContext {
    * the body. Rejects when it could not be done (the message then goes back to the queue).
    */
   chordPart?(task: DecodedTask): Promise<void>;
+  /** The worker's task events (lib/events), or null without any; each call checks `taskEventsEnabled` first. */
+  events?: TaskEventHooks | null;
 }
 
 /** A chord part that failed is tried again by the redelivered message, no sooner than this. */
@@ -119,10 +124,19 @@ interface Effective {
  * decides), and acknowledges nothing.
  */
 export class TaskRequest {
+  /** Seconds the task's function ran (`task-succeeded`'s `runtime`). */
+  private runtimeSeconds = 0;
+
   constructor(
     private readonly delivery: Delivery,
     private readonly ctx: RequestContext,
   ) {}
+
+  /** The task events, while they are on (a null check when they are off). */
+  private get events(): TaskEventHooks | null {
+    const events = this.ctx.events;
+    return events && events.taskEventsEnabled ? events : null;
+  }
 
   async handle(): Promise<void> {
     let task: DecodedTask;
@@ -145,6 +159,7 @@ export class TaskRequest {
     if (this.mayBeDuplicate(task) && (await this.alreadySucceeded(task))) return;
     // Expiry is checked on receipt (an expired ETA task does not wait for its ETA) and again before running.
     if (isExpired(task)) return this.revokeExpired(task);
+    this.events?.received(taskMessageInfo(task)); // as Celery's strategy: after the revoked/expired check
     if (task.eta !== null && task.eta > nowMicros()) {
       const end = await this.ctx.holdUntil(task.eta, this.delivery.lost);
       if (end === 'stop') return this.delivery.reject(true);
@@ -207,6 +222,8 @@ export class TaskRequest {
     const untrack = this.ctx.track(task.id, (reason) => {
       if (!abort.signal.aborted) abort.abort(reason);
     });
+    this.events?.started(task.id);
+    const t0 = performance.now();
     const timers: NodeJS.Timeout[] = [];
     try {
       if (settings.trackStarted && !this.skipsStore('STARTED', settings)) {
@@ -216,6 +233,7 @@ export class TaskRequest {
       }
       const context = this.contextOf(task, entry, settings, abort.signal);
       const value = entry.isolated ? await this.runIsolated(task, entry, settings, context, abort.signal) : await this.runHere(entry, settings, context, abort, timers);
+      this.runtimeSeconds = (performance.now() - t0) / 1000;
       pythonJsonDumps(value); // a value JSON cannot hold is a task failure, not a storage failure
       this.ctx.logger.log(`Task ${task.task}[${task.id}] succeeded in ${Date.now() - started} ms`);
       return { kind: 'result', result: { taskId: task.id, status: 'SUCCESS', result: value ?? null, traceback: null, children: [] } };
@@ -367,6 +385,7 @@ export class TaskRequest {
       if (outcome.kind === 'abandoned') this.ctx.logger.warn(`RETRY of ${task.task}[${task.id}] not stored (the worker is stopping); the retry message is out`);
     }
     this.delivery.ack();
+    this.events?.retried(task.id, call.exc !== undefined && call.exc !== null ? toExceptionInfo(call.exc) : null, traceback ?? tracebackOf(exc));
   }
 
   private async finish(task: DecodedTask, plain: ResultToStore, skipStore: boolean): Promise<void> {
@@ -384,6 +403,7 @@ export class TaskRequest {
       if (result.status === 'FAILURE' && !(await this.propagateFailure(task, result, false))) return this.delivery.reject(true);
       if (!(await this.chordPartDone(task))) return this.delivery.reject(true);
       this.delivery.ack();
+      this.events?.ended(task.id, result, this.runtimeSeconds);
       return;
     }
     const outcome = await this.ctx.storeDurably(result, this.delivery.redelivered);
@@ -400,12 +420,14 @@ export class TaskRequest {
       this.ctx.logger.error(`Result of ${task.task}[${task.id}] cannot be stored: ${outcome.reason}; ${stored}; message rejected without requeue`);
       if (outcome.stored) await this.chordPartDone(task); // its chord fails on that FAILURE
       this.delivery.reject(false);
+      this.events?.rejected(task.id, false);
       if (outcome.stored) this.notify(task, outcome.stored);
       return;
     }
     // a header task of a counter-mode chord is acknowledged once its chord part is done too
     if (!(await this.chordPartDone(task))) return this.delivery.reject(true);
     this.delivery.ack();
+    this.events?.ended(task.id, outcome.kind === 'kept' ? successOf(outcome.meta) : result, this.runtimeSeconds);
     if (outcome.kind === 'kept') {
       this.ctx.logger.warn(`Task ${task.task}[${task.id}] already has a stored SUCCESS; kept it, this run's ${result.status} is not stored`);
       return this.notify(task, successOf(outcome.meta));
@@ -572,6 +594,7 @@ export class TaskRequest {
       this.ctx.logger.error(`Could not store NotRegistered for ${task.id}: ${(err as Error).message}`);
     }
     this.delivery.reject(false);
+    this.events?.failed(task.id, celeryException('NotRegistered', task.task), null);
   }
 }
 

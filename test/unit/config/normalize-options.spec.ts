@@ -68,6 +68,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       chords: { completion: 'unlock', table: 'celery_chords', serialConsistency: 'SERIAL' },
       resultExtended: false,
       scheduler: { enabled: null, timezone: 'UTC', entries: [], table: 'celery_periodic_ticks', claimTimeoutMs: 35000, catchUpMs: 60000, serialConsistency: 'SERIAL' },
+      events: { sendTaskEvents: false, withoutHeartbeat: false, taskSendSentEvent: false },
     };
     expect(normalizeCeleryOptions(undefined)).toEqual(expected);
     expect(normalizeCeleryOptions(null)).toEqual(expected);
