@@ -11,6 +11,7 @@ import { TaskExplorer } from './discovery/task.explorer';
 import { TaskRegistry } from './discovery/task.registry';
 import type { CeleryOptionsInput } from './interfaces/celery-options.interface';
 import { Producer } from './producer/producer.service';
+import { CeleryControl } from './control/celery-control';
 import { ResultStore } from './results/result-store.interface';
 import { ResultNotifier } from './results/result-notifier';
 import { CeleryWorker } from './worker/celery.worker';
@@ -18,7 +19,7 @@ import { CeleryTaskContext } from './worker/task-context';
 
 /**
  * `CeleryModule.forRoot(options)` / `CeleryModule.forRootAsync({ imports, inject, useFactory })`.
- * Provides `Producer`, `ResultStore`, `TaskRegistry` and `Broker`; discovers `@Task()` methods and,
+ * Provides `Producer`, `CeleryControl`, `ResultStore`, `TaskRegistry` and `Broker`; discovers `@Task()` methods and,
  * unless `worker.enabled` is false, consumes their queues. Global by default (`isGlobal: false` to scope it).
  */
 @Module({
@@ -40,10 +41,11 @@ import { CeleryTaskContext } from './worker/task-context';
     TaskMetadataAccessor,
     TaskRegistry,
     TaskExplorer,
+    { provide: CeleryControl, useFactory: (broker: Broker) => new CeleryControl(broker), inject: [Broker] },
     Producer,
     CeleryWorker,
     CeleryTaskContext,
   ],
-  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext],
+  exports: [Producer, CeleryControl, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext],
 })
 export class CeleryModule extends CeleryConfigurableModule {}
