@@ -369,6 +369,15 @@ export class CeleryInspect {
     return this.request('report', {});
   }
 
+  /**
+   * Celery's mingle `hello`: asks each node for its revoked ids (and Lamport clock) and gives it
+   * ours, as a starting worker does (lib/worker/mingle.ts).
+   */
+  async hello(fromNode: string, revoked: string[] | null = null): Promise<ByNode<{ revoked?: unknown; clock?: number }>> {
+    if (typeof fromNode !== 'string' || fromNode.length === 0) throw new InvalidControlRequestError('hello needs this node\'s name (from_node)');
+    return this.request('hello', { from_node: fromNode, revoked });
+  }
+
   /** What each worker knows of these task ids: `{id: [state, request info]}`. */
   async queryTask(...ids: (string | string[])[]): Promise<ByNode<QueryTaskReply>> {
     const flat = ids.flat();

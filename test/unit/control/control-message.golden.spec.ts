@@ -87,6 +87,7 @@ async function replay(fx: Fixture, captured: Captured): Promise<EncodedControlRe
     enable_events: () => control.enableEvents({ destination: nowhere }),
     heartbeat: () => control.heartbeat({ destination: nowhere }),
     shutdown: () => control.shutdown({ destination: nowhere }),
+    'inspect.hello': () => control.inspect({ destination: nowhere, timeout: 300 }).hello(`capture-${fx.run}@starting`, [taskId]),
   };
   const call = calls[captured.call];
   if (!call) throw new Error(`no replay for fixture call ${captured.call}`);
@@ -99,7 +100,7 @@ describe.each(['5.7', '5.2'])('remote-control requests match Celery %s byte for 
   const fx = load(version);
 
   it('the fixture holds every call', () => {
-    expect(fx.requests.map((r) => r.call)).toHaveLength(17);
+    expect(fx.requests.map((r) => r.call)).toHaveLength(18);
   });
 
   it.each(fx.requests.map((r) => [r.call, r] as const))('%s', async (_name, captured) => {
