@@ -1,6 +1,8 @@
 import { Test, TestingModule } from '@nestjs/testing';
 import { CeleryControl, CeleryModule, Producer, TaskFailedError } from '../../lib';
 import { eventually, uniqueName } from '../support/real-services';
+import { MapRevokedSet } from '../support/revoked-set';
+import { mingle } from '../../lib/worker/mingle';
 import { ensurePythonCelery, ensurePythonCelery52, interopCeleryconfig, PythonEnv, PythonWorker, stopInterop, VENV, VENV_52 } from './support/python-celery';
 
 /**
@@ -120,5 +122,18 @@ describe.each([
   it('rate_limit and time_limit reach the Python worker and it answers ok', async () => {
     expect((await control.rateLimit('tasks.add', '100/m', { reply: true, destination: [node], timeout: 3000 }))[node]).toEqual({ ok: expect.stringMatching(/rate limit/) });
     expect((await control.timeLimit('tasks.add', { soft: 30, hard: 60 }, { reply: true, destination: [node], timeout: 3000 }))[node]).toEqual({ ok: expect.stringMatching(/time limits set/) });
+  });
+
+  it('mingle: our hello brings back the Python node\'s revoked ids, and the Python node takes ours', async () => {
+    const theirs = `py-side-${uniqueName('r')}`;
+    await control.revoke(theirs, { destination: [node], reply: true, timeout: 3000 });
+    const set = new MapRevokedSet();
+    const ours = `nest-side-${uniqueName('r')}`;
+    set.add(ours);
+    const result = await mingle(control, `nestjs-mingle-${label}@localhost`, set, { timeout: 2000 });
+    expect(result.nodes).toContain(node);
+    expect(set.has(theirs)).toBe(true);
+    expect(typeof result.clock).toBe('number');
+    expect((await control.inspect({ destination: [node], timeout: 3000 }).revoked())[node]).toContain(ours);
   });
 });

@@ -5,23 +5,8 @@ import { CeleryControl } from '../../../lib/control/celery-control';
 import type { ControlTransport, RawControlReply } from '../../../lib/control/control-transport';
 import type { EncodedControlRequest } from '../../../lib/protocol/control-message';
 import { answerHello, mingle, revokedIdsOf } from '../../../lib/worker/mingle';
-import { FileRevokedStore, PersistentRevokedSet, REVOKE_EXPIRES_MS, type RevokedSet } from '../../../lib/worker/revoked-persistence';
-
-/** A stand-in for the worker's revoked set (the worker side owns the real one). */
-class MapRevokedSet implements RevokedSet {
-  readonly entries = new Map<string, number>();
-  add(id: string, expiresAt = Date.now() + REVOKE_EXPIRES_MS): void {
-    this.entries.delete(id);
-    this.entries.set(id, expiresAt);
-  }
-  has(id: string): boolean {
-    const e = this.entries.get(id);
-    return e !== undefined && e > Date.now();
-  }
-  ids(): string[] {
-    return [...this.entries.keys()].filter((id) => this.has(id));
-  }
-}
+import { FileRevokedStore, PersistentRevokedSet, REVOKE_EXPIRES_MS } from '../../../lib/worker/revoked-persistence';
+import { MapRevokedSet } from '../../support/revoked-set';
 
 describe('FileRevokedStore (Celery --statedb)', () => {
   const dir = () => mkdtempSync(join(tmpdir(), 'revoked-'));
