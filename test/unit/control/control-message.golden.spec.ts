@@ -195,6 +195,7 @@ describe('CeleryControl replies', () => {
   it('bad input is refused with an error naming it, before anything is sent', async () => {
     const { c, sent } = control(() => null);
     await expect(c.ping({ destination: 'celery@a' as unknown as string[] })).rejects.toThrow(/destination must be a list of node names/);
+    await expect(c.inspect({ destination: 'celery@a' as unknown as string[] }).stats()).rejects.toThrow(InvalidControlRequestError);
     await expect(c.revoke('')).rejects.toThrow(InvalidControlRequestError);
     await expect(c.revoke([])).rejects.toThrow(/no task id given/);
     await expect(c.rateLimit('tasks.add', -1)).rejects.toThrow(/rateLimit of tasks.add must be/);
