@@ -124,11 +124,11 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
    */
   private async publishCanvas(steps: readonly PublishStep[]): Promise<void> {
     const table = queueTableOf(this.config);
-    for (const { spec, route } of steps) {
+    for (const { spec, route: { name, ...route } } of steps) {
       const countdown = spec.countdown ?? (typeof spec.eta === 'string' ? (Date.parse(spec.eta) - Date.now()) / 1000 : null);
-      const destination = routeTask(table, spec.task, {
+      const destination = routeTask(table, name ?? spec.task, {
         explicit: route,
-        task: { queue: this.registry.get(spec.task)?.queue ?? undefined },
+        task: { queue: this.registry.get(name ?? spec.task)?.queue ?? undefined },
         args: spec.args,
         kwargs: spec.kwargs,
         delaySeconds: countdown,
