@@ -11,6 +11,7 @@ import { TaskExplorer } from './discovery/task.explorer';
 import { TaskRegistry } from './discovery/task.registry';
 import type { CeleryOptionsInput } from './interfaces/celery-options.interface';
 import { Producer } from './producer/producer.service';
+import { CeleryControl } from './control/celery-control';
 import { ResultStore } from './results/result-store.interface';
 import { ResultNotifier } from './results/result-notifier';
 import { CeleryWorker } from './worker/celery.worker';
@@ -21,7 +22,7 @@ import { WorkerEvents } from './events/worker-events';
 
 /**
  * `CeleryModule.forRoot(options)` / `CeleryModule.forRootAsync({ imports, inject, useFactory })`.
- * Provides `Producer`, `ResultStore`, `TaskRegistry` and `Broker`; discovers `@Task()` methods and,
+ * Provides `Producer`, `CeleryControl`, `ResultStore`, `TaskRegistry` and `Broker`; discovers `@Task()` methods and,
  * unless `worker.enabled` is false, consumes their queues. Global by default (`isGlobal: false` to scope it).
  */
 @Module({
@@ -43,6 +44,7 @@ import { WorkerEvents } from './events/worker-events';
     TaskMetadataAccessor,
     TaskRegistry,
     TaskExplorer,
+    { provide: CeleryControl, useFactory: (broker: Broker, clock: CeleryClock) => new CeleryControl(broker, { clock }), inject: [Broker, CeleryClock] },
     Producer,
     CeleryWorker,
     CeleryTaskContext,
@@ -50,6 +52,6 @@ import { WorkerEvents } from './events/worker-events';
     CeleryClock,
     WorkerEvents,
   ],
-  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext, PeriodicScheduler, CeleryClock, WorkerEvents],
+  exports: [Producer, CeleryControl, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext, PeriodicScheduler, CeleryClock, WorkerEvents],
 })
 export class CeleryModule extends CeleryConfigurableModule {}

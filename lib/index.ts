@@ -35,7 +35,21 @@ export { Signature, GroupSignature, InvalidSignatureError, signatureToDict, sign
 export type { SignatureDict, SignatureOptions, ChordCompletion } from './protocol/canvas';
 export { CHORD_COUNTER_HEADER } from './protocol/canvas';
 export { AsyncResult } from './results/async-result';
-export type { GetOptions } from './results/async-result';
+export type { GetOptions, AsyncRevokeOptions } from './results/async-result';
+// remote control from NestJS (Celery's app.control / inspect())
+export { CeleryControl, CeleryInspect } from './control/celery-control';
+export type { ControlTarget, BroadcastOptions, RevokeOptions, AddConsumerOptions, CommandOptions } from './control/celery-control';
+export type {
+  ByNode,
+  CommandReply,
+  PingReply,
+  TaskRequestInfo,
+  DeliveryInfoReply,
+  ScheduledTaskInfo,
+  ActiveQueueInfo,
+  WorkerStatsReply,
+  QueryTaskReply,
+} from './control/control-replies';
 export { ResultStore } from './results/result-store.interface';
 export { CassandraResultStore } from './results/cassandra.result-store';
 export { MemoryResultStore } from './results/memory.result-store';
@@ -68,7 +82,7 @@ export {
 export { PyDate, PyDecimal, PyTime, PyUUID } from './protocol/kombu-types';
 // result states and options (trackStarted, forget, children, result expiry, resultExtended)
 export { GroupResult } from './results/async-result';
-export { InvalidResultError } from './errors/celery.errors';
+export { InvalidResultError, InvalidControlRequestError } from './errors/celery.errors';
 export type { ExtendedResult, ResultToStore } from './protocol/result-row';
 export type { ResultTuple } from './protocol/result-tuple';
 // periodic tasks (issue 15 item 5)

@@ -355,6 +355,20 @@ export class AmqpBroker extends Broker {
     replies.channel = ch;
   }
 
+  /**
+   * A channel of the caller's own on this broker's connection (remote control: CeleryControl's
+   * reply queue). Waits up to `timeoutMs` for a lost connection to come back. The caller closes it;
+   * it closes with the connection, and is not opened again after a reconnect: open a new one.
+   */
+  async openChannel(timeoutMs = this.options.publishTimeoutMs ?? 30000): Promise<Channel> {
+    if (this.closing) throw new CeleryConnectionError(`Broker ${this.describe()} is closed`);
+    await beforeDeadline(this.ready, Date.now() + timeoutMs, () => new CeleryConnectionError(`Broker ${this.describe()} unreachable: no channel within ${timeoutMs} ms`));
+    const ch = await this.requireModel().createChannel();
+    this.consumerChannels.add(ch);
+    ch.on('close', () => this.consumerChannels.delete(ch));
+    return ch;
+  }
+
   async assertQueue(queue: string): Promise<void> {
     let pending = this.declared.get(queue);
     if (!pending) {
@@ -633,7 +647,7 @@ export function serverWantsPerConsumerQos(version: unknown): boolean {
 }
 
 /** Sends declaration frames in order, as kombu does (lib/protocol/routing.ts). */
-async function applySteps(ch: Channel, steps: readonly TopologyStep[]): Promise<void> {
+export async function applySteps(ch: Channel, steps: readonly TopologyStep[]): Promise<void> {
   for (const step of steps) {
     switch (step.kind) {
       case 'exchange.declare':

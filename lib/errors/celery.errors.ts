@@ -126,3 +126,9 @@ export class ResultTooLargeError extends CeleryError {
  * TTL Cassandra accepts). Never retried: the same value is refused again.
  */
 export class InvalidResultError extends CeleryError {}
+
+/** A remote-control request (CeleryControl) that cannot be sent as given; the message names what is wrong. */
+export class InvalidControlRequestError extends CeleryError {}
+
+/** A remote-control reply that is not what a Celery worker sends (logged and skipped by CeleryControl). */
+export class InvalidControlReplyError extends CeleryError {}

@@ -14,6 +14,7 @@ import { publishRouted } from './routed-publish';
 import { AsyncResult, GroupResult } from '../results/async-result';
 import { planChain, planChord, planGroup, Signature, type CanvasMessage, type ChordCompletion, type FreezeContext, type GroupSignature, type SignatureOptions } from '../protocol/canvas';
 import { ResultStore } from '../results/result-store.interface';
+import { CeleryControl } from '../control/celery-control';
 import { NOTIFY_HEADER, ResultNotifier } from '../results/result-notifier';
 import { CeleryClock } from '../events/event-clock';
 import { EventDispatcher } from '../events/event-dispatcher';
@@ -112,6 +113,8 @@ export class Producer {
     private readonly accessor: TaskMetadataAccessor,
     @Optional() @Inject(ResultNotifier) private readonly notifier: ResultNotifier | null = null,
     @Optional() @Inject(CeleryClock) clock: CeleryClock | null = null,
+    /** Sends `AsyncResult.revoke()`. */
+    @Optional() @Inject(CeleryControl) private readonly control: CeleryControl | null = null,
   ) {
     // Celery's `task_send_sent_event`: `task-sent` from the sender, named by its origin (`gen<pid>@<host>`)
     this.sentEvents = config.events.taskSendSentEvent ? new EventDispatcher({ broker, hostname: this.origin, clock: clock ?? new CeleryClock(), logger: this.logger }) : null;
@@ -175,7 +178,7 @@ export class Producer {
   /** A handle on a task id; `sentNow`: this process has just sent it, so a push is expected. */
   private handle<T>(id: string, sentNow: boolean, parent: AsyncResult | null = null): AsyncResult<T> {
     const pushUntil = sentNow && this.notifier ? Date.now() + PUSH_GRACE_MS : 0;
-    return new AsyncResult<T>(id, this.results, this.config.resultPollIntervalMs, this.notifier, pushUntil, parent);
+    return new AsyncResult<T>(id, this.results, this.config.resultPollIntervalMs, this.notifier, pushUntil, parent, this.control);
   }
 
   /** Where the task goes: Celery's router (lib/protocol/routing.ts) over `taskQueues` / `taskRoutes`. */
@@ -299,6 +302,6 @@ export class Producer {
 
   /** A handle on any task id (for example one sent by a Python client). */
   asyncResult<T = unknown>(taskId: string): AsyncResult<T> {
-    return new AsyncResult<T>(taskId, this.results, this.config.resultPollIntervalMs, this.notifier);
+    return new AsyncResult<T>(taskId, this.results, this.config.resultPollIntervalMs, this.notifier, 0, null, this.control);
   }
 }

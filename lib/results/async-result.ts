@@ -1,4 +1,4 @@
-import { CeleryConfigError, TaskFailedError, TaskTimeoutError } from '../errors/celery.errors';
+import { CeleryConfigError, CeleryError, TaskFailedError, TaskTimeoutError } from '../errors/celery.errors';
 import { isExceptionInfo } from '../protocol/exceptions';
 import type { ExtendedResult, TaskMeta } from '../protocol/result-row';
 import { parseChildren, ResultTuple } from '../protocol/result-tuple';
@@ -16,6 +16,26 @@ export interface GetOptions {
 }
 
 const MAX_POLL_MS = 500;
+
+/** Options of `AsyncResult.revoke()`, as Python's `AsyncResult.revoke(terminate, signal, wait, timeout)`. */
+export interface AsyncRevokeOptions {
+  /** Also stop the task where it is running. */
+  terminate?: boolean;
+  /** Signal name for `terminate` (Python's prefork pool); default none: the worker uses SIGTERM. */
+  signal?: string | null;
+  /** Wait for the workers' replies (default false: sent as a cast, nothing comes back). */
+  wait?: boolean;
+  /** With `wait`: milliseconds to wait for the next reply (default 1000). */
+  timeout?: number;
+}
+
+/** What `AsyncResult.revoke()` goes through: the module's CeleryControl. */
+export interface TaskRevoker {
+  revoke(
+    taskId: string | string[],
+    options: { terminate?: boolean; signal?: string | null; reply?: boolean; timeout?: number },
+  ): Promise<Record<string, { ok: string } | { error: string }>>;
+}
 
 /**
  * A handle on a sent task, like Celery's `AsyncResult`: its id, its state, and `get()` for its value.
@@ -39,6 +59,8 @@ export class AsyncResult<T = unknown> {
      * Cassandra table has no parent column); with `resultExtended`, `extended()` has `parentId`.
      */
     readonly parent: AsyncResult | null = null,
+    /** Sends `revoke()`: the module's CeleryControl (null for a handle made without one). */
+    private readonly revoker: TaskRevoker | null = null,
   ) {
     // Sent by this process: its push is kept for this handle, however late get() is called.
     if (notifier && pushExpectedUntil > 0) notifier.expect(id, this);
@@ -100,11 +122,30 @@ export class AsyncResult<T = unknown> {
     await this.store.forget(this.id);
   }
 
+  /**
+   * Python's `AsyncResult.revoke()`: broadcasts `revoke` for this id to every worker (Python or
+   * NestJS), so a worker that has not run it yet never does (it stores REVOKED) and, with
+   * `terminate`, one running it stops it. Sent as Python sends it: signal null unless given, and
+   * without `wait` a cast with no expiry. With `wait`, resolves the replies by node name.
+   */
+  async revoke(options: AsyncRevokeOptions = {}): Promise<Record<string, { ok: string } | { error: string }>> {
+    if (!this.revoker) {
+      throw new CeleryError(`AsyncResult ${this.id} cannot revoke: it was made without a CeleryControl (get handles from the module's Producer, or use CeleryControl.revoke)`);
+    }
+    const wait = options.wait ?? false;
+    return this.revoker.revoke(this.id, {
+      terminate: options.terminate ?? false,
+      signal: options.signal ?? null,
+      reply: wait,
+      timeout: wait ? (options.timeout ?? 1000) : 0,
+    });
+  }
+
   /** A handle on a task named by a result tuple, sharing this handle's store and notifier. */
   private fromTuple(t: ResultTuple): AsyncResult | GroupResult {
     const parent = t.parent ? (this.fromTuple(t.parent) as AsyncResult) : null;
     if (t.results) return new GroupResult(t.id, t.results.map((r) => this.fromTuple(r)), parent);
-    return new AsyncResult(t.id, this.store, this.defaultInterval, this.notifier, 0, parent);
+    return new AsyncResult(t.id, this.store, this.defaultInterval, this.notifier, 0, parent, this.revoker);
   }
 
   /**
