@@ -65,3 +65,7 @@ export { GroupResult } from './results/async-result';
 export { InvalidResultError } from './errors/celery.errors';
 export type { ExtendedResult, ResultToStore } from './protocol/result-row';
 export type { ResultTuple } from './protocol/result-tuple';
+// guards, interceptors, pipes and filters on tasks (execution context type 'celery')
+export { CeleryExecutionContext, CELERY_CONTEXT_TYPE } from './enhancers/celery-execution-context';
+export type { CeleryContextType, TaskPayload } from './enhancers/celery-execution-context';
+export { TaskRefusedError, InvalidTaskArgumentsError } from './enhancers/enhancer-errors';
