@@ -51,8 +51,9 @@ export class TaskExplorer implements OnModuleInit {
     const params = metadata.params ? { names: [...metadata.params], restIndex: null } : withoutParameter(parameterNames(method), contextIndex);
     validateTaskOptions(`${className}.${methodName}`, metadata);
     const isolated = metadata.isolate ? isolatedSpecOf(className, methodName, metadata.module as string, instance.constructor, contextIndex) : null;
-    // an isolated task runs in another thread, where Nest's enhancers cannot follow it
-    const enhanced = isolated ? null : this.enhancers.wrap({ instance, methodName, method, params, contextIndex: contextIndex ?? null, target: `${className}.${methodName}` });
+    const taskMethod = { instance, methodName, method, params, contextIndex: contextIndex ?? null, target: `${className}.${methodName}` };
+    if (isolated) this.enhancers.refuseOnIsolated(taskMethod);
+    const enhanced = isolated ? null : this.enhancers.wrap(taskMethod);
     this.registry.register({
       name,
       target: `${className}.${methodName}`,

@@ -76,17 +76,29 @@ export class TaskEnhancers {
     };
   }
 
+  /**
+   * An isolated task runs in a worker thread, where Nest's enhancers cannot follow it: one declared
+   * on the method or its class would silently not run (a guard not guarding), so it is refused.
+   * Global ones do not apply to isolated tasks (documented).
+   */
+  refuseOnIsolated(task: Pick<TaskMethod, 'instance' | 'method' | 'target'>): void {
+    const kinds = ENHANCER_KEYS.filter((key) => declaredOn(task, key));
+    if (kinds.length === 0) return;
+    throw new TaskRegistrationError(
+      `${task.target}: isolate: 'thread' runs the task in a worker thread, where ${kinds.map((k) => ENHANCER_NAMES[k]).join(', ')} cannot run; remove them or the isolation`,
+    );
+  }
+
   /** Whether any enhancer applies to the method (declared on it or its class, or global); null when none does. */
   private applying(task: TaskMethod): { filters: boolean } | null {
-    const declared = (key: string) => hasAny(Reflect.getMetadata(key, task.method)) || hasAny(Reflect.getMetadata(key, task.instance.constructor));
     const config = this.applicationConfig();
     // without the application's config (another Nest version), assume globals may apply: correct, only slower
     const global = (list: (c: ApplicationConfig) => unknown[]) => (config ? list(config).length > 0 : true);
-    const filters = declared(EXCEPTION_FILTERS_METADATA) || global((c) => c.getGlobalFilters());
+    const filters = declaredOn(task, EXCEPTION_FILTERS_METADATA) || global((c) => c.getGlobalFilters());
     const others =
-      declared(GUARDS_METADATA) ||
-      declared(INTERCEPTORS_METADATA) ||
-      declared(PIPES_METADATA) ||
+      declaredOn(task, GUARDS_METADATA) ||
+      declaredOn(task, INTERCEPTORS_METADATA) ||
+      declaredOn(task, PIPES_METADATA) ||
       global((c) => c.getGlobalGuards()) ||
       global((c) => c.getGlobalInterceptors()) ||
       global((c) => c.getGlobalPipes());
@@ -102,6 +114,19 @@ export class TaskEnhancers {
     const config = container?.applicationConfig;
     return config instanceof ApplicationConfig ? config : null;
   }
+}
+
+const ENHANCER_NAMES: Record<string, string> = {
+  [GUARDS_METADATA]: '@UseGuards()',
+  [INTERCEPTORS_METADATA]: '@UseInterceptors()',
+  [PIPES_METADATA]: '@UsePipes()',
+  [EXCEPTION_FILTERS_METADATA]: '@UseFilters()',
+};
+const ENHANCER_KEYS = Object.keys(ENHANCER_NAMES);
+
+/** Whether `@Use*()` of this kind is on the method or its class. */
+function declaredOn(task: Pick<TaskMethod, 'instance' | 'method'>, key: string): boolean {
+  return hasAny(Reflect.getMetadata(key, task.method)) || hasAny(Reflect.getMetadata(key, task.instance.constructor));
 }
 
 function hasAny(value: unknown): boolean {

@@ -30,6 +30,8 @@ import {
   TaskRegistrationError,
   TaskRegistry,
 } from '../../../lib';
+import { IsolatedModuleTasks } from '../worker/fixtures/isolated-module-tasks';
+import { GuardedIsolatedTasks } from './fixtures/guarded-isolated-tasks';
 
 class NewUser {
   @IsEmail()
@@ -355,6 +357,23 @@ describe('guards, interceptors, pipes and filters on tasks', () => {
     }
     await expect(moduleWith([Rest])).rejects.toThrow(TaskRegistrationError);
     await expect(moduleWith([Rest])).rejects.toThrow(/Rest\.sum: .*rest parameter/);
+  });
+
+  describe('isolated tasks (their worker thread has no Nest)', () => {
+    it('a guard, interceptor, pipe or filter declared on one is refused at bootstrap, naming the task and the decorator', async () => {
+      await expect(moduleWith([GuardedIsolatedTasks])).rejects.toThrow(/GuardedIsolatedTasks\.guarded: isolate: 'thread' .* @UseGuards\(\) cannot run/);
+    });
+
+    it('global ones do not apply to them: the task runs in its thread, unwrapped', async () => {
+      const moduleRef = await moduleWith([IsolatedModuleTasks, { provide: APP_INTERCEPTOR, useClass: Doubling }]);
+      try {
+        expect(moduleRef.get(TaskRegistry).get('iso.square')?.enhanced).toBeNull();
+        await expect(resultOf(moduleRef.get(Producer), 'iso.square', { args: [7] })).resolves.toBe(49);
+        expect(seen).toEqual([]);
+      } finally {
+        await moduleRef.close();
+      }
+    });
   });
 
   it('CeleryExecutionContext.create() refuses a context of another type', () => {
