@@ -15,7 +15,7 @@ PANELS = [
     ('end_to_end_per_s', 'end to end (tasks/s)', 'higher is better'),
     ('p50_ms', 'round trip p50 (ms)', 'lower is better'),
     ('p99_ms', 'round trip p99 (ms)', 'lower is better'),
-    ('rss_mb', 'worker peak RSS (MiB)', 'lower is better'),
+    ('pss_mb', 'worker peak PSS (MiB)', 'lower is better'),
 ]
 COLORS = {'nestjs': '#e0234e', 'nestjs_thread': '#f08aa0', 'raw': '#4a4a4a', 'celery': '#37814a'}
 

@@ -229,7 +229,7 @@ export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, in
   return out;
 }
 
-// ------------------------------------------------------------------------------------ resident memory
+// ------------------------------------------------------------------------------------ process trees
 
 function ppidOf(pid: number): number | null {
   try {
@@ -265,50 +265,6 @@ export function processTree(roots: number[]): number[] {
     for (const c of children.get(pid) ?? []) stack.push(c);
   }
   return out;
-}
-
-/** VmRSS of one process in kB (0 when it is gone or a zombie). */
-export function rssKb(pid: number): number {
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** Samples the summed VmRSS of a process tree every `intervalMs` and keeps the peak. */
-export class RssSampler {
-  private timer: NodeJS.Timeout | null = null;
-  private peakKb = 0;
-  private samples = 0;
-  private roots: number[] = [];
-
-  constructor(private readonly intervalMs = 100) {}
-
-  /** (Re)sets the roots to watch (several workers, or a worker started later). */
-  watch(pids: number[]): void {
-    this.roots = pids;
-    this.sample();
-    if (!this.timer) {
-      this.timer = setInterval(() => this.sample(), this.intervalMs);
-      this.timer.unref();
-    }
-  }
-
-  sample(): void {
-    if (this.roots.length === 0) return;
-    const total = processTree(this.roots).reduce((sum, pid) => sum + rssKb(pid), 0);
-    this.samples++;
-    if (total > this.peakKb) this.peakKb = total;
-  }
-
-  stop(): { peakMb: number; samples: number } {
-    this.sample();
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    return { peakMb: round(this.peakKb / 1024, 1), samples: this.samples };
-  }
 }
 
 // ------------------------------------------------------------------------------------ child processes
@@ -435,6 +391,11 @@ export interface SystemResult {
   end_to_end_per_s: number;
   p50_ms: number;
   p99_ms: number;
+  /** Peak of the worker tree's summed PSS (shared pages divided among the processes mapping them), MiB: the memory figure. */
+  pss_mb: number;
+  /** Peak summed USS (private pages), MiB. */
+  uss_mb?: number;
+  /** Peak summed RSS (shared pages counted in every process), MiB: for comparison with older runs only. */
   rss_mb: number;
   /** Diagnostic: N / (first publish → last result stored), from the rows' date_done. */
   worker_per_s: number;

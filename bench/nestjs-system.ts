@@ -26,7 +26,6 @@ import {
   resetTable,
   rowsNote,
   round,
-  RssSampler,
   sortWords,
   startNodeWorkers,
   stopChild,
@@ -35,6 +34,7 @@ import {
   TASK_NAME,
   workerRate,
 } from './common';
+import { MemorySampler } from './memory-sampler';
 
 const WARMUP = 50;
 
@@ -48,7 +48,7 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
   const label = variant.isolate ? 'nestjs_thread' : 'nestjs';
   const text = payloadText(opts.payloadBytes);
   const expected = sortWords(text, false);
-  const sampler = new RssSampler(100);
+  let sampler: MemorySampler | null = null;
   const workerArgs = ['--queue', QUEUE, '--table', TABLE, '--concurrency', String(opts.concurrency)];
   if (opts.prefetch) workerArgs.push('--prefetch', String(opts.prefetch));
   if (variant.isolate) workerArgs.push('--isolate', variant.isolate);
@@ -59,6 +59,7 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
     await resetTable(admin, TABLE);
     const started = await startNodeWorkers('nestjs-worker.js', opts.workers, workerArgs, label);
     workers = started.workers;
+    sampler = await MemorySampler.start(100);
     sampler.watch(workers.map((w) => w.pid as number));
     log(`${label}: ${workers.length} worker process(es) ready (concurrency ${opts.concurrency}, prefetch ${String(started.info.prefetch)}${variant.isolate ? ', task in a worker thread' : ''})`);
 
@@ -114,7 +115,7 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
       latencies.push(performance.now() - s);
     }
     const rows = await tableStats(admin, TABLE, { from: wall0, to: wall2 });
-    const mem = sampler.stop();
+    const mem = await sampler.stop();
     const notes = [
       ...(variant.isolate ? [`task run in an isolated worker thread (IsolatedPool, ${availableParallelism()} threads per worker process)`] : []),
       `${opts.workers} worker process(es), concurrency ${opts.concurrency}, prefetch ${String(started.info.prefetch)}`,
@@ -126,16 +127,18 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
       end_to_end_per_s: round(n / ((t2 - t0) / 1000), 0),
       p50_ms: round(percentile(latencies, 50), 2),
       p99_ms: round(percentile(latencies, 99), 2),
-      rss_mb: mem.peakMb,
+      pss_mb: mem.pssMb,
+      uss_mb: mem.ussMb,
+      rss_mb: mem.rssMb,
       worker_per_s: workerRate(rows, wall0),
       n,
       round_trips: latencies.length,
       rows: rows.rows,
-      rss_samples: mem.samples,
+      memory_samples: { count: mem.samples, interval_ms: mem.intervalMs, span_s: mem.spanS, max_gap_ms: mem.maxGapMs },
       notes,
     };
   } finally {
-    sampler.stop();
+    await sampler?.stop();
     if (app) await app.close().catch((err: unknown) => log(`${label}: closing the producer app failed: ${String(err)}`));
     await Promise.all(workers.map((w) => stopChild(w)));
     await deleteQueues(QUEUE).catch((err: unknown) => log(`${label}: queue clean-up failed: ${String(err)}`));

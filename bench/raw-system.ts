@@ -19,7 +19,6 @@ import {
   resetTable,
   rowsNote,
   round,
-  RssSampler,
   sortWords,
   startNodeWorkers,
   stopChild,
@@ -28,6 +27,7 @@ import {
   TASK_NAME,
   workerRate,
 } from './common';
+import { MemorySampler } from './memory-sampler';
 
 const QUEUE = 'bench_raw';
 const TABLE = 'bench_raw';
@@ -81,7 +81,7 @@ export function celeryMessage(id: string, text: string, replyTo: string, origin:
 export async function runRaw(opts: BenchOptions, admin: Client, log: (s: string) => void): Promise<SystemResult> {
   const text = payloadText(opts.payloadBytes);
   const expected = sortWords(text, false);
-  const sampler = new RssSampler(100);
+  let sampler: MemorySampler | null = null;
   const prefetch = opts.prefetch ?? opts.concurrency * 4;
   const workerArgs = ['--queue', QUEUE, '--table', TABLE, '--concurrency', String(opts.concurrency), '--prefetch', String(prefetch)];
   let workers: ChildProcess[] = [];
@@ -91,6 +91,7 @@ export async function runRaw(opts: BenchOptions, admin: Client, log: (s: string)
     await resetTable(admin, TABLE);
     const started = await startNodeWorkers('raw-worker.js', opts.workers, workerArgs, 'raw');
     workers = started.workers;
+    sampler = await MemorySampler.start(100);
     sampler.watch(workers.map((w) => w.pid as number));
     log(`raw: ${workers.length} worker process(es) ready (concurrency ${opts.concurrency}, prefetch ${prefetch})`);
 
@@ -156,7 +157,7 @@ export async function runRaw(opts: BenchOptions, admin: Client, log: (s: string)
       latencies.push(performance.now() - s);
     }
     const rows = await tableStats(admin, TABLE, { from: wall0, to: wall2 });
-    const mem = sampler.stop();
+    const mem = await sampler.stop();
     const notes = [`${opts.workers} worker process(es), concurrency ${opts.concurrency}, prefetch ${prefetch}`, 'results pushed back on a reply queue (no polling)'];
     notes.push(...rowsNote(TABLE, rows, WARMUP + n + opts.roundTrips));
     return {
@@ -164,16 +165,18 @@ export async function runRaw(opts: BenchOptions, admin: Client, log: (s: string)
       end_to_end_per_s: round(n / ((t2 - t0) / 1000), 0),
       p50_ms: round(percentile(latencies, 50), 2),
       p99_ms: round(percentile(latencies, 99), 2),
-      rss_mb: mem.peakMb,
+      pss_mb: mem.pssMb,
+      uss_mb: mem.ussMb,
+      rss_mb: mem.rssMb,
       worker_per_s: workerRate(rows, wall0),
       n,
       round_trips: latencies.length,
       rows: rows.rows,
-      rss_samples: mem.samples,
+      memory_samples: { count: mem.samples, interval_ms: mem.intervalMs, span_s: mem.spanS, max_gap_ms: mem.maxGapMs },
       notes,
     };
   } finally {
-    sampler.stop();
+    await sampler?.stop();
     if (conn) await conn.close().catch(() => undefined);
     await Promise.all(workers.map((w) => stopChild(w)));
     await deleteQueues(QUEUE).catch((err: unknown) => log(`raw: queue clean-up failed: ${String(err)}`));

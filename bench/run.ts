@@ -25,7 +25,7 @@ const KNOWN_SYSTEMS = [...ALL_SYSTEMS, ...EXTRA_SYSTEMS];
 /** Payload guards: bytes a run may store without --n, and bytes of results read back at once. */
 const MAX_STORED_BYTES = 2 * 1024 ** 3;
 const MAX_READ_BYTES_IN_FLIGHT = 16 * 1024 ** 2;
-const METRICS = ['publish_per_s', 'end_to_end_per_s', 'p50_ms', 'p99_ms', 'rss_mb'] as const;
+const METRICS = ['publish_per_s', 'end_to_end_per_s', 'p50_ms', 'p99_ms', 'pss_mb'] as const;
 
 const USAGE = `usage: npm run bench -- [options]
   --quick                 N = 2000 (Celery 500), Celery 60 round trips
@@ -213,10 +213,10 @@ function ratios(systems: Record<string, SystemResult>): Record<string, Record<st
 }
 
 function table(systems: Record<string, SystemResult>, rs: Record<string, Record<string, number>>): string {
-  const header = ['system', 'N', 'publish/s', 'end-to-end/s', 'p50 ms', 'p99 ms', 'worker RSS MiB', '(stored/s)'];
+  const header = ['system', 'N', 'publish/s', 'end-to-end/s', 'p50 ms', 'p99 ms', 'worker PSS MiB', '(stored/s)'];
   const rows: string[][] = [header];
   for (const [name, s] of Object.entries(systems)) {
-    rows.push([name, String(s.n), String(s.publish_per_s), String(s.end_to_end_per_s), String(s.p50_ms), String(s.p99_ms), String(s.rss_mb), String(s.worker_per_s)]);
+    rows.push([name, String(s.n), String(s.publish_per_s), String(s.end_to_end_per_s), String(s.p50_ms), String(s.p99_ms), String(s.pss_mb), String(s.worker_per_s)]);
   }
   for (const [name, r] of Object.entries(rs)) {
     rows.push([name, '', ...METRICS.map((m) => (r[m] === undefined ? '' : `${r[m]}x`)), '']);

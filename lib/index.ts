@@ -10,7 +10,7 @@ export { normalizeCeleryOptions } from './config/normalize-options';
 export { Task } from './decorators/task.decorator';
 export type { TaskOptions, ErrorMatcher, RateLimitOption } from './decorators/task.decorator';
 export { TaskContext } from './decorators/task-context.decorator';
-export type { DeliveryInfo } from './decorators/task-context.decorator';
+export type { DeliveryInfo, TaskFailure } from './decorators/task-context.decorator';
 export { CeleryTaskContext, currentTask } from './worker/task-context';
 export { isolatedTaskContext } from './worker/isolation/thread-context';
 export type { IsolatedTaskContext } from './worker/isolation/thread-context';
@@ -65,6 +65,12 @@ export { GroupResult } from './results/async-result';
 export { InvalidResultError } from './errors/celery.errors';
 export type { ExtendedResult, ResultToStore } from './protocol/result-row';
 export type { ResultTuple } from './protocol/result-tuple';
+// periodic tasks (issue 15 item 5)
+export { Periodic } from './decorators/periodic.decorator';
+export type { PeriodicOptions } from './decorators/periodic.decorator';
+export { PeriodicScheduler, PERIODIC_TASK_NAME_HEADER, PERIODIC_TICK_HEADER } from './scheduler/periodic.scheduler';
+export type { PeriodicEntry, PeriodicSendOptions, PeriodicTiming } from './scheduler/periodic-entry';
+export type { SchedulerOptions, BeatScheduleEntry } from './interfaces/celery-options.interface';
 // guards, interceptors, pipes and filters on tasks (execution context type 'celery')
 export { CeleryExecutionContext, CELERY_CONTEXT_TYPE } from './enhancers/celery-execution-context';
 export type { CeleryContextType, TaskPayload } from './enhancers/celery-execution-context';

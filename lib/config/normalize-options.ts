@@ -2,7 +2,9 @@ import { hostname as osHostname } from 'node:os';
 import { CeleryConfigError } from '../errors/celery.errors';
 import type { CassandraOptions, CeleryModuleOptions, CeleryOptionsInput, WorkerOptions } from '../interfaces/celery-options.interface';
 import { DEFAULT_MAX_RESULT_BYTES } from '../results/store-errors';
-import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedRateLimitConfig, ResolvedTls } from './resolved-config';
+import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedRateLimitConfig, ResolvedSchedulerConfig, ResolvedTls } from './resolved-config';
+import { PeriodicEntryError, resolveBeatEntry } from '../scheduler/periodic-entry';
+import { CronSchedule } from '../scheduler/schedule';
 import { EXCHANGE_TYPES, prepareRouters, QueueTable, type QueueDefinition, type QueueType, type RoutingSettings, type TaskRoutesInput } from '../protocol/routing';
 
 /**
@@ -28,10 +30,16 @@ const RATE_LIMIT_PYTHON_KEYS: Record<string, string> = { worker_disable_rate_lim
 const GLOBAL_RATE_LIMIT_KEYS = new Set(['table', 'serialConsistency', 'reserveAheadMs', 'maxLateMs']);
 // ---- end rate limits ----
 
+// ---- periodic tasks (issue 15 item 5): scheduler.*, Celery's beat_schedule and timezone; resolved at the end of this file ----
+const SCHEDULER_PYTHON_KEYS: Record<string, string> = { beat_schedule: 'scheduler.schedule', timezone: 'scheduler.timezone' };
+const SCHEDULER_KEYS = new Set(['enabled', 'schedule', 'timezone', 'table', 'claimTimeoutMs', 'catchUpMs', 'serialConsistency']);
+// ---- end periodic tasks ----
+
 const CAMEL_KEYS = new Set([
   'brokerUrl', 'brokerTls', 'resultBackend', 'queueArguments', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
   'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal', 'publishTimeoutMs',
   ...RATE_LIMIT_KEYS,
+  'scheduler',
   // task defaults (issue 12)
   'taskTimeLimit', 'taskSoftTimeLimit', 'taskTrackStarted', 'taskIgnoreResult', 'taskStoreErrorsEvenIfIgnored',
   'taskRoutes', 'taskQueues', 'defaultExchange', 'defaultExchangeType', 'defaultRoutingKey', 'queueMaxPriority', 'queueType',
@@ -74,6 +82,7 @@ const PYTHON_KEYS: Record<string, string> = {
   worker_prefetch_multiplier: 'prefetchMultiplier',
   worker_eta_task_limit: 'worker.etaTaskLimit',
   ...RATE_LIMIT_PYTHON_KEYS,
+  ...SCHEDULER_PYTHON_KEYS,
   // task defaults (issue 12)
   task_time_limit: 'taskTimeLimit',
   task_soft_time_limit: 'taskSoftTimeLimit',
@@ -138,7 +147,7 @@ function fromPythonConfig(input: object): Mutable {
     const value = source[key];
     if (value === undefined) continue;
     if (CAMEL_KEYS.has(key)) {
-      if (key === 'cassandra' || key === 'worker' || key === 'globalRateLimits') {
+      if (key === 'cassandra' || key === 'worker' || key === 'globalRateLimits' || key === 'scheduler') {
         if (typeof value !== 'object' || value === null || Array.isArray(value)) {
           throw new CeleryConfigError(key, 'must be an object');
         }
@@ -458,6 +467,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     peerCompat,
     resultPollIntervalMs: optInt(o.resultPollIntervalMs, 'resultPollIntervalMs', 1) ?? 100,
     rateLimits: resolveRateLimits(o, w),
+    scheduler: resolveScheduler(o),
     ...resolveResultOptions(o),
   };
 }
@@ -624,3 +634,44 @@ function resolveRateLimits(o: Mutable, w: WorkerOptions): ResolvedRateLimitConfi
   };
 }
 // ---- end rate limits ----
+
+// ---- periodic tasks (issue 15 item 5) ----
+function resolveScheduler(o: Mutable): ResolvedSchedulerConfig {
+  const s = (o.scheduler ?? {}) as Record<string, unknown>;
+  for (const key of Object.keys(s)) if (!SCHEDULER_KEYS.has(key)) throw new CeleryConfigError(`scheduler.${key}`, `unknown option${suggest(key)}`);
+  const timezone = optString(s.timezone, 'scheduler.timezone') ?? 'UTC';
+  try {
+    new CronSchedule('0 0 * * *', timezone);
+  } catch {
+    throw new CeleryConfigError('scheduler.timezone', `unknown time zone ${JSON.stringify(timezone)} (an IANA name such as 'Europe/Paris', or 'UTC')`);
+  }
+  const table = optString(s.table, 'scheduler.table') ?? 'celery_periodic_ticks';
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(table)) throw new CeleryConfigError('scheduler.table', `not a valid table name: ${JSON.stringify(table)}`);
+  const serial = (optString(s.serialConsistency, 'scheduler.serialConsistency') ?? 'SERIAL').toUpperCase();
+  if (serial !== 'SERIAL' && serial !== 'LOCAL_SERIAL') throw new CeleryConfigError('scheduler.serialConsistency', `must be SERIAL or LOCAL_SERIAL, got ${JSON.stringify(s.serialConsistency)}`);
+  const schedule = s.schedule ?? {};
+  if (typeof schedule !== 'object' || schedule === null || Array.isArray(schedule)) {
+    throw new CeleryConfigError('scheduler.schedule', 'must be an object { name: { task, schedule, args, kwargs, options } } (Celery\'s beat_schedule)');
+  }
+  // errors name the entry as written: beat_schedule.cleanup.schedule
+  const prefix = o.writtenAs?.get('scheduler.schedule') ?? 'scheduler.schedule';
+  const entries = Object.entries(schedule as Record<string, unknown>).map(([name, raw]) => {
+    try {
+      return resolveBeatEntry(name, raw, `${prefix}.${name}`, timezone);
+    } catch (err) {
+      if (err instanceof PeriodicEntryError) throw new CeleryConfigError(err.key, err.detail);
+      throw err;
+    }
+  });
+  return {
+    enabled: optBool(s.enabled, 'scheduler.enabled') ?? null,
+    timezone,
+    entries,
+    table,
+    // by default a sender has given up or been confirmed before its claim is taken over: late rather than twice
+    claimTimeoutMs: optInt(s.claimTimeoutMs, 'scheduler.claimTimeoutMs', 100) ?? (optInt(o.publishTimeoutMs, 'publishTimeoutMs', 0) ?? 30000) + 5000,
+    catchUpMs: optInt(s.catchUpMs, 'scheduler.catchUpMs', 0) ?? 60000,
+    serialConsistency: serial,
+  };
+}
+// ---- end periodic tasks ----

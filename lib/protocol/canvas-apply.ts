@@ -406,9 +406,14 @@ function exceptionRepr(e: ExceptionInfo): string {
   return `${e.exc_type.split('.').pop()}(${(Array.isArray(e.exc_message) ? e.exc_message : [e.exc_message]).map((a) => saferepr(a)).join(', ')})`;
 }
 
-/** The `ChordError` Celery stores on the body's id when a header task failed (`Dependency <id> raised <repr>`). */
-export function chordErrorOf(culpritId: string, error: ExceptionInfo): ExceptionInfo {
-  return { exc_type: 'ChordError', exc_message: [`Dependency ${culpritId} raised ${exceptionRepr(error)}`], exc_module: 'celery.exceptions' };
+/**
+ * The `ChordError` Celery's `chord_unlock` stores on the body's id when a header task failed: the
+ * repr of the exception the join raised (`ChordError("ValueError('boom')")`). Celery names the
+ * culprit (`Dependency <id> raised ...`) only for a failed member in its backend's cache, and its
+ * cache holds SUCCESS metas only: on Cassandra (5.2.6 and 5.7 alike) the text is the repr alone.
+ */
+export function chordErrorOf(error: ExceptionInfo): ExceptionInfo {
+  return { exc_type: 'ChordError', exc_message: [exceptionRepr(error)], exc_module: 'celery.exceptions' };
 }
 
 /**
@@ -422,6 +427,17 @@ export function chordBodyCanvas(call: ChordUnlockCall, values: unknown[], parent
 /** The body's frozen id (where a ChordError is stored), its chain and its errbacks (`link_error`). */
 export function chordBodyFailureTargets(call: ChordUnlockCall): { bodyId: string | null; chain: unknown[] | null; errbacks: unknown[] | null } {
   const o = call.body.options;
+  const steps = call.body.kwargs.tasks;
+  if (call.body.subtaskType === 'chain' && Array.isArray(steps) && steps.length > 0) {
+    // a chain body (Celery 5.2 sends `chain(a, group, b, c)` as a chord whose body is chain(b, c)):
+    // the ChordError goes on its last step (what the caller waits on) and every other step
+    const last = parseSignature(steps[steps.length - 1], `celery.chord_unlock ${call.groupId}: the body's last step`);
+    return {
+      bodyId: typeof last.options.task_id === 'string' && last.options.task_id ? last.options.task_id : null,
+      chain: steps.slice(0, -1).reverse(),
+      errbacks: signatureList(last.options.link_error),
+    };
+  }
   return {
     bodyId: typeof o.task_id === 'string' && o.task_id ? o.task_id : null,
     chain: Array.isArray(o.chain) ? o.chain : null,

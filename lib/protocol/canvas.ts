@@ -540,10 +540,22 @@ function flattenGroup(members: Signature[]): Signature[] {
  */
 export function planChord(header: Signature[], bodyInput: Signature, ctx: FreezeContext, opts: { taskId?: string; groupId?: string; args?: unknown[]; interval?: number | null; maxRetries?: number | null } = {}): ChordPlan {
   if (!(bodyInput instanceof Signature)) throw new InvalidSignatureError(`chord: the body is not a Signature (${describe(bodyInput)})`);
-  if (bodyInput.subtaskType) throw new InvalidSignatureError(`chord: the body is a ${bodyInput.subtaskType}; only a task is supported as a chord body`);
+  if (bodyInput.subtaskType && bodyInput.subtaskType !== 'chain') throw new InvalidSignatureError(`chord: the body is a ${bodyInput.subtaskType}; only a task or a chain is supported as a chord body`);
   const groupId = opts.groupId ?? ctx.newId();
-  const body = bodyInput.clone();
-  const id = body.freeze(ctx, { id: opts.taskId, groupId: ctx.peer === '5.2' ? undefined : groupId });
+  let body: Signature;
+  let id: string;
+  if (bodyInput.subtaskType === 'chain') {
+    // a chain body (Celery 5.2 upgrades `chain(a, group, b, c)` to a chord whose body is chain(b, c)):
+    // every step frozen, the last one is the body's result
+    const steps = flattenChain(bodyInput.kwargs.tasks as Signature[]).map((s) => s.clone());
+    checkSteps(steps, 'chord body chain');
+    steps.forEach((s, i) => s.freeze(ctx, i === steps.length - 1 ? { id: opts.taskId, groupId: ctx.peer === '5.2' ? undefined : groupId } : {}));
+    body = new Signature(bodyInput.task, [...bodyInput.args], { ...bodyInput.kwargs, tasks: steps }, cloneValue(bodyInput.options) as Record<string, unknown>, 'chain', bodyInput.immutable);
+    id = steps[steps.length - 1].id as string;
+  } else {
+    body = bodyInput.clone();
+    id = body.freeze(ctx, { id: opts.taskId, groupId: ctx.peer === '5.2' ? undefined : groupId });
+  }
   if (header.length === 0) {
     return { messages: [messageOf(body, { args: [[]] })], groupId, headerIds: [], id };
   }

@@ -64,8 +64,8 @@ async function unlock(deps: ChordUnlockDeps, raw: unknown[], ctx: TaskContext): 
     deps.logger.log(`Chord ${call.groupId}: ${ids.length} header result(s) ready; body ${call.body.task} sent`);
     return null;
   }
-  const error = chordErrorOf(state.culpritId, state.error);
-  deps.logger.error(`Chord ${call.groupId} failed: ${error.exc_message[0] as string}`);
+  const error = chordErrorOf(state.error);
+  deps.logger.error(`Chord ${call.groupId} failed: header task ${state.culpritId} raised ${error.exc_message[0] as string}`);
   const targets = chordBodyFailureTargets(call);
   const bodyId = targets.bodyId ?? randomUUID();
   for (const id of [bodyId, ...remainingChainIds(targets.chain)]) {

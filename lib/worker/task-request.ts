@@ -12,6 +12,7 @@ import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-ro
 import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage } from '../protocol/task-message';
 import { autoretryFor, encodeRetryMessage, retryOrGiveUp } from './retry';
 import { runInTaskContext } from './task-context';
+import { failedTaskIdOf, taskFailureOf, withFailedRequest } from './errback-context';
 import { IsolatedPool } from './isolation/isolated-pool';
 import { IsolatedPoolClosedError } from './isolation/errors';
 import type { ResultStore } from '../results/result-store.interface';
@@ -24,6 +25,14 @@ import { randomUUID } from 'node:crypto';
 export type HoldEnd = 'run' | 'stop' | 'lost';
 
 export type { StoreOutcome } from '../results/result-writer';
+
+/**
+ * Set on the messages (next chain step, callbacks) a run publishes when that run may be a second
+ * one — its own message was redelivered or carried this header — so they may have been published
+ * before: the worker that receives one reads the task's stored state first and does not run a task
+ * that already succeeded (otherwise every later step of the chain would run twice too).
+ */
+export const MAYBE_DUPLICATE_HEADER = 'nestjs_celery_maybe_duplicate';
 
 /** What a request needs from the worker that owns it. */
 export interface RequestContext {
@@ -118,7 +127,7 @@ export class TaskRequest {
 
   private async process(task: DecodedTask, entry: RegisteredTask): Promise<void> {
     if (this.delivery.lost.aborted) return;
-    if (this.delivery.redelivered && (await this.alreadySucceeded(task))) return;
+    if (this.mayBeDuplicate(task) && (await this.alreadySucceeded(task))) return;
     // Expiry is checked on receipt (an expired ETA task does not wait for its ETA) and again before running.
     if (isExpired(task)) return this.revokeExpired(task);
     if (task.eta !== null && task.eta > nowMicros()) {
@@ -241,7 +250,7 @@ export class TaskRequest {
    */
   private runIsolated(task: DecodedTask, entry: RegisteredTask, settings: Effective, context: TaskContext, signal: AbortSignal): Promise<unknown> {
     const callArgs = bindArguments(task.task, entry.params, task.args, task.kwargs);
-    const { signal: _signal, retry: _retry, ...request } = context;
+    const { signal: _signal, retry: _retry, failure: _failure, ...request } = context;
     return this.ctx.isolatedPool().run(entry.isolated as NonNullable<RegisteredTask['isolated']>, callArgs, {
       hardMs: settings.hardSeconds === null ? undefined : settings.hardSeconds * 1000,
       softMs: settings.softSeconds === null ? undefined : settings.softSeconds * 1000,
@@ -288,6 +297,10 @@ export class TaskRequest {
       signal,
       retry: (options: RetryOptions = {}): never => {
         throw retryOrGiveUp(task, options, entry.options);
+      },
+      failure: async () => {
+        const failedId = failedTaskIdOf(task);
+        return failedId === null ? null : taskFailureOf(await this.ctx.store.getTaskMeta(failedId), task.headers);
       },
     };
   }
@@ -403,8 +416,11 @@ export class TaskRequest {
       this.ctx.logger.error(`Task ${task.task}[${task.id}] succeeded but its workflow cannot continue: ${err instanceof Error ? err.message : String(err)}`);
       return { ...result, status: 'FAILURE', result: toExceptionInfo(err), traceback: tracebackOf(err), children: [] };
     }
+    // a second run (its message redelivered, or itself published twice) publishes what the first
+    // run may have published already: marked, so its receiver checks for a stored SUCCESS first
+    const publish = this.mayBeDuplicate(task) ? canvas.publish.map((p) => ({ ...p, spec: { ...p.spec, headers: { ...p.spec.headers, [MAYBE_DUPLICATE_HEADER]: true } } })) : canvas.publish;
     try {
-      await this.ctx.publishCanvas(canvas.publish);
+      await this.ctx.publishCanvas(publish);
     } catch (err) {
       this.ctx.logger.error(
         `Task ${task.task}[${task.id}]: the next step / callbacks could not be sent (${err instanceof Error ? err.message : String(err)}); the message goes back to the queue`,
@@ -429,7 +445,7 @@ export class TaskRequest {
     }
     try {
       const errbacks = errbackCanvas(task.embed.errbacks, { id: task.id, rootId: task.rootId ?? task.id }, randomUUID);
-      await this.ctx.publishCanvas(errbacks.publish);
+      await this.ctx.publishCanvas(withFailedRequest(errbacks.publish, task));
       return true;
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
@@ -478,10 +494,16 @@ export class TaskRequest {
     if (typeof queue === 'string' && queue) this.ctx.notify(queue, result);
   }
 
+  /** Whether this message may be a second one for its task: redelivered, or marked so by the run that published it. */
+  private mayBeDuplicate(task: DecodedTask): boolean {
+    return this.delivery.redelivered || task.headers[MAYBE_DUPLICATE_HEADER] === true;
+  }
+
   /**
    * A redelivered message may belong to a task that already succeeded (its worker died before the
-   * ack). A stored SUCCESS is never replaced (Celery 5.7 keeps the first SUCCESS too): the task is
-   * not run again and the message is acknowledged.
+   * ack), and a marked one to a chain step already run (the step before ran twice). A stored
+   * SUCCESS is never replaced (Celery 5.7 keeps the first SUCCESS too): the task is not run again
+   * and the message is acknowledged.
    */
   private async alreadySucceeded(task: DecodedTask): Promise<boolean> {
     let meta;
@@ -491,7 +513,7 @@ export class TaskRequest {
       return false; // the store is down: run the task; storing will wait for the store
     }
     if (meta.status !== 'SUCCESS') return false;
-    this.ctx.logger.warn(`Task ${task.task}[${task.id}] was redelivered but already succeeded; not run again`);
+    this.ctx.logger.warn(`Task ${task.task}[${task.id}] was ${this.delivery.redelivered ? 'redelivered' : 'published again'} but already succeeded; not run again`);
     this.delivery.ack();
     this.notify(task, successOf(meta));
     return true;

@@ -1,4 +1,4 @@
-import { chordBodyCanvas, chordErrorOf, chordState, errbackCanvas, InvalidSignatureError, parseChordUnlock, parseSignature, remainingChainIds, successCanvas } from '../../../lib/protocol/canvas-apply';
+import { chordBodyCanvas, chordBodyFailureTargets, chordErrorOf, chordState, errbackCanvas, InvalidSignatureError, parseChordUnlock, parseSignature, remainingChainIds, successCanvas } from '../../../lib/protocol/canvas-apply';
 import { decodeTaskMessage } from '../../../lib/protocol/task-message';
 import { encodeTaskMessage } from '../../../lib/protocol/task-message';
 import { CAPTURE_NOW_MICROS, CAPTURE_ORIGIN, CaptureFile, CapturedMessage, loadVector } from '../../support/vectors';
@@ -140,7 +140,7 @@ describe('canvas-apply', () => {
     const exc = { exc_type: 'ValueError', exc_message: ['boom'], exc_module: 'builtins' };
     const state = chordState(header, new Map([['a', { status: 'SUCCESS', result: 1 }], ['b', { status: 'FAILURE', result: exc }], ['c', { status: 'REVOKED', result: exc }]]));
     expect(state).toEqual({ kind: 'failed', culpritId: 'b', error: exc });
-    expect(chordErrorOf('b', exc)).toEqual({ exc_type: 'ChordError', exc_message: ["Dependency b raised ValueError('boom')"], exc_module: 'celery.exceptions' });
+    expect(chordErrorOf(exc)).toEqual({ exc_type: 'ChordError', exc_message: ["ValueError('boom')"], exc_module: 'celery.exceptions' });
     expect(() => parseChordUnlock('g', { task: 't' }, 'soon', null, [])).toThrow(/interval is not a number/);
     expect(() => parseChordUnlock('g', { task: 't' }, null, null, [['x']])).toThrow(/header result 0/);
   });
@@ -184,6 +184,24 @@ describe('canvas-apply', () => {
       const [body] = chordBodyCanvas(call, [7], { id: 'unlock', rootId: 'root' }, ids()).publish;
       expect(body.spec).toMatchObject({ task: 't.tsum', id: 'body', args: [[7]] });
       expect(body.spec.embed?.chain).toEqual(rest);
+    });
+
+    it('a chord whose body is a chain (Celery 5.2 sends chain(a, group, b, c) so): chord_unlock runs the chain with the values, a ChordError goes on all its steps', () => {
+      const bodyChain = chain([sig('t.tsum', [], { task_id: 'b1' }), sig('t.add', [1000], { task_id: 'b2', link_error: sig('t.eb', []) })]);
+      const applied = successCanvas({ callbacks: null, chain: [chord([sig('t.add', [1], { task_id: 'h1' })], bodyChain)] }, 2, { id: 'a', rootId: 'a' }, ids());
+      const [unlock, h1] = applied.publish;
+      expect(unlock.spec.task).toBe('celery.chord_unlock');
+      expect(unlock.route.name).toBe('celery.chain');
+      expect(h1.spec).toMatchObject({ id: 'h1', args: [2, 1] });
+      expect(applied.children).toEqual([[['b2', [['grp', null], [[['h1', null], null]]]], null]]);
+      const call = parseChordUnlock(unlock.spec.args?.[0], unlock.spec.args?.[1], 1, null, unlock.spec.kwargs?.result);
+      const [first] = chordBodyCanvas(call, [3], { id: 'unlock', rootId: 'a' }, ids()).publish;
+      expect(first.spec).toMatchObject({ task: 't.tsum', id: 'b1', args: [[3]] });
+      expect((first.spec.embed?.chain as { options: { task_id: string } }[]).map((c) => c.options.task_id)).toEqual(['b2']);
+      const targets = chordBodyFailureTargets(call);
+      expect(targets.bodyId).toBe('b2');
+      expect(remainingChainIds(targets.chain)).toEqual(['b1']);
+      expect(targets.errbacks).toHaveLength(1);
     });
 
     it('a chain as a callback: its first step with the result prepended and the rest as its embedded chain; children the last step with its parents', () => {
