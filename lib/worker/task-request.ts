@@ -251,8 +251,9 @@ export class TaskRequest {
     const running = runInTaskContext(
       context,
       async () => {
-        const callArgs = withContextArgument(bindArguments(task.name, entry.params, [...task.args], { ...task.kwargs }), entry.contextIndex, context);
-        return entry.handler(...callArgs);
+        const bound = bindArguments(task.name, entry.params, [...task.args], { ...task.kwargs });
+        if (entry.enhanced) return entry.enhanced(context, bound);
+        return entry.handler(...withContextArgument(bound, entry.contextIndex, context));
       },
       this.ctx.contextStorage(),
     );
