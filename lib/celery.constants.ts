@@ -1,3 +1,5 @@
 export const TASK_METADATA = 'nestjs-celery:task';
 export const CELERY_CONFIG = Symbol('CELERY_CONFIG');
 export const TASK_CONTEXT_PARAM = 'nestjs-celery:task-context-param';
+/** Optional provider of task events switched by remote control (enable_events / disable_events / heartbeat). */
+export const CELERY_TASK_EVENTS = Symbol('CELERY_TASK_EVENTS');
