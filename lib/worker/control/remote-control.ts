@@ -182,9 +182,26 @@ export class RemoteControl {
     return this.clock;
   }
 
+  /**
+   * Declares and consumes this node's pidbox queue. A failure does not stop the worker: it runs
+   * without remote control and says why — most often another process already has this node name
+   * (the queue is exclusive, RabbitMQ answers 405 RESOURCE_LOCKED), as kombu warns "A node named …
+   * is already using this process mailbox".
+   */
   async start(): Promise<void> {
     const { queue, steps } = pidboxTopology(this.nodename);
-    this.handle = await this.broker.consume(queue, 1, (delivery) => void this.onMessage(delivery), { declare: steps, noAck: true });
+    try {
+      this.handle = await this.broker.consume(queue, 1, (delivery) => void this.onMessage(delivery), { declare: steps, noAck: true });
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      const inUse = /RESOURCE_LOCKED|405/.test(why);
+      this.logger.error(
+        inUse
+          ? `A node named ${this.nodename} is already using its remote-control queue ${queue}: this worker does not answer remote control. Give each worker a unique worker.hostname.`
+          : `Remote control unavailable (could not consume ${queue}: ${why}); the worker runs without it`,
+      );
+      return;
+    }
     this.logger.log(`Remote control: node ${this.nodename} answers on ${queue}`);
   }
 
