@@ -120,6 +120,20 @@ export async function pythonClient<T = Record<string, unknown>>(env: PythonEnv, 
   return JSON.parse(last) as T;
 }
 
+/**
+ * Runs Python's `celery -A tasks <args>` (`inspect`, `control`, ...) of the env's virtualenv;
+ * resolves its stdout and exit code (a command no node answered exits non-zero).
+ */
+export async function celeryCli(env: PythonEnv, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(join(env.venv ?? VENV, 'bin', 'celery'), ['-A', 'tasks', ...args], { cwd: PYTHON_DIR, env: envFor(env), timeout: 90000 });
+    return { stdout, stderr, code: 0 };
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; code?: number };
+    return { stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: typeof e.code === 'number' ? e.code : 1 };
+  }
+}
+
 /** A real `celery worker` process (threads pool unless told otherwise) on the Python queue. */
 export class PythonWorker {
   private output = '';
