@@ -259,12 +259,16 @@ export class TaskRequest {
   private runIsolated(task: DecodedTask, entry: RegisteredTask, settings: Effective, context: TaskContext, signal: AbortSignal): Promise<unknown> {
     const callArgs = bindArguments(task.task, entry.params, task.args, task.kwargs);
     const { signal: _signal, retry: _retry, ...request } = context;
-    return this.ctx.isolatedPool().run(entry.isolated as NonNullable<RegisteredTask['isolated']>, callArgs, {
+    const run = this.ctx.isolatedPool().start(entry.isolated as NonNullable<RegisteredTask['isolated']>, callArgs, {
       hardMs: settings.hardSeconds === null ? undefined : settings.hardSeconds * 1000,
       softMs: settings.softSeconds === null ? undefined : settings.softSeconds * 1000,
       signal,
       context: request as unknown as Record<string, unknown>,
     });
+    // revoke with terminate stops the thread, as Celery's terminate kills the pool process
+    const onAbort = () => signal.reason instanceof TaskRevokedError && run.terminate(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    return run.result.finally(() => signal.removeEventListener('abort', onAbort));
   }
 
   /** A thrown error: a retry (asked for, or automatic), the worker's shutdown, or a FAILURE. */
