@@ -1,28 +1,11 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Logger } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CeleryModule, CeleryWorker, Producer, Task, TaskContext } from '../../lib';
+import { CeleryModule, CeleryWorker, Producer } from '../../lib';
+import { ControlProbeTasks, probeRuns } from '../support/control-probe-tasks';
 import { PidboxClient } from '../support/pidbox-client';
 import { closeConnections, rabbitmqctl } from '../support/rabbitmq-admin';
 import { eventually, realOptions, removeQueueAndTable, uniqueName } from '../support/real-services';
-
-const runs: string[] = [];
-
-@Injectable()
-class PidboxTasks {
-  @Task('it.pidbox.wait')
-  async wait(ms: number, @TaskContext() ctx: TaskContext): Promise<number> {
-    runs.push(ctx.id);
-    await sleep(ms, undefined, { signal: ctx.signal });
-    return ms;
-  }
-
-  @Task('it.pidbox.add')
-  add(x: number, y: number, @TaskContext() ctx: TaskContext): number {
-    runs.push(ctx.id);
-    return x + y;
-  }
-}
 
 /**
  * Remote control on the real RabbitMQ: requests published exactly as Python's app.control
@@ -39,7 +22,7 @@ describe('remote control (pidbox) on RabbitMQ', () => {
   async function startApp(hostname: string): Promise<TestingModule> {
     const moduleRef = await Test.createTestingModule({
       imports: [CeleryModule.forRoot(realOptions(queue, table, { worker: { hostname, concurrency: 1, shutdownTimeoutMs: 1000 } }))],
-      providers: [PidboxTasks],
+      providers: [ControlProbeTasks],
     }).compile();
     await moduleRef.init();
     return moduleRef;
@@ -86,27 +69,27 @@ describe('remote control (pidbox) on RabbitMQ', () => {
 
   it('inspect active and registered while a task runs; revoke (cast) of a queued task: not run, REVOKED in Cassandra', async () => {
     const producer = app.get(Producer);
-    const long = await producer.sendTask('it.pidbox.wait', { args: [4000] });
-    await eventually(async () => runs.includes(long.id));
+    const long = await producer.sendTask('probe.wait', { args: [4000] });
+    await eventually(async () => probeRuns.includes(long.id));
     const active = (await client.ask(node, 'active', {}, 300)) as { id: string; name: string; args: unknown[] }[];
-    expect(active).toEqual([expect.objectContaining({ id: long.id, name: 'it.pidbox.wait', args: [4000], hostname: node, delivery_info: expect.objectContaining({ routing_key: queue }) })]);
-    expect(await client.ask(node, 'registered', {}, 300)).toEqual(['it.pidbox.add', 'it.pidbox.wait']);
+    expect(active).toEqual([expect.objectContaining({ id: long.id, name: 'probe.wait', args: [4000], hostname: node, delivery_info: expect.objectContaining({ routing_key: queue }) })]);
+    expect(await client.ask(node, 'registered', {}, 300)).toEqual(['probe.add [rate_limit=50/s]', 'probe.wait']);
     // queued behind the running task (concurrency 1), then revoked as Python's control.revoke does (a cast)
-    const queued = await producer.sendTask('it.pidbox.add', { args: [1, 2] });
+    const queued = await producer.sendTask('probe.add', { args: [1, 2] });
     await eventually(async () => ((await client.ask(node, 'reserved', {}, 200)) as unknown[]).length === 1);
     client.cast('revoke', { task_id: queued.id, terminate: false, signal: 'SIGTERM' });
     await eventually(async () => ((await client.ask(node, 'revoked', {}, 300)) as string[]).includes(queued.id));
     expect(await long.get({ timeout: 8000 })).toBe(4000);
     await eventually(async () => (await queued.state()) === 'REVOKED');
     await sleep(200);
-    expect(runs).not.toContain(queued.id);
+    expect(probeRuns).not.toContain(queued.id);
     await expect(queued.get({ timeout: 1000 })).rejects.toThrow(/TaskRevokedError|revoked/);
   });
 
   it('revoke with terminate fires the running task\'s AbortSignal: REVOKED terminated', async () => {
     const producer = app.get(Producer);
-    const long = await producer.sendTask('it.pidbox.wait', { args: [20000] });
-    await eventually(async () => runs.includes(long.id));
+    const long = await producer.sendTask('probe.wait', { args: [20000] });
+    await eventually(async () => probeRuns.includes(long.id));
     expect(await client.ask(node, 'revoke', { task_id: [long.id], terminate: true, signal: 'SIGTERM' })).toEqual({ ok: `terminate: ${long.id}` });
     await eventually(async () => (await long.state()) === 'REVOKED');
     expect((await long.info()).result).toMatchObject({ exc_type: 'TaskRevokedError', exc_message: ['terminated'] });

@@ -1,27 +1,9 @@
-import { Injectable } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CeleryModule, Producer, Task, TaskContext } from '../../lib';
+import { CeleryModule, Producer } from '../../lib';
+import { ControlProbeTasks, probeRuns } from '../support/control-probe-tasks';
 import { eventually, removeQueueAndTable, uniqueName } from '../support/real-services';
 import { celeryCli, ensurePythonCelery, ensurePythonCelery52, interopCeleryconfig, PythonEnv, PythonWorker, VENV, VENV_52 } from './support/python-celery';
-
-const runs: string[] = [];
-
-@Injectable()
-class NestControlTasks {
-  @Task('nest.rc.wait')
-  async wait(ms: number, @TaskContext() ctx: TaskContext): Promise<number> {
-    runs.push(ctx.id);
-    await sleep(ms, undefined, { signal: ctx.signal });
-    return ms;
-  }
-
-  @Task('nest.rc.add', { rateLimit: '50/s' })
-  add(x: number, y: number, @TaskContext() ctx: TaskContext): number {
-    runs.push(ctx.id);
-    return x + y;
-  }
-}
 
 /**
  * Python's `celery inspect` / `celery control` (Celery 5.7 and 5.2.6 as the requester) on a NestJS
@@ -57,7 +39,7 @@ describe('remote control from Python Celery on a NestJS worker', () => {
     ensurePythonCelery52();
     app = await Test.createTestingModule({
       imports: [CeleryModule.forRoot({ ...interopCeleryconfig(table, jsQueue), resultPollIntervalMs: 20, worker: { hostname: nest, concurrency: 1 } })],
-      providers: [NestControlTasks],
+      providers: [ControlProbeTasks],
     }).compile();
     [worker, worker52] = await Promise.all([PythonWorker.start(env), PythonWorker.start(env52), app.init()]);
     producer = app.get(Producer);
@@ -79,7 +61,7 @@ describe('remote control from Python Celery on a NestJS worker', () => {
 
     it('inspect registered lists our tasks as Python lists its own', async () => {
       const replies = await cli(requester, ['inspect', 'registered'], [nest, py]);
-      expect(replies[nest]).toEqual(['nest.rc.add [rate_limit=50/s]', 'nest.rc.wait']);
+      expect(replies[nest]).toEqual(['probe.add [rate_limit=50/s]', 'probe.wait']);
       expect(replies[py]).toEqual(expect.arrayContaining(['tasks.add', 'tasks.sortWords']));
     });
 
@@ -92,12 +74,12 @@ describe('remote control from Python Celery on a NestJS worker', () => {
     });
 
     it('inspect active shows a running NestJS task; control revoke of a queued one: not run, REVOKED', async () => {
-      const long = await producer.sendTask('nest.rc.wait', { args: [6000] });
-      await eventually(async () => runs.includes(long.id));
+      const long = await producer.sendTask('probe.wait', { args: [6000] });
+      await eventually(async () => probeRuns.includes(long.id));
       const active = (await cli(requester, ['inspect', 'active'], [nest]))[nest] as { id: string; name: string; args: unknown[]; hostname: string }[];
-      expect(active).toEqual([expect.objectContaining({ id: long.id, name: 'nest.rc.wait', args: [6000], hostname: nest })]);
+      expect(active).toEqual([expect.objectContaining({ id: long.id, name: 'probe.wait', args: [6000], hostname: nest })]);
       // queued behind it (concurrency 1): revoked before it runs
-      const queued = await producer.sendTask('nest.rc.add', { args: [2, 2] });
+      const queued = await producer.sendTask('probe.add', { args: [2, 2] });
       const revoked = await cli(requester, ['control', 'revoke', queued.id], [nest]);
       expect(revoked[nest]).toEqual({ ok: expect.stringContaining(queued.id) });
       expect(((await cli(requester, ['inspect', 'revoked'], [nest]))[nest] as string[])).toContain(queued.id);
@@ -107,18 +89,18 @@ describe('remote control from Python Celery on a NestJS worker', () => {
       await eventually(async () => (await long.state()) === 'REVOKED');
       await eventually(async () => (await queued.state()) === 'REVOKED');
       await sleep(300);
-      expect(runs).not.toContain(queued.id);
+      expect(probeRuns).not.toContain(queued.id);
       expect((await queued.info()).result).toMatchObject({ exc_type: 'TaskRevokedError', exc_message: ['revoked'] });
       expect((await long.info()).result).toMatchObject({ exc_type: 'TaskRevokedError', exc_message: ['terminated'] });
     }, 60000);
 
     it('control rate_limit on the NestJS node', async () => {
       try {
-        const replies = await cli(requester, ['control', 'rate_limit', 'nest.rc.add', '7/m'], [nest]);
+        const replies = await cli(requester, ['control', 'rate_limit', 'probe.add', '7/m'], [nest]);
         expect(replies[nest]).toEqual({ ok: 'new rate limit set successfully' });
-        expect((await cli(requester, ['inspect', 'registered'], [nest]))[nest]).toEqual(['nest.rc.add [rate_limit=7/m]', 'nest.rc.wait']);
+        expect((await cli(requester, ['inspect', 'registered'], [nest]))[nest]).toEqual(['probe.add [rate_limit=7/m]', 'probe.wait']);
       } finally {
-        await cli(requester, ['control', 'rate_limit', 'nest.rc.add', '50/s'], [nest]);
+        await cli(requester, ['control', 'rate_limit', 'probe.add', '50/s'], [nest]);
       }
     });
   });
