@@ -104,4 +104,20 @@ describe('remote control from Python Celery on a NestJS worker', () => {
       }
     });
   });
+
+  it('mingle: a Python 5.7 worker starting with mingle gets the ids revoked on the NestJS node (our hello reply)', async () => {
+    const id = uniqueName('revoked-before-mingle');
+    expect((await cli(env, ['control', 'revoke', id], [nest]))[nest]).toEqual({ ok: `tasks {'${id}'} flagged as revoked` });
+    const mingleEnv: PythonEnv = { pyQueue: uniqueName('rc_mingle'), table };
+    const mingler = await PythonWorker.start(mingleEnv, { mingle: true });
+    try {
+      const node = `py-interop-${mingleEnv.pyQueue}@localhost`;
+      expect((await cli(env, ['inspect', 'revoked'], [node]))[node]).toContain(id);
+      expect(mingler.log()).toMatch(/mingle: sync with \d+ nodes/);
+      expect(mingler.log()).not.toMatch(/mingle: sync with .* failed/);
+    } finally {
+      await mingler.stop('SIGKILL');
+      await removeQueueAndTable([mingleEnv.pyQueue], uniqueName('unused'));
+    }
+  }, 120000);
 });

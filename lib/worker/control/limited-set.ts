@@ -42,6 +42,11 @@ export class LimitedSet {
     }
   }
 
+  /** The ids with when they were added (the clock's ms), oldest first. */
+  entries(): [string, number][] {
+    return [...this.data.entries()];
+  }
+
   /** The ids, oldest first (inspect revoked). */
   values(): string[] {
     return [...this.data.keys()];

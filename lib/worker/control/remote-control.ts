@@ -158,6 +158,7 @@ export class RemoteControl {
         this.events?.sendHeartbeat?.();
         return null;
       },
+      hello: (a) => this.hello(a.from_node, a.revoked),
       shutdown: (a) => {
         this.logger.warn(typeof a.msg === 'string' ? a.msg : 'Got shutdown from remote');
         setImmediate(() => worker.shutdown());
@@ -293,6 +294,24 @@ export class RemoteControl {
   private rateOf(name: string, option: unknown): string | number | null {
     if (this.rates.has(name)) return this.rates.get(name) ?? null;
     return typeof option === 'string' || typeof option === 'number' ? option : null;
+  }
+
+  /**
+   * Celery's mingle `hello` (a Python worker starting with mingle asks every node): the revoked ids
+   * it sends are added here, and ours go back as Celery's `LimitedSet._data`
+   * (`{id: [timestamp, id]}`, the timestamp in seconds of our monotonic clock, always a float)
+   * with our clock. Our own hello is not answered (null), as Celery's.
+   */
+  private hello(fromNode: unknown, revoked: unknown): unknown {
+    if (fromNode === this.nodename) return null;
+    if (revoked && typeof revoked === 'object' && !Array.isArray(revoked)) {
+      for (const id of Object.keys(revoked)) this.revoked.add(id);
+    }
+    this.revoked.purge();
+    const data: Record<string, [number, string]> = {};
+    for (const [id, ms] of this.revoked.entries()) data[id] = [Number.isInteger(ms / 1000) ? ms / 1000 + 1e-6 : ms / 1000, id];
+    this.clock++;
+    return { revoked: data, clock: this.clock };
   }
 
   private async revoke(ids: string[], terminate: boolean): Promise<unknown> {

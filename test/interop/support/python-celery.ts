@@ -94,6 +94,8 @@ export interface PythonEnv {
 export interface WorkerOptions {
   pool?: 'threads' | 'prefork' | 'solo';
   concurrency?: number;
+  /** Run Celery's mingle at start (`hello` to every node: revoked ids and clocks synced); default off. */
+  mingle?: boolean;
 }
 
 function envFor(env: PythonEnv): NodeJS.ProcessEnv {
@@ -143,7 +145,7 @@ export class PythonWorker {
     const child = spawn(
       join(env.venv ?? VENV, 'bin', 'celery'),
       ['-A', 'tasks', 'worker', '-Q', (env.workerQueues ?? [env.pyQueue]).join(','), '--pool', options.pool ?? 'threads', '-c', String(options.concurrency ?? 4), '-n', `py-interop-${env.pyQueue}@localhost`,
-        '--without-gossip', '--without-mingle', '--without-heartbeat', '-l', 'INFO'],
+        '--without-gossip', ...(options.mingle ? [] : ['--without-mingle']), '--without-heartbeat', '-l', 'INFO'],
       { cwd: PYTHON_DIR, env: envFor(env), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const worker = new PythonWorker(child);
