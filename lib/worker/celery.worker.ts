@@ -219,7 +219,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     await this.remoteControl?.start();
     for (const queue of queues) await this.addConsumer(queue);
     this.logger.log(
-      `Worker ${this.config.worker.hostname} consuming ${queues.join(', ')} on ${this.broker.describe()} (prefetch ${prefetch}, concurrency ${concurrency}); ` +
+      `Worker consuming ${queues.join(', ')} on ${this.broker.describe()} (prefetch ${prefetch}, concurrency ${concurrency}, node ${this.config.worker.hostname}); ` +
         `tasks: ${this.registry.names().join(', ') || 'none'}`,
     );
   }
