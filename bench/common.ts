@@ -18,7 +18,8 @@ export const CREDENTIALS = {
   password: process.env.CASSANDRA_PASSWORD ?? 'cassandra',
 };
 
-import { WALKTHROUGH_TEXT } from './sort-words';
+import type { CeleryModuleOptions } from '../lib/interfaces/celery-options.interface';
+import { sortWords, WALKTHROUGH_TEXT } from './sort-words';
 export { sortWords, TASK_NAME, WALKTHROUGH_TEXT } from './sort-words';
 
 /**
@@ -49,12 +50,95 @@ export function payloadText(bytes: number | null): string {
   return text;
 }
 
+/**
+ * The header naming the queue a worker pushes the result to: the one nestjs-celery's Producer
+ * sends (`nestjs_celery_notify`), which the raw pipeline uses too, so that both systems publish
+ * the same bytes; written out here, not imported from lib/, as everything on raw's path.
+ */
+export const RAW_NOTIFY_HEADER = 'nestjs_celery_notify';
+
+/** Bytes the per-task word adds to the base text: a space and six base-36 digits. */
+export const TASK_TAG_BYTES = 7;
+
+/**
+ * The base text of a run: the walkthrough's sentence, or (with --payload-bytes B) B - 7 bytes of
+ * words, so that with the per-task word every task's argument is exactly B bytes.
+ */
+export function baseText(payloadBytes: number | null): string {
+  return payloadBytes ? payloadText(Math.max(1, payloadBytes - TASK_TAG_BYTES)) : WALKTHROUGH_TEXT;
+}
+
+/**
+ * Task `index`'s argument: the base text and a word of its own (the index in base 36, six digits),
+ * so that every task has a distinct input and its own expected result: a result handed to the
+ * wrong task, or one served from a cache, fails the check. bench/python/bench_client.py builds
+ * the same texts (`text_of`), so every system gets the same inputs, of the same size.
+ */
+export function taskText(base: string, index: number): string {
+  return `${base} ${index.toString(36).padStart(6, '0')}`;
+}
+
+/** One task's input and the result it must come back with. */
+export interface TaskInput {
+  text: string;
+  expected: string;
+}
+
+/** Hands out distinct task inputs in order (see taskText) and checks each result against its own. */
+export class TaskInputs {
+  private issued = 0;
+  private checked = 0;
+
+  constructor(
+    readonly base: string,
+    private readonly label: string,
+  ) {}
+
+  next(): TaskInput {
+    const text = taskText(this.base, this.issued++);
+    return { text, expected: sortWords(text, false) };
+  }
+
+  /** Tasks handed out so far (each one sent once: the rows the result table must hold). */
+  get count(): number {
+    return this.issued;
+  }
+
+  /** Results checked so far (each against its own task's expected value). */
+  get checkedCount(): number {
+    return this.checked;
+  }
+
+  check(value: unknown, input: TaskInput): void {
+    if (value !== input.expected) {
+      throw new Error(`${this.label}: wrong result for input ${JSON.stringify(input.text.slice(-40))}: ${JSON.stringify(value).slice(0, 200)} (expected ${JSON.stringify(input.expected.slice(0, 200))})`);
+    }
+    this.checked++;
+  }
+}
+
 /** Celery's Cassandra result table (celery/backends/cassandra.py), one per system. */
 export function createTableCql(table: string): string {
   return (
     `CREATE TABLE IF NOT EXISTS ${KEYSPACE}.${table} (task_id text, status text, result blob, date_done timestamp, ` +
     'traceback blob, children blob, PRIMARY KEY ((task_id), date_done)) WITH CLUSTERING ORDER BY (date_done DESC)'
   );
+}
+
+/** The `cassandra` options of a benchmark's CeleryModule: the bench node, with credentials, and `table`. */
+export function benchCassandraOptions(table: string) {
+  return { contactPoints: [CASSANDRA_HOST], port: CASSANDRA_PORT, localDataCenter: CASSANDRA_DC, keyspace: KEYSPACE, table, credentials: { ...CREDENTIALS } };
+}
+
+/** CeleryModule.forRoot options of the benchmark's nestjs processes: `queue`, results in `table`, and `worker`. */
+export function benchCeleryOptions(queue: string, table: string, worker: CeleryModuleOptions['worker']): CeleryModuleOptions {
+  return {
+    brokerUrl: AMQP_URL,
+    resultBackend: 'cassandra',
+    defaultQueue: queue,
+    cassandra: benchCassandraOptions(table),
+    worker,
+  };
 }
 
 export function cassandraClient(keyspace: string | undefined = KEYSPACE): Client {
@@ -229,7 +313,7 @@ export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, in
   return out;
 }
 
-// ------------------------------------------------------------------------------------ resident memory
+// ------------------------------------------------------------------------------------ process trees
 
 function ppidOf(pid: number): number | null {
   try {
@@ -265,50 +349,6 @@ export function processTree(roots: number[]): number[] {
     for (const c of children.get(pid) ?? []) stack.push(c);
   }
   return out;
-}
-
-/** VmRSS of one process in kB (0 when it is gone or a zombie). */
-export function rssKb(pid: number): number {
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** Samples the summed VmRSS of a process tree every `intervalMs` and keeps the peak. */
-export class RssSampler {
-  private timer: NodeJS.Timeout | null = null;
-  private peakKb = 0;
-  private samples = 0;
-  private roots: number[] = [];
-
-  constructor(private readonly intervalMs = 100) {}
-
-  /** (Re)sets the roots to watch (several workers, or a worker started later). */
-  watch(pids: number[]): void {
-    this.roots = pids;
-    this.sample();
-    if (!this.timer) {
-      this.timer = setInterval(() => this.sample(), this.intervalMs);
-      this.timer.unref();
-    }
-  }
-
-  sample(): void {
-    if (this.roots.length === 0) return;
-    const total = processTree(this.roots).reduce((sum, pid) => sum + rssKb(pid), 0);
-    this.samples++;
-    if (total > this.peakKb) this.peakKb = total;
-  }
-
-  stop(): { peakMb: number; samples: number } {
-    this.sample();
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    return { peakMb: round(this.peakKb / 1024, 1), samples: this.samples };
-  }
 }
 
 // ------------------------------------------------------------------------------------ child processes
@@ -435,6 +475,11 @@ export interface SystemResult {
   end_to_end_per_s: number;
   p50_ms: number;
   p99_ms: number;
+  /** Peak of the worker tree's summed PSS (shared pages divided among the processes mapping them), MiB: the memory figure. */
+  pss_mb: number;
+  /** Peak summed USS (private pages), MiB. */
+  uss_mb?: number;
+  /** Peak summed RSS (shared pages counted in every process), MiB: for comparison with older runs only. */
   rss_mb: number;
   /** Diagnostic: N / (first publish → last result stored), from the rows' date_done. */
   worker_per_s: number;
@@ -458,7 +503,16 @@ export interface BenchOptions {
   getConcurrency: number;
   celeryN: number | null;
   celeryRoundTrips: number | null;
+  /** Background load levels for the latency-under-load phase, as fractions of the measured end-to-end rate ([] skips it). */
+  loadFractions: number[];
+  /** Sequential round trips timed at each load level. */
+  loadRoundTrips: number;
+  /** Tasks of the prefetch-1 phase (worker concurrency 1, prefetch 1; 0 skips it), and its round trips. */
+  prefetchOneN: number;
+  prefetchOneRoundTrips: number;
   chart: boolean;
+  /** Keep this run as bench/results/full.{json,png} and write README's table from it. */
+  saveFull: boolean;
   out: string;
   /** What the run changed on its own (printed and stored). */
   notes: string[];

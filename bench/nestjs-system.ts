@@ -8,35 +8,48 @@ import { NestFactory } from '@nestjs/core';
 import type { INestApplicationContext } from '@nestjs/common';
 import type { ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import { performance } from 'node:perf_hooks';
 import type { Client } from 'cassandra-driver';
-import { AsyncResult, CeleryModule, Producer } from '../lib';
+import { CeleryModule, Producer } from '../lib';
 import {
-  AMQP_URL,
+  baseText,
   BenchOptions,
-  CASSANDRA_DC,
-  CASSANDRA_HOST,
-  CASSANDRA_PORT,
-  CREDENTIALS,
+  benchCeleryOptions,
   deleteQueues,
-  KEYSPACE,
-  mapLimit,
-  payloadText,
-  percentile,
   resetTable,
   rowsNote,
-  round,
-  RssSampler,
-  sortWords,
   startNodeWorkers,
   stopChild,
   SystemResult,
   tableStats,
   TASK_NAME,
-  workerRate,
+  TaskInputs,
 } from './common';
+import { MemorySampler } from './memory-sampler';
+import { BenchClient, mainPhases, PrefetchOne, prefetchOnePhase, SentTask, systemFigures } from './phases';
 
-const WARMUP = 50;
+/**
+ * A nestjs-celery Producer in a Nest application context of its own (its own broker connection and
+ * result notifier; the worker disabled), publishing to `queue` with results in `table`.
+ */
+export async function openNestjsClient(queue: string, table: string): Promise<BenchClient & { producer: Producer }> {
+  @Module({
+    imports: [
+      CeleryModule.forRoot(benchCeleryOptions(queue, table, { enabled: false })),
+    ],
+  })
+  class ClientModule {}
+  const app: INestApplicationContext = await NestFactory.createApplicationContext(ClientModule, { logger: ['warn', 'error'] });
+  const producer = app.get(Producer);
+  return {
+    producer,
+    send(text: string): SentTask {
+      const sent = producer.sendTask<string>(TASK_NAME, { args: [text, false], queue });
+      sent.catch(() => undefined); // rejections surface through `confirmed`
+      return { confirmed: sent, result: (timeout) => sent.then((r) => r.get({ timeout })) };
+    },
+    close: () => app.close(),
+  };
+}
 
 /**
  * `isolate: 'thread'` (system `nestjs_thread`): the same worker, its task run in an isolated worker
@@ -46,97 +59,46 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
   const QUEUE = variant.isolate ? 'bench_nestjs_thread' : 'bench_nestjs';
   const TABLE = QUEUE;
   const label = variant.isolate ? 'nestjs_thread' : 'nestjs';
-  const text = payloadText(opts.payloadBytes);
-  const expected = sortWords(text, false);
-  const sampler = new RssSampler(100);
-  const workerArgs = ['--queue', QUEUE, '--table', TABLE, '--concurrency', String(opts.concurrency)];
-  if (opts.prefetch) workerArgs.push('--prefetch', String(opts.prefetch));
-  if (variant.isolate) workerArgs.push('--isolate', variant.isolate);
+  const inputs = new TaskInputs(baseText(opts.payloadBytes), label);
+  let sampler: MemorySampler | null = null;
+  const workerArgs = (concurrency: number, prefetch: number | null) => [
+    '--queue', QUEUE, '--table', TABLE, '--concurrency', String(concurrency),
+    ...(prefetch ? ['--prefetch', String(prefetch)] : []),
+    ...(variant.isolate ? ['--isolate', variant.isolate] : []),
+  ];
   let workers: ChildProcess[] = [];
-  let app: INestApplicationContext | null = null;
+  let client: BenchClient | null = null;
   try {
     await deleteQueues(QUEUE);
     await resetTable(admin, TABLE);
-    const started = await startNodeWorkers('nestjs-worker.js', opts.workers, workerArgs, label);
+    const started = await startNodeWorkers('nestjs-worker.js', opts.workers, workerArgs(opts.concurrency, opts.prefetch), label);
     workers = started.workers;
+    sampler = await MemorySampler.start(100);
     sampler.watch(workers.map((w) => w.pid as number));
     log(`${label}: ${workers.length} worker process(es) ready (concurrency ${opts.concurrency}, prefetch ${String(started.info.prefetch)}${variant.isolate ? ', task in a worker thread' : ''})`);
 
-    @Module({
-      imports: [
-        CeleryModule.forRoot({
-          brokerUrl: AMQP_URL,
-          resultBackend: 'cassandra',
-          defaultQueue: QUEUE,
-          cassandra: {
-            contactPoints: [CASSANDRA_HOST],
-            port: CASSANDRA_PORT,
-            localDataCenter: CASSANDRA_DC,
-            keyspace: KEYSPACE,
-            table: TABLE,
-            credentials: { ...CREDENTIALS },
-          },
-          worker: { enabled: false },
-        }),
-      ],
-    })
-    class ClientModule {}
-    app = await NestFactory.createApplicationContext(ClientModule, { logger: ['warn', 'error'] });
-    const producer = app.get(Producer);
-    const send = () => producer.sendTask<string>(TASK_NAME, { args: [text, false], queue: QUEUE });
-    const check = (value: string) => {
-      if (value !== expected) throw new Error(`${label}: wrong result ${JSON.stringify(value).slice(0, 200)}`);
-    };
+    client = await openNestjsClient(QUEUE, TABLE);
+    const main = await mainPhases(label, opts, client, () => openNestjsClient(QUEUE, TABLE), inputs, opts.getConcurrency, log);
+    const mem = await sampler.stop();
 
-    // Warm-up: connections, prepared statements, JIT.
-    const warm = await Promise.all(Array.from({ length: WARMUP }, send));
-    for (const r of warm) check(await r.get({ timeout: 60000 }));
-
-    // Throughput: publish N (every publish confirmed), then every result read with get().
-    const n = opts.n;
-    const t0 = performance.now();
-    const wall0 = Date.now();
-    const results: AsyncResult<string>[] = await Promise.all(Array.from({ length: n }, send));
-    const t1 = performance.now();
-    log(`${label}: ${n} published in ${round((t1 - t0) / 1000, 2)} s; collecting results`);
-    const timeout = Math.max(120000, n * 20);
-    const values = await mapLimit(results, opts.getConcurrency, (r) => r.get({ timeout }));
-    const t2 = performance.now();
-    const wall2 = Date.now();
-    values.forEach(check);
-
-    // Latency: sequential round trips.
-    const latencies: number[] = [];
-    for (let i = 0; i < opts.roundTrips; i++) {
-      const s = performance.now();
-      const r = await send();
-      check(await r.get({ timeout: 30000 }));
-      latencies.push(performance.now() - s);
+    let prefetchOne: PrefetchOne | undefined;
+    if (opts.prefetchOneN > 0) {
+      await Promise.all(workers.map((w) => stopChild(w)));
+      workers = (await startNodeWorkers('nestjs-worker.js', 1, workerArgs(1, 1), label)).workers;
+      prefetchOne = await prefetchOnePhase(label, opts, client, inputs, opts.getConcurrency, log);
     }
-    const rows = await tableStats(admin, TABLE, { from: wall0, to: wall2 });
-    const mem = sampler.stop();
+    const rows = await tableStats(admin, TABLE, { from: main.wall0, to: main.wall2 });
     const notes = [
       ...(variant.isolate ? [`task run in an isolated worker thread (IsolatedPool, ${availableParallelism()} threads per worker process)`] : []),
       `${opts.workers} worker process(es), concurrency ${opts.concurrency}, prefetch ${String(started.info.prefetch)}`,
-      `results read with AsyncResult.get(), ${opts.getConcurrency > 0 && opts.getConcurrency < n ? `at most ${opts.getConcurrency}` : 'all'} at once`,
+      `results read with AsyncResult.get(), ${opts.getConcurrency > 0 && opts.getConcurrency < opts.n ? `at most ${opts.getConcurrency}` : 'all'} at once`,
+      `${inputs.checkedCount} results checked, each against its own task's distinct input`,
     ];
-    notes.push(...rowsNote(TABLE, rows, WARMUP + n + opts.roundTrips));
-    return {
-      publish_per_s: round(n / ((t1 - t0) / 1000), 0),
-      end_to_end_per_s: round(n / ((t2 - t0) / 1000), 0),
-      p50_ms: round(percentile(latencies, 50), 2),
-      p99_ms: round(percentile(latencies, 99), 2),
-      rss_mb: mem.peakMb,
-      worker_per_s: workerRate(rows, wall0),
-      n,
-      round_trips: latencies.length,
-      rows: rows.rows,
-      rss_samples: mem.samples,
-      notes,
-    };
+    notes.push(...rowsNote(TABLE, rows, inputs.count));
+    return systemFigures(main, mem, rows, opts, prefetchOne, inputs, notes);
   } finally {
-    sampler.stop();
-    if (app) await app.close().catch((err: unknown) => log(`${label}: closing the producer app failed: ${String(err)}`));
+    await sampler?.stop();
+    if (client) await client.close().catch((err: unknown) => log(`${label}: closing the producer app failed: ${String(err)}`));
     await Promise.all(workers.map((w) => stopChild(w)));
     await deleteQueues(QUEUE).catch((err: unknown) => log(`${label}: queue clean-up failed: ${String(err)}`));
   }

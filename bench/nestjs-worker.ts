@@ -16,7 +16,7 @@ import { Injectable, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { CeleryModule, Task } from '../lib';
 import { IsolatedTasksService } from './isolated-tasks';
-import { AMQP_URL, CASSANDRA_DC, CASSANDRA_HOST, CASSANDRA_PORT, CREDENTIALS, KEYSPACE, sortWords, TASK_NAME } from './common';
+import { benchCeleryOptions, sortWords, TASK_NAME } from './common';
 
 @Injectable()
 export class TasksService {
@@ -42,27 +42,16 @@ async function main(): Promise<void> {
 
   @Module({
     imports: [
-      CeleryModule.forRoot({
-        brokerUrl: AMQP_URL,
-        resultBackend: 'cassandra',
-        defaultQueue: queue,
-        cassandra: {
-          contactPoints: [CASSANDRA_HOST],
-          port: CASSANDRA_PORT,
-          localDataCenter: CASSANDRA_DC,
-          keyspace: KEYSPACE,
-          table,
-          credentials: { ...CREDENTIALS },
-        },
-        worker: {
+      CeleryModule.forRoot(
+        benchCeleryOptions(queue, table, {
           enabled: true,
           queues: [queue],
           concurrency,
           ...(prefetch ? { prefetch } : {}),
           // BENCH_SUCCESS_CHECK=redelivered measures the worker without the read before each write.
           ...(process.env.BENCH_SUCCESS_CHECK ? { successCheck: process.env.BENCH_SUCCESS_CHECK as 'always' | 'redelivered' } : {}),
-        },
-      }),
+        }),
+      ),
     ],
     providers: [isolate ? IsolatedTasksService : TasksService],
   })

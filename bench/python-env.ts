@@ -45,6 +45,16 @@ export function ensurePythonCelery(log: (s: string) => void): string {
   return probe();
 }
 
+/** Installs gevent (Celery's `--pool gevent`) into the venv when it is missing. */
+export function ensureGevent(log: (s: string) => void): void {
+  try {
+    execFileSync(PYTHON, ['-c', 'import gevent'], { stdio: 'ignore' });
+  } catch {
+    log('python: installing gevent into the venv (for Celery\'s gevent pool)');
+    execFileSync(PYTHON, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', 'gevent'], { stdio: 'inherit' });
+  }
+}
+
 /** Installs matplotlib into the venv when it is missing; false when that fails (no chart then). */
 export function ensureMatplotlib(log: (s: string) => void): boolean {
   const probe = () => {

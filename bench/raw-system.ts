@@ -1,49 +1,80 @@
 /**
- * System b: a hand-written amqplib + cassandra-driver pipeline (no library code). The producer, in
- * this process, publishes Celery protocol v2 JSON messages on a confirm channel and receives each
- * result on its reply queue (reply_to / correlation_id); the worker(s) run bench/raw-worker.ts.
+ * System b: a hand-written amqplib + cassandra-driver pipeline (no library code on its path). The
+ * producer, in this process, publishes Celery protocol v2 JSON messages (the same bytes as the
+ * Producer's) on a confirm channel and receives each result on its reply queue, named in the
+ * message's `nestjs_celery_notify` header (correlation_id = task id); the worker(s) run bench/raw-worker.ts.
  */
 import * as amqplib from 'amqplib';
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { performance } from 'node:perf_hooks';
 import type { Client } from 'cassandra-driver';
 import {
   AMQP_URL,
+  baseText,
   BenchOptions,
   declareCeleryQueue,
   deleteQueues,
-  payloadText,
-  percentile,
   resetTable,
   rowsNote,
-  round,
-  RssSampler,
-  sortWords,
   startNodeWorkers,
   stopChild,
   SystemResult,
   tableStats,
   TASK_NAME,
-  workerRate,
+  RAW_NOTIFY_HEADER,
+  TaskInputs,
 } from './common';
+import { MemorySampler } from './memory-sampler';
+import { BenchClient, mainPhases, PrefetchOne, prefetchOnePhase, SentTask, systemFigures } from './phases';
 
 const QUEUE = 'bench_raw';
 const TABLE = 'bench_raw';
-const WARMUP = 50;
 
 const int = (value: number) => ({ '!': 'int', value });
 
-/** Python's repr of `[text, False]`, cut like Celery's saferepr (argsrepr_maxsize 1024). */
-function argsRepr(text: string): string {
-  const quoted = `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-  const repr = `[${quoted}, False]`;
-  return repr.length > 1024 ? repr.slice(0, 1021) + '...' : repr;
+/** celery.utils.text.truncate: the first `max` characters, cut back to the last space, and `...`. */
+function cut(text: string, max: number): string {
+  if (text.length < max) return text;
+  const head = text.slice(0, max);
+  const space = head.lastIndexOf(' ');
+  return (space >= 0 ? head.slice(0, space) : head) + '...';
 }
 
-/** A Celery protocol v2 task message, built by hand (headers typed as py-amqp reads them). */
-export function celeryMessage(id: string, text: string, replyTo: string, origin: string) {
+/**
+ * Celery's saferepr of `[text, False]` (the argsrepr header), written out for this one shape: the
+ * text in single quotes with only `'` escaped (celery.utils.saferepr's _format_chars; Python's repr
+ * would double backslashes too), and the whole held to argsrepr_maxsize 1024 the way saferepr
+ * counts it: each part cut to what is left, `, ...` once nothing is, the bracket always closed.
+ */
+function argsRepr(text: string): string {
+  let left = 1024 - 1; // after '['
+  const quoted = `'${cut(text, left).replace(/'/g, "\\'")}'`;
+  left -= quoted.length;
+  if (left <= 0) return `[${quoted}, ...]`;
+  left -= 2; // ', '
+  if (left <= 0) return `[${quoted}, , ...]`;
+  return `[${quoted}, ${cut('False', left)}]`;
+}
+
+/** Where a raw message says its result goes, and who sent it (as the Producer fills them in). */
+export interface RawRoute {
+  /** Celery's `reply_to` property: a UUID per producer, as the Producer sends. */
+  replyTo: string;
+  /** The producer's reply queue, in the RAW_NOTIFY_HEADER header. */
+  notify: string;
+  /** `gen<pid>@<hostname>`. */
+  origin: string;
+}
+
+/**
+ * A Celery protocol v2 task message built by hand: the headers in Celery's order and typed as
+ * py-amqp reads them, the body in Python's json.dumps layout (", " and ": " separators), the
+ * properties the Producer sets. For an ASCII text argument these are the same bytes as
+ * nestjs-celery's Producer publishes for the same id, argument and route (checked once per run by
+ * bench/wire-check.ts).
+ */
+export function celeryMessage(id: string, text: string, route: RawRoute) {
   const headers = {
     lang: 'py',
     task: TASK_NAME,
@@ -59,13 +90,14 @@ export function celeryMessage(id: string, text: string, replyTo: string, origin:
     parent_id: null,
     argsrepr: argsRepr(text),
     kwargsrepr: '{}',
-    origin,
+    origin: route.origin,
     ignore_result: false,
     replaced_task_nesting: int(0),
     stamped_headers: null,
     stamps: {},
+    [RAW_NOTIFY_HEADER]: route.notify,
   };
-  const body = Buffer.from(JSON.stringify([[text, false], {}, { callbacks: null, errbacks: null, chain: null, chord: null }]), 'utf8');
+  const body = Buffer.from(`[[${JSON.stringify(text)}, false], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]`, 'utf8');
   const properties: amqplib.Options.Publish = {
     headers,
     contentType: 'application/json',
@@ -73,108 +105,90 @@ export function celeryMessage(id: string, text: string, replyTo: string, origin:
     deliveryMode: 2,
     priority: 0,
     correlationId: id,
-    replyTo,
+    replyTo: route.replyTo,
   };
   return { body, properties };
 }
 
+/**
+ * raw's producer on a connection of its own: a confirm channel, an exclusive reply queue, and a map
+ * of the tasks waiting for their pushed result (by correlation id).
+ */
+export async function openRawClient(queue: string): Promise<BenchClient> {
+  const conn = await amqplib.connect(AMQP_URL, { noDelay: process.env.BENCH_RAW_NODELAY !== '0' }); // TCP_NODELAY, as in the worker
+  const ch = await conn.createConfirmChannel();
+  await declareCeleryQueue(ch, queue);
+  const { queue: replyQueue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
+  const pending = new Map<string, (result: string) => void>();
+  await ch.consume(
+    replyQueue,
+    (msg) => {
+      if (!msg) return;
+      const resolve = pending.get(msg.properties.correlationId as string);
+      if (!resolve) return;
+      pending.delete(msg.properties.correlationId as string);
+      resolve((JSON.parse(msg.content.toString('utf8')) as { result: string }).result);
+    },
+    { noAck: true },
+  );
+  const route: RawRoute = { replyTo: randomUUID(), notify: replyQueue, origin: `gen${process.pid}@${hostname()}` };
+  return {
+    send(text: string): SentTask {
+      const id = randomUUID();
+      const result = new Promise<string>((resolve) => pending.set(id, resolve));
+      const { body, properties } = celeryMessage(id, text, route);
+      const confirmed = new Promise<void>((resolve, reject) =>
+        ch.publish('', queue, body, properties, (err: unknown) => (err ? reject(new Error(`raw: not confirmed: ${String(err)}`)) : resolve())),
+      );
+      return { confirmed, result: (ms) => withTimeout(result, ms, `raw: result of ${id}`) };
+    },
+    close: () => conn.close().catch(() => undefined),
+  };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
+}
+
 export async function runRaw(opts: BenchOptions, admin: Client, log: (s: string) => void): Promise<SystemResult> {
-  const text = payloadText(opts.payloadBytes);
-  const expected = sortWords(text, false);
-  const sampler = new RssSampler(100);
+  const inputs = new TaskInputs(baseText(opts.payloadBytes), 'raw');
+  let sampler: MemorySampler | null = null;
   const prefetch = opts.prefetch ?? opts.concurrency * 4;
-  const workerArgs = ['--queue', QUEUE, '--table', TABLE, '--concurrency', String(opts.concurrency), '--prefetch', String(prefetch)];
+  const workerArgs = (concurrency: number, prefetch: number) => ['--queue', QUEUE, '--table', TABLE, '--concurrency', String(concurrency), '--prefetch', String(prefetch)];
   let workers: ChildProcess[] = [];
-  let conn: amqplib.ChannelModel | null = null;
+  let client: BenchClient | null = null;
   try {
     await deleteQueues(QUEUE);
     await resetTable(admin, TABLE);
-    const started = await startNodeWorkers('raw-worker.js', opts.workers, workerArgs, 'raw');
-    workers = started.workers;
+    workers = (await startNodeWorkers('raw-worker.js', opts.workers, workerArgs(opts.concurrency, prefetch), 'raw')).workers;
+    sampler = await MemorySampler.start(100);
     sampler.watch(workers.map((w) => w.pid as number));
     log(`raw: ${workers.length} worker process(es) ready (concurrency ${opts.concurrency}, prefetch ${prefetch})`);
 
-    conn = await amqplib.connect(AMQP_URL, { noDelay: process.env.BENCH_RAW_NODELAY !== '0' }); // TCP_NODELAY, as in the worker
-    const ch = await conn.createConfirmChannel();
-    await declareCeleryQueue(ch, QUEUE);
-    const { queue: replyQueue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
-    const pending = new Map<string, (result: string) => void>();
-    await ch.consume(
-      replyQueue,
-      (msg) => {
-        if (!msg) return;
-        const resolve = pending.get(msg.properties.correlationId as string);
-        if (!resolve) return;
-        pending.delete(msg.properties.correlationId as string);
-        resolve((JSON.parse(msg.content.toString('utf8')) as { result: string }).result);
-      },
-      { noAck: true },
-    );
-    const origin = `gen${process.pid}@${hostname()}`;
-    /** Publishes one task; resolves `confirmed` when RabbitMQ has it and `result` when the reply arrives. */
-    const send = () => {
-      const id = randomUUID();
-      const result = new Promise<string>((resolve) => pending.set(id, resolve));
-      const { body, properties } = celeryMessage(id, text, replyQueue, origin);
-      const confirmed = new Promise<void>((resolve, reject) =>
-        ch.publish('', QUEUE, body, properties, (err: unknown) => (err ? reject(new Error(`raw: not confirmed: ${String(err)}`)) : resolve())),
-      );
-      return { confirmed, result };
-    };
-    const check = (value: string) => {
-      if (value !== expected) throw new Error(`raw: wrong result ${JSON.stringify(value).slice(0, 200)}`);
-    };
-    const withTimeout = <T>(p: Promise<T>, ms: number, what: string) => {
-      let timer: NodeJS.Timeout | undefined;
-      return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`raw: ${what} timed out after ${ms} ms`)), ms)))]).finally(() =>
-        clearTimeout(timer),
-      );
-    };
+    client = await openRawClient(QUEUE);
+    const main = await mainPhases('raw', opts, client, () => openRawClient(QUEUE), inputs, 0, log);
+    const mem = await sampler.stop();
 
-    const warm = Array.from({ length: WARMUP }, send);
-    await Promise.all(warm.map((w) => w.confirmed));
-    (await withTimeout(Promise.all(warm.map((w) => w.result)), 60000, 'warm-up')).forEach(check);
-
-    const n = opts.n;
-    const t0 = performance.now();
-    const wall0 = Date.now();
-    const sent = Array.from({ length: n }, send);
-    await Promise.all(sent.map((s) => s.confirmed));
-    const t1 = performance.now();
-    log(`raw: ${n} published in ${round((t1 - t0) / 1000, 2)} s; collecting results`);
-    const values = await withTimeout(Promise.all(sent.map((s) => s.result)), Math.max(120000, n * 20), 'results');
-    const t2 = performance.now();
-    const wall2 = Date.now();
-    values.forEach(check);
-
-    const latencies: number[] = [];
-    for (let i = 0; i < opts.roundTrips; i++) {
-      const s = performance.now();
-      const one = send();
-      await one.confirmed;
-      check(await withTimeout(one.result, 30000, 'round trip'));
-      latencies.push(performance.now() - s);
+    let prefetchOne: PrefetchOne | undefined;
+    if (opts.prefetchOneN > 0) {
+      await Promise.all(workers.map((w) => stopChild(w)));
+      workers = (await startNodeWorkers('raw-worker.js', 1, workerArgs(1, 1), 'raw')).workers;
+      prefetchOne = await prefetchOnePhase('raw', opts, client, inputs, 0, log);
     }
-    const rows = await tableStats(admin, TABLE, { from: wall0, to: wall2 });
-    const mem = sampler.stop();
-    const notes = [`${opts.workers} worker process(es), concurrency ${opts.concurrency}, prefetch ${prefetch}`, 'results pushed back on a reply queue (no polling)'];
-    notes.push(...rowsNote(TABLE, rows, WARMUP + n + opts.roundTrips));
-    return {
-      publish_per_s: round(n / ((t1 - t0) / 1000), 0),
-      end_to_end_per_s: round(n / ((t2 - t0) / 1000), 0),
-      p50_ms: round(percentile(latencies, 50), 2),
-      p99_ms: round(percentile(latencies, 99), 2),
-      rss_mb: mem.peakMb,
-      worker_per_s: workerRate(rows, wall0),
-      n,
-      round_trips: latencies.length,
-      rows: rows.rows,
-      rss_samples: mem.samples,
-      notes,
-    };
+    const rows = await tableStats(admin, TABLE, { from: main.wall0, to: main.wall2 });
+    const notes = [
+      `${opts.workers} worker process(es), concurrency ${opts.concurrency}, prefetch ${prefetch}`,
+      'results pushed back on a reply queue (no polling)',
+      `${inputs.checkedCount} results checked, each against its own task's distinct input`,
+    ];
+    notes.push(...rowsNote(TABLE, rows, inputs.count));
+    return systemFigures(main, mem, rows, opts, prefetchOne, inputs, notes);
   } finally {
-    sampler.stop();
-    if (conn) await conn.close().catch(() => undefined);
+    await sampler?.stop();
+    if (client) await client.close();
     await Promise.all(workers.map((w) => stopChild(w)));
     await deleteQueues(QUEUE).catch((err: unknown) => log(`raw: queue clean-up failed: ${String(err)}`));
   }

@@ -1,13 +1,13 @@
 /**
  * The hand-written worker of system b (no library code): amqplib consumer with manual acks and a
  * prefetch, sortWords, a prepared INSERT of a Celery-format row at LOCAL_QUORUM, the ack once the
- * insert has resolved, then the result pushed to the producer's reply queue (reply_to, correlation_id).
+ * insert has resolved, then the result pushed to the producer's reply queue (the `nestjs_celery_notify` header, correlation_id).
  *
  *   node dist-bench/bench/raw-worker.js --queue bench_raw --table bench_raw --concurrency 8 [--prefetch 32]
  */
 import * as amqplib from 'amqplib';
 import { types } from 'cassandra-driver';
-import { AMQP_URL, cassandraClient, declareCeleryQueue, KEYSPACE, sortWords, TASK_NAME } from './common';
+import { AMQP_URL, cassandraClient, declareCeleryQueue, KEYSPACE, RAW_NOTIFY_HEADER, sortWords, TASK_NAME } from './common';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -52,7 +52,8 @@ async function main(): Promise<void> {
         consistency: types.consistencies.localQuorum,
       });
       ch.ack(msg);
-      const replyTo = msg.properties.replyTo as string | undefined;
+      // The producer's reply queue, in the header nestjs-celery's Producer uses (reply_to is Celery's, a UUID).
+      const replyTo = headers[RAW_NOTIFY_HEADER] as string | undefined;
       if (replyTo) {
         const body = `{"task_id":${JSON.stringify(id)},"status":"SUCCESS","result":${resultJson},"traceback":null,"children":[],"date_done":${JSON.stringify(dateDone.toISOString())}}`;
         replies.publish('', replyTo, Buffer.from(body), { correlationId: id, contentType: 'application/json', contentEncoding: 'utf-8' });

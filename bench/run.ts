@@ -7,16 +7,18 @@
 import * as amqplib from 'amqplib';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, release, totalmem, type } from 'node:os';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, hostname, loadavg, release, totalmem, type } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Client } from 'cassandra-driver';
 import { runCelery } from './celery-system';
-import { AMQP_URL, BenchOptions, cassandraClient, deleteQueues, killAllChildrenSync, round, SystemResult } from './common';
+import { AMQP_URL, baseText, BenchOptions, cassandraClient, createTableCql, deleteQueues, killAllChildrenSync, round, SystemResult, taskText } from './common';
 import { runNestjs } from './nestjs-system';
 import { ensureMatplotlib, PYTHON, REPO_ROOT } from './python-env';
 import { runRaw } from './raw-system';
+import { FULL_JSON, README, readFull, renderTable, withTable } from './readme-table';
+import { WireCheck, wireCheck } from './wire-check';
 
 const ALL_SYSTEMS = ['nestjs', 'raw', 'celery'];
 /** Run only when named in --systems: nestjs with its task in an isolated worker thread. */
@@ -25,10 +27,10 @@ const KNOWN_SYSTEMS = [...ALL_SYSTEMS, ...EXTRA_SYSTEMS];
 /** Payload guards: bytes a run may store without --n, and bytes of results read back at once. */
 const MAX_STORED_BYTES = 2 * 1024 ** 3;
 const MAX_READ_BYTES_IN_FLIGHT = 16 * 1024 ** 2;
-const METRICS = ['publish_per_s', 'end_to_end_per_s', 'p50_ms', 'p99_ms', 'rss_mb'] as const;
+const METRICS = ['publish_per_s', 'end_to_end_per_s', 'p50_ms', 'p99_ms', 'pss_mb'] as const;
 
 const USAGE = `usage: npm run bench -- [options]
-  --quick                 N = 2000 (Celery 500), Celery 60 round trips
+  --quick                 N = 2000 (Celery 500), Celery 20 round trips per pool, shorter load and prefetch-1 phases
   --n N                   tasks per throughput run (default 20000; Celery: min(N, 2000))
   --systems a,b           subset of ${KNOWN_SYSTEMS.join(',')} (default ${ALL_SYSTEMS.join(',')}; nestjs_thread:
                           nestjs with its task in an isolated worker thread, compared with nestjs)
@@ -40,8 +42,16 @@ const USAGE = `usage: npm run bench -- [options]
   --get-concurrency G     nestjs: at most G AsyncResult.get() at once (default 1000; 0 = all at once,
                           which fails beyond 2048 with the driver's BusyConnectionError)
   --celery-n N            Celery's N (default min(N, 2000); 500 with --quick)
-  --celery-round-trips R  Celery's round trips (default R; 60 with --quick)
+  --celery-round-trips R  Celery's round trips per pool (default min(R, 100); 20 with --quick)
+  --load-fractions a,b    nestjs and raw: round trips timed under a background load at these fractions of
+                          the system's measured end-to-end rate (default 0.5,0.9; "none" skips the phase)
+  --load-round-trips R    round trips per load level (default 200; 40 with --quick)
+  --prefetch1-n N         nestjs and raw at worker concurrency 1, prefetch 1: N tasks at once (default 1000;
+                          200 with --quick; 0 skips the phase)
+  --prefetch1-round-trips R  round trips at prefetch 1 (default 100; 30 with --quick)
   --no-chart              skip the PNG
+  --save-full             keep the run as bench/results/full.json / full.png and write README's
+                          Performance table from it (a full run at a committed state only)
   --out DIR               results folder (default bench/results)`;
 
 export function parseArgs(argv: string[]): BenchOptions {
@@ -58,10 +68,16 @@ export function parseArgs(argv: string[]): BenchOptions {
     getConcurrency: 1000,
     celeryN: null,
     celeryRoundTrips: null,
+    loadFractions: [0.5, 0.9],
+    loadRoundTrips: 200,
+    prefetchOneN: 1000,
+    prefetchOneRoundTrips: 100,
     chart: true,
+    saveFull: false,
     out: join(REPO_ROOT, 'bench', 'results'),
     notes: [],
   };
+  const explicit = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {
@@ -73,6 +89,11 @@ export function parseArgs(argv: string[]): BenchOptions {
       const v = Number(value());
       if (!Number.isInteger(v) || v < min) throw new Error(`${flag} must be an integer >= ${min}`);
       return v;
+    };
+    /** A count option that --quick would otherwise shorten. */
+    const count = (key: 'loadRoundTrips' | 'prefetchOneN' | 'prefetchOneRoundTrips') => {
+      opts[key] = int(0);
+      explicit.add(key);
     };
     switch (flag) {
       case '--quick':
@@ -110,6 +131,24 @@ export function parseArgs(argv: string[]): BenchOptions {
       case '--celery-round-trips':
         opts.celeryRoundTrips = int(0);
         break;
+      case '--load-fractions': {
+        const v = value();
+        opts.loadFractions = v === 'none' ? [] : v.split(',').map(Number);
+        for (const f of opts.loadFractions) if (!(f > 0 && f <= 2)) throw new Error(`--load-fractions: ${v} is not a list of fractions in (0, 2]`);
+        break;
+      }
+      case '--load-round-trips':
+        count('loadRoundTrips');
+        break;
+      case '--prefetch1-n':
+        count('prefetchOneN');
+        break;
+      case '--prefetch1-round-trips':
+        count('prefetchOneRoundTrips');
+        break;
+      case '--save-full':
+        opts.saveFull = true;
+        break;
       case '--no-chart':
         opts.chart = false;
         break;
@@ -126,6 +165,12 @@ export function parseArgs(argv: string[]): BenchOptions {
     }
   }
   if (opts.quick && !opts.nExplicit) opts.n = 2000;
+  if (opts.quick) {
+    // the added phases, short: CI runs --quick
+    if (!explicit.has('loadRoundTrips')) opts.loadRoundTrips = 40;
+    if (!explicit.has('prefetchOneN')) opts.prefetchOneN = 200;
+    if (!explicit.has('prefetchOneRoundTrips')) opts.prefetchOneRoundTrips = 30;
+  }
   applyPayloadGuards(opts);
   return opts;
 }
@@ -171,6 +216,27 @@ export async function machineInfo(admin: Client): Promise<Record<string, unknown
   return info;
 }
 
+/** Where and at what code a system's figures were measured (stored with each system in the JSON). */
+export interface MeasuredAt {
+  commit: string;
+  /** lib/, bench/ or package.json had uncommitted changes (then `run.git` has a hash of lib/'s). */
+  dirty: boolean;
+  date: string;
+  machine: string;
+}
+
+export function measuredAt(machine: Record<string, unknown>): MeasuredAt {
+  let commit = 'unknown';
+  let dirty = true;
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+    dirty = execFileSync('git', ['status', '--porcelain', '--', 'lib', 'bench', 'package.json'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim() !== '';
+  } catch {
+    // not a git checkout: unknown, and counted as dirty
+  }
+  return { commit, dirty, date: new Date().toISOString(), machine: `${hostname()}: ${describeMachine(machine).replace(/^machine: /, '')}` };
+}
+
 export function gitInfo(): Record<string, unknown> {
   try {
     const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
@@ -213,10 +279,10 @@ function ratios(systems: Record<string, SystemResult>): Record<string, Record<st
 }
 
 function table(systems: Record<string, SystemResult>, rs: Record<string, Record<string, number>>): string {
-  const header = ['system', 'N', 'publish/s', 'end-to-end/s', 'p50 ms', 'p99 ms', 'worker RSS MiB', '(stored/s)'];
+  const header = ['system', 'N', 'publish/s', 'end-to-end/s', 'p50 ms', 'p99 ms', 'worker PSS MiB', '(stored/s)'];
   const rows: string[][] = [header];
   for (const [name, s] of Object.entries(systems)) {
-    rows.push([name, String(s.n), String(s.publish_per_s), String(s.end_to_end_per_s), String(s.p50_ms), String(s.p99_ms), String(s.rss_mb), String(s.worker_per_s)]);
+    rows.push([name, String(s.n), String(s.publish_per_s), String(s.end_to_end_per_s), String(s.p50_ms), String(s.p99_ms), String(s.pss_mb), String(s.worker_per_s)]);
   }
   for (const [name, r] of Object.entries(rs)) {
     rows.push([name, '', ...METRICS.map((m) => (r[m] === undefined ? '' : `${r[m]}x`)), '']);
@@ -236,6 +302,7 @@ async function main(): Promise<number> {
   const systems: Record<string, SystemResult> = {};
   const errors: Record<string, string> = {};
   let machine: Record<string, unknown> = {};
+  let wire: WireCheck | null = null;
   try {
     machine = await machineInfo(admin);
     log(describeMachine(machine));
@@ -244,6 +311,17 @@ async function main(): Promise<number> {
         `prefetch ${opts.prefetch ?? `${opts.concurrency * 4} (default)`}, workers ${opts.workers}, payload ${opts.payloadBytes ?? 'walkthrough sentence'}`,
     );
     for (const note of opts.notes) log(note);
+    if (opts.systems.includes('nestjs') && opts.systems.includes('raw')) {
+      try {
+        await admin.execute(createTableCql('bench_nestjs'));
+        wire = await wireCheck(opts.payloadBytes, 'bench_nestjs');
+        log(`wire check: raw and nestjs publish ${wire.same_bytes ? 'the same bytes' : 'DIFFERENT bytes'} (body ${wire.body_bytes} B, header table ${wire.header_table_bytes} B)`);
+        if (!wire.same_bytes) errors.wire_check = `raw and nestjs messages differ: ${wire.differences.join('; ')}`;
+      } catch (err) {
+        errors.wire_check = err instanceof Error ? err.message : String(err);
+        log(`wire check: FAILED: ${errors.wire_check}`);
+      }
+    }
     const runners: Record<string, (o: BenchOptions, a: Client, l: (s: string) => void) => Promise<SystemResult>> = {
       nestjs: runNestjs,
       raw: runRaw,
@@ -257,6 +335,7 @@ async function main(): Promise<number> {
         systems[name] = await runners[name](opts, admin, log);
         systems[name].wall_s = round((performance.now() - t) / 1000, 1);
         systems[name].loadavg_before = load;
+        systems[name].measured_at = measuredAt(machine);
         log(`${name}: done in ${systems[name].wall_s} s`);
       } catch (err) {
         errors[name] = err instanceof Error ? err.message : String(err);
@@ -275,13 +354,15 @@ async function main(): Promise<number> {
     machine,
     systems,
     ratios: rs,
+    ...(wire ? { wire_check: wire } : {}),
     run: {
       date: new Date().toISOString(),
       wall_s: wall,
       options: { ...opts, out: undefined, notes: undefined },
       notes: opts.notes,
       git: gitInfo(),
-      payload_bytes: opts.payloadBytes ?? Buffer.byteLength('storage yay my DB is powerful results Astra'),
+      payload_bytes: Buffer.byteLength(taskText(baseText(opts.payloadBytes), 0)),
+      inputs: 'every task a distinct input: the base text and a word of its own (six base-36 digits), each result checked against its own expected value',
       ratio_meaning: 'a / b value (nestjs/raw, nestjs/celery, nestjs_thread/nestjs): above 1 is better for rates, worse for latencies and memory',
       ...(Object.keys(errors).length ? { errors } : {}),
     },
@@ -299,8 +380,21 @@ async function main(): Promise<number> {
   for (const [name, e] of Object.entries(errors)) process.stdout.write(`  ${name}: FAILED: ${e.split('\n')[0]}\n`);
   process.stdout.write(`\nwrote ${jsonPath}\n`);
   if (opts.chart && Object.keys(systems).length) drawChart('chart.py', jsonPath, join(opts.out, 'latest.png'), log);
+  if (opts.saveFull) saveFull(jsonPath, join(opts.out, 'latest.png'), Object.keys(errors).length > 0 || opts.quick, log);
   process.stdout.write(`total wall time ${round((performance.now() - started) / 1000, 1)} s\n`);
   return Object.keys(errors).length ? 1 : 0;
+}
+
+/** Copies the run to bench/results/full.* and writes README's table from it; refused for a failed or --quick run. */
+function saveFull(jsonPath: string, png: string, refuse: boolean, log: (s: string) => void): void {
+  if (refuse) {
+    log('--save-full: not saved (a failed or --quick run is not the reference run)');
+    return;
+  }
+  copyFileSync(jsonPath, FULL_JSON);
+  if (existsSync(png)) copyFileSync(png, FULL_JSON.replace(/\.json$/, '.png'));
+  writeFileSync(README, withTable(readFileSync(README, 'utf8'), renderTable(readFull())));
+  log(`--save-full: wrote ${FULL_JSON} and README's Performance table`);
 }
 
 /** One line naming the machine and the services' versions, for the run's log. */

@@ -135,7 +135,8 @@ function points(s: SweepOptions): Point[] {
   const list: Point[] = [];
   const point = (curve: Curve, x: number, change: Partial<BenchOptions>) => {
     for (const system of s.systems) {
-      const opts: BenchOptions = { ...s.base, prefetch: null, concurrency: DEFAULT_CONCURRENCY, workers: 1, payloadBytes: null, ...change, notes: [] };
+      // the sweep measures throughput only: no load or prefetch-1 phases
+      const opts: BenchOptions = { ...s.base, prefetch: null, concurrency: DEFAULT_CONCURRENCY, workers: 1, payloadBytes: null, loadFractions: [], prefetchOneN: 0, ...change, notes: [] };
       if (opts.payloadBytes) {
         applyPayloadGuards(opts); // run.ts's guards: N for 2 GiB at most, nestjs get() concurrency for 16 MiB read at once
         const budget = Math.max(PAYLOAD_MIN_N, Math.floor((s.payloadBudgetMb * 1e6) / opts.payloadBytes));
@@ -185,8 +186,9 @@ interface PointResult {
   end_to_end_mb_per_s?: number;
   p50_ms?: number;
   p99_ms?: number;
+  pss_mb?: number;
   rss_mb?: number;
-  rss_samples?: unknown;
+  memory_samples?: unknown;
   rows?: unknown;
   wall_s: number;
   loadavg_before: number[];
@@ -195,7 +197,7 @@ interface PointResult {
 }
 
 function table(results: PointResult[]): string {
-  const header = ['curve', 'x', 'system', 'N', 'conc', 'prefetch', 'workers', 'payload B', 'end-to-end/s', 'publish/s', '(stored/s)', 'RSS MiB', 'p50 ms', 'wall s'];
+  const header = ['curve', 'x', 'system', 'N', 'conc', 'prefetch', 'workers', 'payload B', 'end-to-end/s', 'publish/s', '(stored/s)', 'PSS MiB', 'p50 ms', 'wall s'];
   const cell = (v: unknown) => (v === undefined || v === null || (typeof v === 'number' && !Number.isFinite(v)) ? '-' : String(v));
   const rows = results.map((r) => [
     r.curve,
@@ -209,7 +211,7 @@ function table(results: PointResult[]): string {
     r.error ? 'FAILED' : cell(r.end_to_end_per_s),
     cell(r.publish_per_s),
     cell(r.worker_per_s),
-    cell(r.rss_mb),
+    cell(r.pss_mb),
     cell(r.p50_ms),
     cell(r.wall_s),
   ]);
@@ -267,8 +269,9 @@ async function main(): Promise<number> {
           end_to_end_mb_per_s: round((s.end_to_end_per_s * bytes) / 1e6, 2),
           p50_ms: s.p50_ms,
           p99_ms: s.p99_ms,
+          pss_mb: s.pss_mb,
           rss_mb: s.rss_mb,
-          rss_samples: s.rss_samples,
+          memory_samples: s.memory_samples,
           rows: s.rows,
         });
         r.notes.push(...s.notes);
@@ -277,7 +280,7 @@ async function main(): Promise<number> {
         log(`  FAILED: ${r.error.split('\n')[0]}`);
       }
       r.wall_s = round((performance.now() - t) / 1000, 1);
-      if (!r.error) log(`  ${r.end_to_end_per_s} tasks/s end to end, RSS ${r.rss_mb} MiB, ${r.wall_s} s`);
+      if (!r.error) log(`  ${r.end_to_end_per_s} tasks/s end to end, PSS ${r.pss_mb} MiB, ${r.wall_s} s`);
       results.push(r);
     }
   } finally {

@@ -103,9 +103,9 @@ def main(src, dst):
     line_panel(axes[0][2], points, 'payload', 'end_to_end_mb_per_s', f'end to end (payload MB/s) vs payload size\n({ps})',
                'payload (argument; the result is as big)', logx=True, xfmt=size_label)
     workers_panel(axes[1][0], points)
-    line_panel(axes[1][1], points, 'prefetch', 'rss_mb', 'worker peak RSS (MiB) vs tasks in flight\n(in flight per worker = prefetch)',
+    line_panel(axes[1][1], points, 'prefetch', 'pss_mb', 'worker peak PSS (MiB) vs tasks in flight\n(in flight per worker = prefetch)',
                'tasks in flight per worker', logx=True, xfmt=pf)
-    line_panel(axes[1][2], points, 'payload', 'rss_mb', f'worker peak RSS (MiB) vs payload size\n({ps})',
+    line_panel(axes[1][2], points, 'payload', 'pss_mb', f'worker peak PSS (MiB) vs payload size\n({ps})',
                'payload', logx=True, xfmt=size_label)
     m = data.get('machine', {})
     o = data.get('run', {}).get('options', {})

@@ -3,3 +3,4 @@ export const CELERY_CONFIG = Symbol('CELERY_CONFIG');
 export const TASK_CONTEXT_PARAM = 'nestjs-celery:task-context-param';
 /** Optional provider of task events switched by remote control (enable_events / disable_events / heartbeat). */
 export const CELERY_TASK_EVENTS = Symbol('CELERY_TASK_EVENTS');
+export const PERIODIC_METADATA = 'nestjs-celery:periodic';

@@ -15,6 +15,7 @@ import { ResultStore } from './results/result-store.interface';
 import { ResultNotifier } from './results/result-notifier';
 import { CeleryWorker } from './worker/celery.worker';
 import { CeleryTaskContext } from './worker/task-context';
+import { PeriodicScheduler } from './scheduler/periodic.scheduler';
 
 /**
  * `CeleryModule.forRoot(options)` / `CeleryModule.forRootAsync({ imports, inject, useFactory })`.
@@ -43,7 +44,8 @@ import { CeleryTaskContext } from './worker/task-context';
     Producer,
     CeleryWorker,
     CeleryTaskContext,
+    PeriodicScheduler,
   ],
-  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext],
+  exports: [Producer, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext, PeriodicScheduler],
 })
 export class CeleryModule extends CeleryConfigurableModule {}

@@ -17,11 +17,18 @@ import type { CeleryModuleOptions } from '../lib';
  * | CASSANDRA_USERNAME / CASSANDRA_PASSWORD | no login |
  * | ASTRA_DB_SECURE_BUNDLE_PATH | unset; with ASTRA_DB_APPLICATION_TOKEN: results in Astra DB through the bundle |
  * | ASTRA_DB_APPLICATION_TOKEN  | the `AstraCS:...` token |
+ * | SAMPLE_SCHEDULER         | unset: no periodic tasks; `1`: workers send `tasks.add(2, 2)` every 30 s (once across workers with Cassandra) |
  */
 export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean): CeleryModuleOptions {
   const brokerUrl = env.CELERY_BROKER_URL || 'memory://';
   const contactPoints = env.CASSANDRA_CONTACT_POINTS?.split(',').map((p) => p.trim()).filter(Boolean);
-  const options: CeleryModuleOptions = { brokerUrl, defaultQueue: env.CELERY_QUEUE || undefined, worker: { enabled: workerEnabled } };
+  const options: CeleryModuleOptions = {
+    brokerUrl,
+    defaultQueue: env.CELERY_QUEUE || undefined,
+    worker: { enabled: workerEnabled },
+    // the @Periodic() of TasksService.add runs in worker processes when asked for
+    scheduler: { enabled: workerEnabled && env.SAMPLE_SCHEDULER === '1' },
+  };
   if (env.ASTRA_DB_SECURE_BUNDLE_PATH) {
     if (!env.ASTRA_DB_APPLICATION_TOKEN) throw new Error('ASTRA_DB_SECURE_BUNDLE_PATH is set: set ASTRA_DB_APPLICATION_TOKEN (AstraCS:...) too');
     options.resultBackend = 'cassandra';

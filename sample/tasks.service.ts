@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { Task, TaskContext } from '../lib';
+import { Periodic, Task, TaskContext } from '../lib';
 import { setTimeout } from 'node:timers/promises';
 
 /** The task of Celery's Astra DB walkthrough, as a NestJS provider. */
@@ -12,7 +12,11 @@ export class TasksService {
     return (capitalize ? sorted.map((word) => word.toUpperCase()) : sorted).join(' ');
   }
 
-  /** `x + y`. */
+  /**
+   * `x + y`. Also a periodic task: with the scheduler on (`SAMPLE_SCHEDULER=1`), `add(2, 2)` is sent
+   * every 30 s, once per tick however many sample workers run; no result is stored for it.
+   */
+  @Periodic({ every: '30s', args: [2, 2], options: { ignoreResult: true } })
   @Task('tasks.add')
   add(x: number, y: number): number {
     return x + y;

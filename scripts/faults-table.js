@@ -38,19 +38,20 @@ function renderTable(results) {
   return lines.join('\n');
 }
 
-/** The text between README's markers, or null when they are missing. */
-function readmeSection(readme) {
-  const begin = readme.indexOf(BEGIN);
-  const end = readme.indexOf(END);
+/** The text between README's markers (the fault table's unless others are given), or null when they are missing. */
+function readmeSection(readme, beginMarker = BEGIN, endMarker = END) {
+  const begin = readme.indexOf(beginMarker);
+  const end = readme.indexOf(endMarker);
   if (begin < 0 || end < begin) return null;
-  return readme.slice(begin + BEGIN.length, end).trim();
+  return readme.slice(begin + beginMarker.length, end).trim();
 }
 
-function withTable(readme, table) {
-  const begin = readme.indexOf(BEGIN);
-  const end = readme.indexOf(END);
-  if (begin < 0 || end < begin) throw new Error(`README.md has no ${BEGIN} ... ${END} section`);
-  return `${readme.slice(0, begin + BEGIN.length)}\n${table}\n${readme.slice(end)}`;
+/** README with `table` between the markers (the fault table's unless others are given; bench/readme-table.ts uses its own). */
+function withTable(readme, table, beginMarker = BEGIN, endMarker = END) {
+  const begin = readme.indexOf(beginMarker);
+  const end = readme.indexOf(endMarker);
+  if (begin < 0 || end < begin) throw new Error(`README.md has no ${beginMarker} ... ${endMarker} section`);
+  return `${readme.slice(0, begin + beginMarker.length)}\n${table}\n${readme.slice(end)}`;
 }
 
 function readResults() {

@@ -2,7 +2,9 @@ import { hostname as osHostname } from 'node:os';
 import { CeleryConfigError } from '../errors/celery.errors';
 import type { CassandraOptions, CeleryModuleOptions, CeleryOptionsInput, WorkerOptions } from '../interfaces/celery-options.interface';
 import { DEFAULT_MAX_RESULT_BYTES } from '../results/store-errors';
-import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedRateLimitConfig, ResolvedTls } from './resolved-config';
+import type { ResolvedCassandraConfig, ResolvedCeleryConfig, ResolvedChordConfig, ResolvedRateLimitConfig, ResolvedSchedulerConfig, ResolvedTls } from './resolved-config';
+import { PeriodicEntryError, resolveBeatEntry } from '../scheduler/periodic-entry';
+import { CronSchedule } from '../scheduler/schedule';
 import { EXCHANGE_TYPES, prepareRouters, QueueTable, type QueueDefinition, type QueueType, type RoutingSettings, type TaskRoutesInput } from '../protocol/routing';
 
 /**
@@ -27,11 +29,21 @@ const RATE_LIMIT_WORKER_KEYS = ['disableRateLimits'];
 const RATE_LIMIT_PYTHON_KEYS: Record<string, string> = { worker_disable_rate_limits: 'worker.disableRateLimits' };
 const GLOBAL_RATE_LIMIT_KEYS = new Set(['table', 'serialConsistency', 'reserveAheadMs', 'maxLateMs']);
 // ---- end rate limits ----
+// ---- chords (issue 13 item 4): how chords complete; resolved at the end of this file ----
+const CHORD_KEYS = new Set(['completion', 'table', 'serialConsistency']);
+// ---- end chords ----
+
+// ---- periodic tasks (issue 15 item 5): scheduler.*, Celery's beat_schedule and timezone; resolved at the end of this file ----
+const SCHEDULER_PYTHON_KEYS: Record<string, string> = { beat_schedule: 'scheduler.schedule', timezone: 'scheduler.timezone' };
+const SCHEDULER_KEYS = new Set(['enabled', 'schedule', 'timezone', 'table', 'claimTimeoutMs', 'catchUpMs', 'serialConsistency']);
+// ---- end periodic tasks ----
 
 const CAMEL_KEYS = new Set([
   'brokerUrl', 'brokerTls', 'resultBackend', 'queueArguments', 'cassandra', 'defaultQueue', 'worker', 'taskSerializer', 'resultSerializer',
   'acceptContent', 'brokerConnectionRetryOnStartup', 'enableUtc', 'peerCompat', 'resultPollIntervalMs', 'isGlobal', 'publishTimeoutMs',
   ...RATE_LIMIT_KEYS,
+  'scheduler',
+  'chords',
   // task defaults (issue 12)
   'taskTimeLimit', 'taskSoftTimeLimit', 'taskTrackStarted', 'taskIgnoreResult', 'taskStoreErrorsEvenIfIgnored',
   'taskRoutes', 'taskQueues', 'defaultExchange', 'defaultExchangeType', 'defaultRoutingKey', 'queueMaxPriority', 'queueType',
@@ -75,6 +87,7 @@ const PYTHON_KEYS: Record<string, string> = {
   worker_prefetch_multiplier: 'prefetchMultiplier',
   worker_eta_task_limit: 'worker.etaTaskLimit',
   ...RATE_LIMIT_PYTHON_KEYS,
+  ...SCHEDULER_PYTHON_KEYS,
   // task defaults (issue 12)
   task_time_limit: 'taskTimeLimit',
   task_soft_time_limit: 'taskSoftTimeLimit',
@@ -140,7 +153,7 @@ function fromPythonConfig(input: object): Mutable {
     const value = source[key];
     if (value === undefined) continue;
     if (CAMEL_KEYS.has(key)) {
-      if (key === 'cassandra' || key === 'worker' || key === 'globalRateLimits') {
+      if (key === 'cassandra' || key === 'worker' || key === 'globalRateLimits' || key === 'scheduler' || key === 'chords') {
         if (typeof value !== 'object' || value === null || Array.isArray(value)) {
           throw new CeleryConfigError(key, 'must be an object');
         }
@@ -462,6 +475,8 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     peerCompat,
     resultPollIntervalMs: optInt(o.resultPollIntervalMs, 'resultPollIntervalMs', 1) ?? 100,
     rateLimits: resolveRateLimits(o, w),
+    scheduler: resolveScheduler(o),
+    chords: resolveChords(o),
     ...resolveResultOptions(o),
   };
 }
@@ -657,16 +672,26 @@ function optInt(value: unknown, key: string, min: number): number | undefined {
   return value;
 }
 
+/** A table of ours beside Celery's (rate limits, periodic ticks, chords): `<section>.table`, checked as a CQL name. */
+function optTableName(section: { table?: unknown }, where: string, fallback: string): string {
+  const table = optString(section.table, `${where}.table`) ?? fallback;
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(table)) throw new CeleryConfigError(`${where}.table`, `not a valid table name: ${JSON.stringify(table)}`);
+  return table;
+}
+
+/** The serial consistency of our lightweight transactions: `<section>.serialConsistency`, SERIAL (default) or LOCAL_SERIAL. */
+function optSerialConsistency(section: { serialConsistency?: unknown }, where: string): 'SERIAL' | 'LOCAL_SERIAL' {
+  const serial = (optString(section.serialConsistency, `${where}.serialConsistency`) ?? 'SERIAL').toUpperCase();
+  if (serial !== 'SERIAL' && serial !== 'LOCAL_SERIAL') throw new CeleryConfigError(`${where}.serialConsistency`, `must be SERIAL or LOCAL_SERIAL, got ${JSON.stringify(section.serialConsistency)}`);
+  return serial;
+}
+
 // ---- rate limits (issue 12 item 4) ----
 function resolveRateLimits(o: Mutable, w: WorkerOptions): ResolvedRateLimitConfig {
   const g = o.globalRateLimits ?? {};
   for (const key of Object.keys(g)) if (!GLOBAL_RATE_LIMIT_KEYS.has(key)) throw new CeleryConfigError(`globalRateLimits.${key}`, `unknown option${suggest(key)}`);
-  const table = optString(g.table, 'globalRateLimits.table') ?? 'celery_rate_limits';
-  if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(table)) throw new CeleryConfigError('globalRateLimits.table', `not a valid table name: ${JSON.stringify(table)}`);
-  const serial = (optString(g.serialConsistency, 'globalRateLimits.serialConsistency') ?? 'SERIAL').toUpperCase();
-  if (serial !== 'SERIAL' && serial !== 'LOCAL_SERIAL') {
-    throw new CeleryConfigError('globalRateLimits.serialConsistency', `must be SERIAL or LOCAL_SERIAL, got ${JSON.stringify(g.serialConsistency)}`);
-  }
+  const table = optTableName(g, 'globalRateLimits', 'celery_rate_limits');
+  const serial = optSerialConsistency(g, 'globalRateLimits');
   return {
     disabled: optBool(w.disableRateLimits, 'worker.disableRateLimits') ?? false,
     table,
@@ -676,3 +701,54 @@ function resolveRateLimits(o: Mutable, w: WorkerOptions): ResolvedRateLimitConfi
   };
 }
 // ---- end rate limits ----
+
+// ---- periodic tasks (issue 15 item 5) ----
+function resolveScheduler(o: Mutable): ResolvedSchedulerConfig {
+  const s = (o.scheduler ?? {}) as Record<string, unknown>;
+  for (const key of Object.keys(s)) if (!SCHEDULER_KEYS.has(key)) throw new CeleryConfigError(`scheduler.${key}`, `unknown option${suggest(key)}`);
+  const timezone = optString(s.timezone, 'scheduler.timezone') ?? 'UTC';
+  try {
+    new CronSchedule('0 0 * * *', timezone);
+  } catch {
+    throw new CeleryConfigError('scheduler.timezone', `unknown time zone ${JSON.stringify(timezone)} (an IANA name such as 'Europe/Paris', or 'UTC')`);
+  }
+  const table = optTableName(s, 'scheduler', 'celery_periodic_ticks');
+  const serial = optSerialConsistency(s, 'scheduler');
+  const schedule = s.schedule ?? {};
+  if (typeof schedule !== 'object' || schedule === null || Array.isArray(schedule)) {
+    throw new CeleryConfigError('scheduler.schedule', 'must be an object { name: { task, schedule, args, kwargs, options } } (Celery\'s beat_schedule)');
+  }
+  // errors name the entry as written: beat_schedule.cleanup.schedule
+  const prefix = o.writtenAs?.get('scheduler.schedule') ?? 'scheduler.schedule';
+  const entries = Object.entries(schedule as Record<string, unknown>).map(([name, raw]) => {
+    try {
+      return resolveBeatEntry(name, raw, `${prefix}.${name}`, timezone);
+    } catch (err) {
+      if (err instanceof PeriodicEntryError) throw new CeleryConfigError(err.key, err.detail);
+      throw err;
+    }
+  });
+  return {
+    enabled: optBool(s.enabled, 'scheduler.enabled') ?? null,
+    timezone,
+    entries,
+    table,
+    // by default a sender has given up or been confirmed before its claim is taken over: late rather than twice
+    claimTimeoutMs: optInt(s.claimTimeoutMs, 'scheduler.claimTimeoutMs', 100) ?? (optInt(o.publishTimeoutMs, 'publishTimeoutMs', 0) ?? 30000) + 5000,
+    catchUpMs: optInt(s.catchUpMs, 'scheduler.catchUpMs', 0) ?? 60000,
+    serialConsistency: serial,
+  };
+}
+// ---- end periodic tasks ----
+// ---- chords (issue 13 item 4) ----
+function resolveChords(o: Mutable): ResolvedChordConfig {
+  const c = o.chords ?? {};
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new CeleryConfigError('chords', 'must be an object');
+  for (const key of Object.keys(c)) if (!CHORD_KEYS.has(key)) throw new CeleryConfigError(`chords.${key}`, `unknown option${suggest(key)}`);
+  const completion = optString(c.completion, 'chords.completion') ?? 'unlock';
+  if (completion !== 'unlock' && completion !== 'counter') throw new CeleryConfigError('chords.completion', `must be 'unlock' or 'counter', got ${JSON.stringify(c.completion)}`);
+  const table = optTableName(c, 'chords', 'celery_chords');
+  const serial = optSerialConsistency(c, 'chords');
+  return { completion, table, serialConsistency: serial };
+}
+// ---- end chords ----

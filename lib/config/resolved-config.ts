@@ -1,5 +1,6 @@
 import type { PeerCompat } from '../protocol/task-message';
 import type { RoutingSettings } from '../protocol/routing';
+import type { PeriodicEntry } from '../scheduler/periodic-entry';
 
 /** Options after validation and defaults; what the rest of the library reads. */
 export interface ResolvedTls {
@@ -77,9 +78,27 @@ export interface ResolvedCeleryConfig {
   resultPollIntervalMs: number;
   /** Rate limits (issue 12 item 4). */
   rateLimits: ResolvedRateLimitConfig;
+  /** How chords complete (issue 13 item 4). */
+  chords: ResolvedChordConfig;
   /** Celery's `result_extended`: rows also carry name, args, kwargs, worker, retries, queue. */
   resultExtended: boolean;
+  /** Periodic tasks (issue 15 item 5). */
+  scheduler: ResolvedSchedulerConfig;
 }
+
+// ---- periodic tasks (issue 15 item 5) ----
+export interface ResolvedSchedulerConfig {
+  /** null: on when there is a schedule (config or `@Periodic()`), decided at bootstrap. */
+  enabled: boolean | null;
+  timezone: string;
+  /** `scheduler.schedule` / `beat_schedule`, checked. */
+  entries: PeriodicEntry[];
+  table: string;
+  claimTimeoutMs: number;
+  catchUpMs: number;
+  serialConsistency: 'SERIAL' | 'LOCAL_SERIAL';
+}
+// ---- end periodic tasks ----
 
 // ---- rate limits (issue 12 item 4) ----
 export interface ResolvedRateLimitConfig {
@@ -92,3 +111,13 @@ export interface ResolvedRateLimitConfig {
   maxLateMs: number;
 }
 // ---- end rate limits ----
+
+// ---- chords (issue 13 item 4) ----
+export interface ResolvedChordConfig {
+  /** `chords.completion`: how `Producer.chord()` chords complete unless the call says. */
+  completion: 'unlock' | 'counter';
+  /** `chords.table`: the per-chord rows of counter-mode chords, in the result keyspace. */
+  table: string;
+  serialConsistency: 'SERIAL' | 'LOCAL_SERIAL';
+}
+// ---- end chords ----

@@ -50,6 +50,26 @@ export interface TaskContext {
    * and the task fails with it.
    */
   retry(options?: RetryOptions): never;
+  /**
+   * For an errback (a `link_error` task, which Celery calls with the failed task's id as its
+   * argument and as `parent_id`): the failed task's request and exception, read from its newest
+   * row (the FAILURE row is the source of truth). Null when this task's parent did not fail — it
+   * was not called as an errback. One result-store read per call; read it only in errbacks.
+   */
+  failure(): Promise<TaskFailure | null>;
+}
+
+/** What an errback reads of the task that failed (`ctx.failure()`). */
+export interface TaskFailure {
+  /**
+   * The failed task's request. `name`, `args` and `kwargs` come from its row's `resultExtended`
+   * columns, or from the header a NestJS worker adds to the errbacks it sends; they are null when
+   * a Python worker sent the errback and the row has no extended columns (Celery's never do).
+   */
+  request: { id: string; name: string | null; args: unknown[] | null; kwargs: Record<string, unknown> | null };
+  /** The exception as stored: Python class name and module, and its arguments (`exc_message`). */
+  exception: { type: string; module: string; message: unknown[] };
+  traceback: string | null;
 }
 
 /**

@@ -144,6 +144,23 @@ export interface GlobalRateLimitOptions {
 }
 // ---- end rate limits ----
 
+// ---- chords (issue 13 item 4) ----
+/** How chords sent by `Producer.chord()` complete, and where counter-mode chords keep their rows. */
+export interface ChordOptions {
+  /**
+   * `unlock` (default, as Celery on Cassandra): `celery.chord_unlock` polls the header results
+   * every `interval`; works whoever runs the header tasks. `counter`: no chord_unlock; each header
+   * task records itself in the chord's row once its result is stored and the last one publishes
+   * the body — only when every header task runs on a NestJS worker. `Producer.chord(..., { completion })` wins.
+   */
+  completion?: 'unlock' | 'counter';
+  /** The per-chord table of counter mode, in the result keyspace, created when missing. Default `celery_chords`. */
+  table?: string;
+  /** Paxos consistency of the claim that lets one header task publish the body. Default `SERIAL`. */
+  serialConsistency?: 'SERIAL' | 'LOCAL_SERIAL';
+}
+// ---- end chords ----
+
 /**
  * `CeleryModule.forRoot()` options, camelCase. A Python `celeryconfig` with its snake_case keys
  * (`broker_url`, `result_backend`, `cassandra_servers`, ...) is accepted too, see {@link PythonCeleryConfig}.
@@ -214,6 +231,10 @@ export interface CeleryModuleOptions {
   isGlobal?: boolean;
   /** Limits shared by all workers (rate limits, issue 12 item 4). */
   globalRateLimits?: GlobalRateLimitOptions;
+  /** Periodic tasks: `@Periodic()` methods and a Celery `beat_schedule`, sent once per tick across replicas. */
+  scheduler?: SchedulerOptions;
+  /** How chords complete (README, Workflows: "How a chord completes"). */
+  chords?: ChordOptions;
 
   // --- task defaults (Celery's task_* settings); a task's own @Task() options win ---
   /** Hard time limit in seconds of every task (`task_time_limit`). Default none. */
@@ -271,6 +292,10 @@ export interface PythonCeleryConfig {
   task_store_errors_even_if_ignored?: boolean;
   /** Celery's `result_extended` (see `resultExtended`). */
   result_extended?: boolean;
+  /** Celery's `beat_schedule`, as written (see `scheduler.schedule`). */
+  beat_schedule?: Record<string, BeatScheduleEntry>;
+  /** Celery's `timezone`: the time zone of crontab schedules (see `scheduler.timezone`). */
+  timezone?: string;
   worker_detect_quorum_queues?: boolean;
   /** `{ 'tasks.add': 'math', 'reports.*': { queue: 'reports', routing_key: 'reports.daily' } }` (snake_case or camelCase keys). */
   task_routes?: TaskRoutesInput | Record<string, string | Record<string, unknown>>;
@@ -287,3 +312,46 @@ export interface PythonCeleryConfig {
 }
 
 export type CeleryOptionsInput = CeleryModuleOptions | PythonCeleryConfig | (CeleryModuleOptions & PythonCeleryConfig);
+
+/** One entry of Celery's `beat_schedule`, as written in a celeryconfig. */
+export interface BeatScheduleEntry {
+  /** The task's name (any language). */
+  task: string;
+  /**
+   * Seconds between ticks (aligned to the clock), Celery's `crontab()` fields
+   * `{ minute, hour, day_of_week, day_of_month, month_of_year }` (each default `*`; both day fields
+   * must match, as Celery's), or a cron string (5 fields, or 6 with seconds).
+   */
+  schedule: number | string | { minute?: string | number; hour?: string | number; day_of_week?: string | number; day_of_month?: string | number; month_of_year?: string | number };
+  args?: unknown[];
+  kwargs?: Record<string, unknown>;
+  /** `apply_async` options: queue, exchange, routing_key, priority, expires (seconds), countdown, headers, ignore_result, time_limit, soft_time_limit, compression (snake_case or camelCase). */
+  options?: Record<string, unknown>;
+}
+
+/** Periodic tasks (`scheduler`). */
+export interface SchedulerOptions {
+  /**
+   * Run the scheduler in this process. Default: on when there is a schedule (`@Periodic()` or
+   * `schedule`). Safe in every replica with the Cassandra result backend (claims are shared); without
+   * Cassandra, claims live in the process, so turn it on in one process only.
+   */
+  enabled?: boolean;
+  /** Celery's `beat_schedule`: name → `{ task, schedule, args, kwargs, options }`. */
+  schedule?: Record<string, BeatScheduleEntry>;
+  /** Time zone of cron schedules that give none (Celery's `timezone`). Default `UTC`. */
+  timezone?: string;
+  /** The Cassandra table of tick claims, beside Celery's in the result keyspace. Default `celery_periodic_ticks`. */
+  table?: string;
+  /**
+   * A tick claimed but not marked sent this long is taken over by another replica: the bound on
+   * the delay of a tick whose sender died. A sender still publishing after it may see its tick sent
+   * twice (same task id). Default `publishTimeoutMs` + 5000 (35000 ms): a sender has given up or
+   * been confirmed before its claim is taken over.
+   */
+  claimTimeoutMs?: number;
+  /** Oldest missed tick sent on start or after a gap (one per schedule); older ones are skipped. Default 60000 ms. */
+  catchUpMs?: number;
+  /** Paxos consistency of the claims: `SERIAL` (default) or `LOCAL_SERIAL` (one data center). */
+  serialConsistency?: 'SERIAL' | 'LOCAL_SERIAL';
+}

@@ -12,7 +12,7 @@ import { routeTask, type Destination } from '../protocol/routing';
 import { queueTableOf } from '../config/queue-table';
 import { publishRouted } from './routed-publish';
 import { AsyncResult, GroupResult } from '../results/async-result';
-import { planChain, planChord, planGroup, Signature, type CanvasMessage, type FreezeContext, type GroupSignature, type SignatureOptions } from '../protocol/canvas';
+import { planChain, planChord, planGroup, Signature, type CanvasMessage, type ChordCompletion, type FreezeContext, type GroupSignature, type SignatureOptions } from '../protocol/canvas';
 import { ResultStore } from '../results/result-store.interface';
 import { NOTIFY_HEADER, ResultNotifier } from '../results/result-notifier';
 
@@ -244,9 +244,19 @@ export class Producer {
    * with their values in header order), then the header tasks. A worker that runs chord_unlock
    * must consume the body's queue. Resolves the body's `AsyncResult`; `producer.groupResult(...)`
    * is not needed for the header: the chord's messages name it (`group_id`).
+   *
+   * `completion: 'counter'` (default: the module's `chords.completion`, else `unlock`) sends no
+   * chord_unlock: the header tasks carry the `nestjs_chord_size` header and the NestJS worker that
+   * stores the last header result publishes the body (README, "How a chord completes"). Only for
+   * header tasks that run on NestJS workers: a Python worker ignores the header and the body never runs.
    */
-  async chord<B extends Signature>(header: Signature[], body: B, options: { taskId?: string; interval?: number } = {}): Promise<AsyncResult<SignatureResult<B>>> {
-    const plan = planChord(header, body, this.freezeContext(), { taskId: options.taskId, interval: options.interval ?? null });
+  async chord<B extends Signature>(header: Signature[], body: B, options: { taskId?: string; interval?: number; completion?: ChordCompletion } = {}): Promise<AsyncResult<SignatureResult<B>>> {
+    const completion = options.completion ?? this.config.chords.completion;
+    if (completion !== 'unlock' && completion !== 'counter') throw new TypeError(`chord: completion must be 'unlock' or 'counter', got ${JSON.stringify(completion)}`);
+    if (completion === 'counter' && !this.results.enabled) {
+      throw new TypeError("chord: completion 'counter' keeps the chord's state beside the results: it needs a result backend (cassandra or memory), and resultBackend is none");
+    }
+    const plan = planChord(header, body, this.freezeContext(), { taskId: options.taskId, interval: options.interval ?? null, completion });
     await this.publishAll(plan.messages);
     return this.handle<SignatureResult<B>>(plan.id, false);
   }

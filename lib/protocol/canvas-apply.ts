@@ -1,5 +1,5 @@
 import type { TaskMessageSpec } from './task-message';
-import { describe, InvalidSignatureError } from './canvas';
+import { CanvasMessage, CHORD_COUNTER_HEADER, describe, FreezeContext, InvalidSignatureError, planChain, planChord, Signature, signatureFromDict } from './canvas';
 import { saferepr, tupleRepr } from './saferepr';
 import { ExceptionInfo, isExceptionInfo } from './exceptions';
 import { parseResultTuple, ResultTuple } from './result-tuple';
@@ -32,7 +32,8 @@ export interface CelerySignature {
 /** One task message to publish: what `encodeTaskMessage` takes, and where the signature routes it. */
 export interface PublishStep {
   spec: TaskMessageSpec;
-  route: { queue?: string; exchange?: string; routingKey?: string; priority?: number };
+  /** `name`: route as this task name instead of the message's (a chord's `celery.chord_unlock` is routed as its body). */
+  route: { queue?: string; exchange?: string; routingKey?: string; priority?: number; name?: string };
 }
 
 /** Messages to publish, in order, and the result tuples they add to the task's `children`. */
@@ -130,7 +131,8 @@ function plainStep(sig: CelerySignature, applied: Applied, newId: () => string, 
       replyTo: optional<string>(o, 'reply_to', 'string', where),
       stampedHeaders,
       stamps,
-      embed: { callbacks: signatureList(o.link), errbacks: signatureList(o.link_error), chain: applied.chain ?? null, chord: o.chord ?? null },
+      // a signature's own `chain` option (a chord body's: the rest of the enclosing chain) goes out as its embedded chain, as apply_async sends it
+      embed: { callbacks: signatureList(o.link), errbacks: signatureList(o.link_error), chain: applied.chain ?? (Array.isArray(o.chain) ? o.chain : null), chord: o.chord ?? null },
     },
     route: {
       queue: optional<string>(o, 'queue', 'string', where),
@@ -161,13 +163,15 @@ function applyGroup(members: readonly unknown[], groupId: string, applied: Appli
   const publish = members.map((member, i) => {
     const label = `${where} member ${i}`;
     const sig = parseSignature(member, label);
-    if (sig.subtaskType !== null) throw new InvalidSignatureError(`${label} (${sig.task}): a ${sig.subtaskType} inside a group is not supported by the NestJS worker`);
-    return plainStep(sig, { ...applied, groupId, groupIndex: i }, newId, label);
+    if (sig.subtaskType === 'chain') return applyNested(member, { ...applied, groupId, groupIndex: i }, newId, label);
+    if (sig.subtaskType !== null) throw new InvalidSignatureError(`${label} (${sig.task}): a ${sig.subtaskType} inside a group is not supported by the NestJS worker (tasks and chains are)`);
+    const step = plainStep(sig, { ...applied, groupId, groupIndex: i }, newId, label);
+    return { publish: [step], children: [taskTuple(step.spec.id)] };
   });
-  return { publish, children: [[[groupId, null], publish.map((p) => taskTuple(p.spec.id))]] };
+  return { publish: publish.flatMap((p) => p.publish), children: [[[groupId, null], publish.flatMap((p) => p.children)]] };
 }
 
-/** One signature applied: a plain task, or a group. Chains and chords as callbacks are refused by name. */
+/** One signature applied: a plain task, a group, a chain or a chord (xmap / xstarmap / chunks are refused by name). */
 function applyOne(value: unknown, applied: Applied, newId: () => string, where: string): AppliedCanvas {
   const sig = parseSignature(value, where);
   if (sig.subtaskType === null) {
@@ -175,10 +179,78 @@ function applyOne(value: unknown, applied: Applied, newId: () => string, where: 
     return { publish: [step], children: [taskTuple(step.spec.id)] };
   }
   if (sig.subtaskType === 'group') {
+    if (applied.chain && applied.chain.length > 0) throw new InvalidSignatureError(`${where} (${sig.task}): a group followed by more chain steps (Celery sends a group followed by a task as a chord)`);
     const groupId = optional<string>(sig.options, 'task_id', 'string', where) ?? newId();
     return applyGroup(groupMembers(sig, where), groupId, applied, newId, where);
   }
-  throw new InvalidSignatureError(`${where} (${sig.task}): a ${sig.subtaskType} signature here is not supported by the NestJS worker (plain tasks and groups are)`);
+  return applyNested(value, applied, newId, where);
+}
+
+/** A result tuple with its parents (`AsyncResult.as_tuple()`: `((id, parent), None)`), innermost parent first in `chainIds`. */
+function chainTuple(chainIds: readonly string[]): unknown {
+  return chainIds.reduce<unknown>((parent, id) => [[id, parent], null], null);
+}
+
+/**
+ * A chain or a chord applied inside the worker (a chain step, a callback, a chord's body, a group
+ * member), as Celery's `chain.apply_async` / `chord.apply_async` there: the producer's planners
+ * (canvas.ts) freeze it and build its messages; the applier's result is prepended to the first
+ * step (a chain) or to every header task (a chord) unless the signature is immutable; everything
+ * carries the applier as parent and its root; a chord's body takes the rest of the enclosing
+ * chain (`chord.run`: `body.options.update(options)`). `children` is the result tuple Celery
+ * lists: a chain's last step with its steps as parents, a chord's body with its header's group.
+ */
+function applyNested(value: unknown, applied: Applied, newId: () => string, where: string): AppliedCanvas {
+  const sig = signatureFromDict(value, where);
+  const ctx: FreezeContext = { newId, replyTo: newId() };
+  const prepend = sig.immutable ? [] : [...applied.prepend, ...sig.args];
+  const ids = { root_id: applied.rootId, parent_id: applied.parentId };
+  const member = applied.groupId !== undefined ? { groupId: applied.groupId, groupIndex: applied.groupIndex ?? null } : null;
+  if (sig.subtaskType === 'chain') {
+    if (applied.chain && applied.chain.length > 0) throw new InvalidSignatureError(`${where} (${sig.task}): a chain as a chain step is not supported by the NestJS worker (Celery flattens nested chains when it sends them)`);
+    const steps = (sig.kwargs.tasks as Signature[]).map((s) => s.clone());
+    if (steps.length === 0) throw new InvalidSignatureError(`${where} (${sig.task}): an empty chain`);
+    for (const step of steps) withIds(step, { root_id: applied.rootId });
+    withIds(steps[0], ids);
+    // a chain in a group: its last step is the group's member (Celery's group.freeze of a chain)
+    if (member) steps[steps.length - 1].freeze(ctx, member);
+    const plan = planChain(steps, ctx, { args: prepend });
+    return { publish: plan.messages.map(publishStep), children: [chainTuple(plan.ids)] };
+  }
+  if (sig.subtaskType === 'chord') {
+    if (member) throw new InvalidSignatureError(`${where} (${sig.task}): a chord inside a group is not supported by the NestJS worker`);
+    const header = sig.kwargs.header instanceof Signature ? sig.kwargs.header : null;
+    const members = (header ? header.kwargs.tasks : sig.kwargs.header) as Signature[] | undefined;
+    if (!Array.isArray(members)) throw new InvalidSignatureError(`${where} (${sig.task}): a chord without a header list`);
+    const body = sig.kwargs.body;
+    if (!(body instanceof Signature)) throw new InvalidSignatureError(`${where} (${sig.task}): a chord without a body`);
+    const { task_id: chordId, ...chordOptions } = sig.options;
+    const bodyCopy = body.clone();
+    Object.assign(bodyCopy.options, chordOptions, ids, applied.chain && applied.chain.length > 0 ? { chain: applied.chain } : {});
+    const headerIds = members.map((m) => withIds(m.clone(), ids));
+    const plan = planChord(headerIds, bodyCopy, ctx, {
+      taskId: typeof body.options.task_id === 'string' ? body.options.task_id : typeof chordId === 'string' ? chordId : undefined,
+      groupId: typeof header?.options.task_id === 'string' ? header.options.task_id : undefined,
+      args: prepend,
+    });
+    // chord_unlock is sent by the applying task (Celery's fallback_chord_unlock runs in it)
+    const [unlock, ...rest] = plan.messages;
+    const unlockStep = unlock.spec.task === 'celery.chord_unlock' ? [{ ...unlock, spec: { ...unlock.spec, rootId: applied.rootId, parentId: applied.parentId } }] : [unlock];
+    const group = [[plan.groupId, null], plan.headerIds.map((id) => taskTuple(id))];
+    return { publish: [...unlockStep, ...rest].map(publishStep), children: [[[plan.id, group], null]] };
+  }
+  throw new InvalidSignatureError(`${where} (${sig.task}): a ${sig.subtaskType} signature here is not supported by the NestJS worker (tasks, groups, chains and chords are)`);
+}
+
+function withIds(sig: Signature, ids: Record<string, string>): Signature {
+  Object.assign(sig.options, ids);
+  return sig;
+}
+
+/** A producer-side message as a worker publish step (its routing options; chord_unlock routed as its body). */
+function publishStep({ spec, route }: CanvasMessage): PublishStep {
+  const priority = typeof spec.priority === 'number' ? spec.priority : undefined;
+  return { spec, route: { queue: route.queue, exchange: route.exchange, routingKey: route.routingKey, priority, ...(route.name !== spec.task ? { name: route.name } : {}) } };
 }
 
 /**
@@ -214,9 +286,7 @@ export function successCanvas(embed: { callbacks: unknown[] | null; chain: unkno
       // a group ending a chain (`chain(a, group(b, c))`): its members, under the group's frozen id
       add(applyOne(chain[0], base, newId, where));
     } else {
-      if (next.subtaskType !== null) throw new InvalidSignatureError(`${where} (${next.task}): a ${next.subtaskType} as a chain step is not supported by the NestJS worker yet`);
-      const step = plainStep(next, { ...base, chain: chain.slice(0, -1) }, newId, where);
-      add({ publish: [step], children: [taskTuple(step.spec.id)] });
+      add(applyOne(chain[chain.length - 1], { ...base, chain: chain.slice(0, -1) }, newId, where));
     }
   }
   return out;
@@ -336,9 +406,14 @@ function exceptionRepr(e: ExceptionInfo): string {
   return `${e.exc_type.split('.').pop()}(${(Array.isArray(e.exc_message) ? e.exc_message : [e.exc_message]).map((a) => saferepr(a)).join(', ')})`;
 }
 
-/** The `ChordError` Celery stores on the body's id when a header task failed (`Dependency <id> raised <repr>`). */
-export function chordErrorOf(culpritId: string, error: ExceptionInfo): ExceptionInfo {
-  return { exc_type: 'ChordError', exc_message: [`Dependency ${culpritId} raised ${exceptionRepr(error)}`], exc_module: 'celery.exceptions' };
+/**
+ * The `ChordError` Celery's `chord_unlock` stores on the body's id when a header task failed: the
+ * repr of the exception the join raised (`ChordError("ValueError('boom')")`). Celery names the
+ * culprit (`Dependency <id> raised ...`) only for a failed member in its backend's cache, and its
+ * cache holds SUCCESS metas only: on Cassandra (5.2.6 and 5.7 alike) the text is the repr alone.
+ */
+export function chordErrorOf(error: ExceptionInfo): ExceptionInfo {
+  return { exc_type: 'ChordError', exc_message: [exceptionRepr(error)], exc_module: 'celery.exceptions' };
 }
 
 /**
@@ -352,9 +427,55 @@ export function chordBodyCanvas(call: ChordUnlockCall, values: unknown[], parent
 /** The body's frozen id (where a ChordError is stored), its chain and its errbacks (`link_error`). */
 export function chordBodyFailureTargets(call: ChordUnlockCall): { bodyId: string | null; chain: unknown[] | null; errbacks: unknown[] | null } {
   const o = call.body.options;
+  const steps = call.body.kwargs.tasks;
+  if (call.body.subtaskType === 'chain' && Array.isArray(steps) && steps.length > 0) {
+    // a chain body (Celery 5.2 sends `chain(a, group, b, c)` as a chord whose body is chain(b, c)):
+    // the ChordError goes on its last step (what the caller waits on) and every other step
+    const last = parseSignature(steps[steps.length - 1], `celery.chord_unlock ${call.groupId}: the body's last step`);
+    return {
+      bodyId: typeof last.options.task_id === 'string' && last.options.task_id ? last.options.task_id : null,
+      chain: steps.slice(0, -1).reverse(),
+      errbacks: signatureList(last.options.link_error),
+    };
+  }
   return {
     bodyId: typeof o.task_id === 'string' && o.task_id ? o.task_id : null,
     chain: Array.isArray(o.chain) ? o.chain : null,
     errbacks: signatureList(o.link_error),
   };
+}
+
+/** A header task of a counter-mode chord (its message has the `nestjs_chord_size` header): its place in the chord. */
+export interface CounterChordPart {
+  groupId: string;
+  /** Its `group_index`: where its value goes in the body's list. */
+  index: number;
+  /** How many header tasks the chord has. */
+  size: number;
+  /** The body signature (`embed.chord`). */
+  body: unknown;
+}
+
+/**
+ * Reads the chord part of a header task in counter mode from its message (headers `group`,
+ * `group_index`, `nestjs_chord_size`, and `embed.chord`); null when the message is not one.
+ * Throws InvalidSignatureError naming what is missing or wrong.
+ */
+export function counterChordPartOf(task: { id: string; headers: Record<string, unknown>; group: string | null; groupIndex: number | null; embed: { chord: unknown } }): CounterChordPart | null {
+  const size = task.headers[CHORD_COUNTER_HEADER];
+  if (size === undefined || size === null) return null;
+  const where = `task ${task.id}, a header task of a counter-mode chord`;
+  if (typeof size !== 'number' || !Number.isInteger(size) || size < 1) throw new InvalidSignatureError(`${where}: header ${CHORD_COUNTER_HEADER} is not a whole number >= 1 (${describe(size)})`);
+  if (typeof task.group !== 'string' || !task.group) throw new InvalidSignatureError(`${where}: it has no group header (the chord's group id)`);
+  const index = task.groupIndex;
+  if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= size) {
+    throw new InvalidSignatureError(`${where}: group_index ${describe(index)} is not a whole number from 0 to ${size - 1}`);
+  }
+  parseSignature(task.embed.chord, `${where}: embed.chord (the body)`);
+  return { groupId: task.group, index, size, body: task.embed.chord };
+}
+
+/** A counter-mode chord as the call `celery.chord_unlock` would have got: its body and its header ids in header order. */
+export function counterChordCall(part: CounterChordPart, headerIds: readonly string[]): ChordUnlockCall {
+  return parseChordUnlock(part.groupId, part.body, null, null, headerIds.map(taskTuple));
 }

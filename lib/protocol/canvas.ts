@@ -336,8 +336,24 @@ export interface GroupPlan {
   ids: string[];
 }
 
+/**
+ * How a chord completes: `unlock`, as Celery on Cassandra (a `celery.chord_unlock` task polls the
+ * header results every `interval`); `counter` (NestJS workers only): no chord_unlock, each header
+ * task records itself in a per-chord row and the last one publishes the body.
+ */
+export type ChordCompletion = 'unlock' | 'counter';
+
+/**
+ * The message header that puts a header task of a chord in counter mode: the chord's size (its
+ * number of header tasks). A NestJS worker then records the task in the chord's row once its
+ * result is stored, and the last one publishes the body; Python Celery ignores the header (it
+ * becomes an attribute of `task.request`), so a Python worker running such a task never completes
+ * the chord.
+ */
+export const CHORD_COUNTER_HEADER = 'nestjs_chord_size';
+
 export interface ChordPlan {
-  /** `celery.chord_unlock` first, then the header tasks, as Celery publishes them. */
+  /** `celery.chord_unlock` first (not in counter mode), then the header tasks, as Celery publishes them. */
   messages: CanvasMessage[];
   groupId: string;
   headerIds: string[];
@@ -536,14 +552,32 @@ function flattenGroup(members: Signature[]): Signature[] {
  * `celery.chord_unlock` is published first — args `[group_id, body]`, kwargs `{interval,
  * max_retries, result: [header result tuples]}`, countdown 1, routed as the body (its queue), no
  * priority unless the body has one, `ignore_result` — and the header tasks after it, each with
- * `embed.chord` = the body. An empty header sends the body at once with `[]`.
+ * `embed.chord` = the body. An empty header sends the body at once with `[]`. With `completion:
+ * 'counter'` only the header tasks are sent, each with the {@link CHORD_COUNTER_HEADER} header.
  */
-export function planChord(header: Signature[], bodyInput: Signature, ctx: FreezeContext, opts: { taskId?: string; groupId?: string; args?: unknown[]; interval?: number | null; maxRetries?: number | null } = {}): ChordPlan {
+export function planChord(
+  header: Signature[],
+  bodyInput: Signature,
+  ctx: FreezeContext,
+  opts: { taskId?: string; groupId?: string; args?: unknown[]; interval?: number | null; maxRetries?: number | null; completion?: ChordCompletion } = {},
+): ChordPlan {
   if (!(bodyInput instanceof Signature)) throw new InvalidSignatureError(`chord: the body is not a Signature (${describe(bodyInput)})`);
-  if (bodyInput.subtaskType) throw new InvalidSignatureError(`chord: the body is a ${bodyInput.subtaskType}; only a task is supported as a chord body`);
+  if (bodyInput.subtaskType && bodyInput.subtaskType !== 'chain') throw new InvalidSignatureError(`chord: the body is a ${bodyInput.subtaskType}; only a task or a chain is supported as a chord body`);
   const groupId = opts.groupId ?? ctx.newId();
-  const body = bodyInput.clone();
-  const id = body.freeze(ctx, { id: opts.taskId, groupId: ctx.peer === '5.2' ? undefined : groupId });
+  let body: Signature;
+  let id: string;
+  if (bodyInput.subtaskType === 'chain') {
+    // a chain body (Celery 5.2 upgrades `chain(a, group, b, c)` to a chord whose body is chain(b, c)):
+    // every step frozen, the last one is the body's result
+    const steps = flattenChain(bodyInput.kwargs.tasks as Signature[]).map((s) => s.clone());
+    checkSteps(steps, 'chord body chain');
+    steps.forEach((s, i) => s.freeze(ctx, i === steps.length - 1 ? { id: opts.taskId, groupId: ctx.peer === '5.2' ? undefined : groupId } : {}));
+    body = new Signature(bodyInput.task, [...bodyInput.args], { ...bodyInput.kwargs, tasks: steps }, cloneValue(bodyInput.options) as Record<string, unknown>, 'chain', bodyInput.immutable);
+    id = steps[steps.length - 1].id as string;
+  } else {
+    body = bodyInput.clone();
+    id = body.freeze(ctx, { id: opts.taskId, groupId: ctx.peer === '5.2' ? undefined : groupId });
+  }
   if (header.length === 0) {
     return { messages: [messageOf(body, { args: [[]] })], groupId, headerIds: [], id };
   }
@@ -555,6 +589,15 @@ export function planChord(header: Signature[], bodyInput: Signature, ctx: Freeze
     return sig;
   });
   const headerIds = members.map((m) => m.id as string);
+  if (opts.completion === 'counter') {
+    // no chord_unlock: each header message says the chord's size; its worker counts it done (lib/worker/chord-counter.ts)
+    const messages = members.map((m) => {
+      const message = messageOf(m, { args: opts.args });
+      message.spec.headers = { ...message.spec.headers, [CHORD_COUNTER_HEADER]: members.length };
+      return message;
+    });
+    return { messages, groupId, headerIds, id };
+  }
   const unlockKwargs = { interval: opts.interval ?? null, max_retries: opts.maxRetries ?? null, result: headerIds.map((h) => [[h, null], null]) };
   const unlockArgs = [groupId, body];
   const unlock: CanvasMessage = {

@@ -51,20 +51,7 @@ export class CassandraRateStore implements SharedRateStore {
   }
 
   async prepare(): Promise<void> {
-    const client = this.session();
-    const { keyspace, table } = this.options;
-    if (await client.metadata.getTable(keyspace.toLowerCase(), table.toLowerCase())) return;
-    try {
-      await client.execute(createRateLimitTableCql(keyspace, table));
-    } catch (err) {
-      const why = (err as Error).message;
-      if ((err as { code?: number }).code === UNAUTHORIZED) {
-        throw new CeleryConnectionError(
-          `Rate limit table ${keyspace}.${table} does not exist and this role may not create it (needs CREATE permission on keyspace ${keyspace}): ${why}`,
-        );
-      }
-      throw new CeleryConnectionError(`Cannot create rate limit table ${keyspace}.${table}: ${why}`);
-    }
+    await ensureOwnTable(this.session(), this.options.keyspace, this.options.table, createRateLimitTableCql, 'Rate limit');
   }
 
   async compareAndSet(taskName: string, expected: number | null, next: number): Promise<{ applied: boolean; current: number | null }> {
@@ -84,7 +71,25 @@ export class CassandraRateStore implements SharedRateStore {
   }
 }
 
-function consistency(name: string): number {
+/**
+ * Creates a table of ours beside Celery's in the result keyspace unless it exists, never the
+ * keyspace (Astra); `what` names it in errors ("Rate limit", "Periodic tick claims").
+ */
+export async function ensureOwnTable(client: Client, keyspace: string, table: string, createCql: (keyspace: string, table: string) => string, what: string): Promise<void> {
+  if (await client.metadata.getTable(keyspace.toLowerCase(), table.toLowerCase())) return;
+  try {
+    await client.execute(createCql(keyspace, table));
+  } catch (err) {
+    const why = (err as Error).message;
+    if ((err as { code?: number }).code === UNAUTHORIZED) {
+      throw new CeleryConnectionError(`${what} table ${keyspace}.${table} does not exist and this role may not create it (needs CREATE permission on keyspace ${keyspace}): ${why}`);
+    }
+    throw new CeleryConnectionError(`Cannot create ${what.toLowerCase()} table ${keyspace}.${table}: ${why}`);
+  }
+}
+
+/** The driver's number of a consistency level name (`LOCAL_QUORUM`, `SERIAL`). */
+export function consistency(name: string): number {
   const value = (types.consistencies as unknown as Record<string, number>)[driverConsistencyKey(name)];
   if (value === undefined) throw new CeleryConnectionError(`unknown consistency level ${name}`);
   return value;

@@ -15,7 +15,8 @@ import { perConsumerQos, queueTableOf } from '../config/queue-table';
 import { delayedDeliveryBindings, delayedDeliveryTopology, retryDestination, routeTask } from '../protocol/routing';
 import type { PublishStep } from '../protocol/canvas-apply';
 import { encodeTaskMessage } from '../protocol/task-message';
-import { CHORD_UNLOCK_TASK, chordUnlockTask } from './chord-unlock';
+import { CHORD_UNLOCK_TASK, ChordUnlockDeps, chordUnlockTask } from './chord-unlock';
+import { ChordCounter, createChordStore } from './chord-counter';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 import { RequestTracker } from './control/request-tracker';
@@ -80,6 +81,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   readonly tracker: RequestTracker;
   /** Answers Celery's remote control (`worker.enableRemoteControl`); null when switched off. */
   readonly remoteControl: RemoteControl | null;
+  /** Counter-mode chords: the header tasks complete them (README, "How a chord completes"). */
+  private readonly chordCounter: ChordCounter;
 
   constructor(
     @Inject(CELERY_CONFIG) private readonly config: ResolvedCeleryConfig,
@@ -125,6 +128,18 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
       phase: (phase, task, delivery) => this.tracker.phase(phase, task, delivery),
       isRevoked: (task) => this.remoteControl?.isRevoked(task.id, task.headers) ?? false,
+      chordPart: (task) => this.chordCounter.partDone(task),
+    };
+    this.chordCounter = new ChordCounter(createChordStore(config, store), this.chordDeps());
+  }
+
+  /** What completing a chord needs (chord_unlock and counter-mode header tasks). */
+  private chordDeps(): ChordUnlockDeps {
+    return {
+      getTaskMetas: (ids) => this.store.getTaskMetas(ids),
+      publishCanvas: (steps) => this.publishCanvas(steps),
+      storeDurably: (result, checkFirst) => this.storeDurably(result, checkFirst),
+      logger: this.logger,
     };
   }
 
@@ -171,11 +186,11 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
    */
   private async publishCanvas(steps: readonly PublishStep[]): Promise<void> {
     const table = queueTableOf(this.config);
-    for (const { spec, route } of steps) {
+    for (const { spec, route: { name, ...route } } of steps) {
       const countdown = spec.countdown ?? (typeof spec.eta === 'string' ? (Date.parse(spec.eta) - Date.now()) / 1000 : null);
-      const destination = routeTask(table, spec.task, {
+      const destination = routeTask(table, name ?? spec.task, {
         explicit: route,
-        task: { queue: this.registry.get(spec.task)?.queue ?? undefined },
+        task: { queue: this.registry.get(name ?? spec.task)?.queue ?? undefined },
         args: spec.args,
         kwargs: spec.kwargs,
         delaySeconds: countdown,
@@ -201,12 +216,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     // Celery's builtin, registered like its builtins (a task of the same name in the app wins)
     if (!this.registry.has(CHORD_UNLOCK_TASK)) {
       this.registry.register(
-        chordUnlockTask({
-          getTaskMetas: (ids) => this.store.getTaskMetas(ids),
-          publishCanvas: (steps) => this.publishCanvas(steps),
-          storeDurably: (result, checkFirst) => this.storeDurably(result, checkFirst),
-          logger: this.logger,
-        }),
+        chordUnlockTask(this.chordDeps()),
       );
     }
     for (const task of this.registry.all()) this.rateLimiter.configure(task.name, task.options?.rateLimit);

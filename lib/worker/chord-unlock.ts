@@ -2,7 +2,8 @@ import type { Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { TaskContext } from '../decorators/task-context.decorator';
 import type { RegisteredTask } from '../discovery/task.registry';
-import { chordBodyCanvas, chordBodyFailureTargets, chordErrorOf, chordHeaderIds, chordState, errbackCanvas, parseChordUnlock, PublishStep, remainingChainIds } from '../protocol/canvas-apply';
+import { CanvasParent, chordBodyCanvas, chordBodyFailureTargets, chordErrorOf, chordHeaderIds, chordState, ChordUnlockCall, errbackCanvas, parseChordUnlock, PublishStep, remainingChainIds } from '../protocol/canvas-apply';
+import type { ExceptionInfo } from '../protocol/exceptions';
 import type { ResultToStore, TaskMeta } from '../protocol/result-row';
 import type { StoreOutcome } from '../results/result-writer';
 import { WorkerShutdown } from '../errors/task-exceptions';
@@ -53,26 +54,38 @@ async function unlock(deps: ChordUnlockDeps, raw: unknown[], ctx: TaskContext): 
   if (state.kind === 'waiting') return ctx.retry({ countdown: call.interval, maxRetries: call.maxRetries });
   const parent = { id: ctx.id, rootId: ctx.rootId ?? ctx.id };
   if (state.kind === 'ready') {
-    const body = chordBodyCanvas(call, state.values, parent, randomUUID).publish;
     try {
-      await deps.publishCanvas(body);
+      await sendChordBody(deps, call, state.values, parent);
     } catch (err) {
       // never acknowledged without its body sent: looked at again (and sent) after the interval
       deps.logger.warn(`Chord ${call.groupId}: the body could not be sent (${err instanceof Error ? err.message : String(err)}); trying again in ${call.interval} s`);
       return ctx.retry({ countdown: call.interval, maxRetries: call.maxRetries, exc: err });
     }
-    deps.logger.log(`Chord ${call.groupId}: ${ids.length} header result(s) ready; body ${call.body.task} sent`);
     return null;
   }
-  const error = chordErrorOf(state.culpritId, state.error);
-  deps.logger.error(`Chord ${call.groupId} failed: ${error.exc_message[0] as string}`);
+  await failChord(deps, call, state.culpritId, state.error, parent);
+  return null;
+}
+
+/** Publishes the chord's body with the header values in header order prepended (`callback.delay(values)`); `parent` is the task that completes the chord; `mark` may add headers. */
+export async function sendChordBody(deps: Pick<ChordUnlockDeps, 'publishCanvas' | 'logger'>, call: ChordUnlockCall, values: unknown[], parent: CanvasParent, mark: (steps: PublishStep[]) => PublishStep[] = (steps) => steps): Promise<void> {
+  await deps.publishCanvas(mark(chordBodyCanvas(call, values, parent, randomUUID).publish));
+  deps.logger.log(`Chord ${call.groupId}: ${values.length} header result(s) ready; body ${call.body.task} sent`);
+}
+
+/**
+ * A header task failed: Celery's `ChordError` is stored on the body's id and on its chain, then the
+ * body's errbacks are sent. Throws WorkerShutdown when a row could not be stored because the worker is stopping.
+ */
+export async function failChord(deps: ChordUnlockDeps, call: ChordUnlockCall, culpritId: string, cause: ExceptionInfo, parent: CanvasParent): Promise<void> {
+  const error = chordErrorOf(cause);
+  deps.logger.error(`Chord ${call.groupId} failed: header task ${culpritId} raised ${error.exc_message[0] as string}`);
   const targets = chordBodyFailureTargets(call);
   const bodyId = targets.bodyId ?? randomUUID();
   for (const id of [bodyId, ...remainingChainIds(targets.chain)]) {
     const outcome = await deps.storeDurably({ taskId: id, status: 'FAILURE', result: error, traceback: null, children: [] }, true);
-    // not stored because the worker is stopping: the unlock message goes back and runs again
+    // not stored because the worker is stopping: the message goes back and runs again
     if (outcome.kind === 'abandoned') throw new WorkerShutdown();
   }
   await deps.publishCanvas(errbackCanvas(targets.errbacks, { id: bodyId, rootId: parent.rootId }, randomUUID).publish);
-  return null;
 }

@@ -12,6 +12,7 @@ import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-ro
 import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage } from '../protocol/task-message';
 import { autoretryFor, encodeRetryMessage, retryOrGiveUp } from './retry';
 import { runInTaskContext } from './task-context';
+import { failedTaskIdOf, taskFailureOf, withFailedRequest } from './errback-context';
 import { IsolatedPool } from './isolation/isolated-pool';
 import { IsolatedPoolClosedError } from './isolation/errors';
 import type { ResultStore } from '../results/result-store.interface';
@@ -20,11 +21,25 @@ import { NOTIFY_HEADER } from '../results/result-notifier';
 import { AppliedCanvas, errbackCanvas, InvalidSignatureError, PublishStep, remainingChainIds, successCanvas } from '../protocol/canvas-apply';
 import { randomUUID } from 'node:crypto';
 import type { RequestPhase } from './control/request-tracker';
+import { CHORD_COUNTER_HEADER } from '../protocol/canvas';
 
 /** How an ETA hold ended: the ETA came, the worker is stopping, or the message's channel was lost. */
 export type HoldEnd = 'run' | 'stop' | 'lost';
 
 export type { StoreOutcome } from '../results/result-writer';
+
+/**
+ * Set on the messages (next chain step, callbacks) a run publishes when that run may be a second
+ * one — its own message was redelivered or carried this header — so they may have been published
+ * before: the worker that receives one reads the task's stored state first and does not run a task
+ * that already succeeded (otherwise every later step of the chain would run twice too).
+ */
+export const MAYBE_DUPLICATE_HEADER = 'nestjs_celery_maybe_duplicate';
+
+/** Messages marked with {@link MAYBE_DUPLICATE_HEADER}: they may have been published before. */
+export function markedMaybeDuplicate(steps: readonly PublishStep[]): PublishStep[] {
+  return steps.map((p) => ({ ...p, spec: { ...p.spec, headers: { ...p.spec.headers, [MAYBE_DUPLICATE_HEADER]: true } } }));
+}
 
 /** What a request needs from the worker that owns it. */
 export interface RequestContext {
@@ -72,7 +87,16 @@ export interface RequestContext {
   phase?(phase: RequestPhase, task: DecodedTask, delivery: Delivery): void;
   /** Whether the task was revoked (remote control's revoke): then it is not run and REVOKED is stored; optional. */
   isRevoked?(task: DecodedTask): boolean;
+  /**
+   * The chord part of a header task of a counter-mode chord (lib/worker/chord-counter.ts), after
+   * its result is stored and before its ack: records it done and, when it is the last one, sends
+   * the body. Rejects when it could not be done (the message then goes back to the queue).
+   */
+  chordPart?(task: DecodedTask): Promise<void>;
 }
+
+/** A chord part that failed is tried again by the redelivered message, no sooner than this. */
+const CHORD_PART_RETRY_MS = 1000;
 
 /** How a run ended: a result to store, a retry to publish, or a shutdown that sends the message back. */
 type RunOutcome =
@@ -123,7 +147,7 @@ export class TaskRequest {
 
   private async process(task: DecodedTask, entry: RegisteredTask): Promise<void> {
     if (this.delivery.lost.aborted) return;
-    if (this.delivery.redelivered && (await this.alreadySucceeded(task))) return;
+    if (this.mayBeDuplicate(task) && (await this.alreadySucceeded(task))) return;
     // Expiry and revoke are checked on receipt (an expired ETA task does not wait for its ETA) and again before running.
     if (isExpired(task)) return this.revokeExpired(task);
     if (this.ctx.isRevoked?.(task)) return this.revokeExpired(task, 'revoked');
@@ -258,7 +282,7 @@ export class TaskRequest {
    */
   private runIsolated(task: DecodedTask, entry: RegisteredTask, settings: Effective, context: TaskContext, signal: AbortSignal): Promise<unknown> {
     const callArgs = bindArguments(task.task, entry.params, task.args, task.kwargs);
-    const { signal: _signal, retry: _retry, ...request } = context;
+    const { signal: _signal, retry: _retry, failure: _failure, ...request } = context;
     const run = this.ctx.isolatedPool().start(entry.isolated as NonNullable<RegisteredTask['isolated']>, callArgs, {
       hardMs: settings.hardSeconds === null ? undefined : settings.hardSeconds * 1000,
       softMs: settings.softSeconds === null ? undefined : settings.softSeconds * 1000,
@@ -314,6 +338,10 @@ export class TaskRequest {
       signal,
       retry: (options: RetryOptions = {}): never => {
         throw retryOrGiveUp(task, options, entry.options);
+      },
+      failure: async () => {
+        const failedId = failedTaskIdOf(task);
+        return failedId === null ? null : taskFailureOf(await this.ctx.store.getTaskMeta(failedId), task.headers);
       },
     };
   }
@@ -381,6 +409,7 @@ export class TaskRequest {
     if (this.delivery.lost.aborted) return this.finishLost(task, result, skipStore);
     if (skipStore) {
       if (result.status === 'FAILURE' && !(await this.propagateFailure(task, result, false))) return this.delivery.reject(true);
+      if (!(await this.chordPartDone(task))) return this.delivery.reject(true);
       this.delivery.ack();
       return;
     }
@@ -396,10 +425,13 @@ export class TaskRequest {
       // retrying cannot help: reject without requeue (dead-lettered when the queue has a dead-letter exchange)
       const stored = outcome.stored ? `a FAILURE saying so is stored` : 'no FAILURE could be stored either';
       this.ctx.logger.error(`Result of ${task.task}[${task.id}] cannot be stored: ${outcome.reason}; ${stored}; message rejected without requeue`);
+      if (outcome.stored) await this.chordPartDone(task); // its chord fails on that FAILURE
       this.delivery.reject(false);
       if (outcome.stored) this.notify(task, outcome.stored);
       return;
     }
+    // a header task of a counter-mode chord is acknowledged once its chord part is done too
+    if (!(await this.chordPartDone(task))) return this.delivery.reject(true);
     this.delivery.ack();
     if (outcome.kind === 'kept') {
       this.ctx.logger.warn(`Task ${task.task}[${task.id}] already has a stored SUCCESS; kept it, this run's ${result.status} is not stored`);
@@ -429,8 +461,11 @@ export class TaskRequest {
       this.ctx.logger.error(`Task ${task.task}[${task.id}] succeeded but its workflow cannot continue: ${err instanceof Error ? err.message : String(err)}`);
       return { ...result, status: 'FAILURE', result: toExceptionInfo(err), traceback: tracebackOf(err), children: [] };
     }
+    // a second run (its message redelivered, or itself published twice) publishes what the first
+    // run may have published already: marked, so its receiver checks for a stored SUCCESS first
+    const publish = this.mayBeDuplicate(task) ? markedMaybeDuplicate(canvas.publish) : canvas.publish;
     try {
-      await this.ctx.publishCanvas(canvas.publish);
+      await this.ctx.publishCanvas(publish);
     } catch (err) {
       this.ctx.logger.error(
         `Task ${task.task}[${task.id}]: the next step / callbacks could not be sent (${err instanceof Error ? err.message : String(err)}); the message goes back to the queue`,
@@ -455,7 +490,7 @@ export class TaskRequest {
     }
     try {
       const errbacks = errbackCanvas(task.embed.errbacks, { id: task.id, rootId: task.rootId ?? task.id }, randomUUID);
-      await this.ctx.publishCanvas(errbacks.publish);
+      await this.ctx.publishCanvas(withFailedRequest(errbacks.publish, task));
       return true;
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
@@ -504,10 +539,16 @@ export class TaskRequest {
     if (typeof queue === 'string' && queue) this.ctx.notify(queue, result);
   }
 
+  /** Whether this message may be a second one for its task: redelivered, or marked so by the run that published it. */
+  private mayBeDuplicate(task: DecodedTask): boolean {
+    return this.delivery.redelivered || task.headers[MAYBE_DUPLICATE_HEADER] === true;
+  }
+
   /**
    * A redelivered message may belong to a task that already succeeded (its worker died before the
-   * ack). A stored SUCCESS is never replaced (Celery 5.7 keeps the first SUCCESS too): the task is
-   * not run again and the message is acknowledged.
+   * ack), and a marked one to a chain step already run (the step before ran twice). A stored
+   * SUCCESS is never replaced (Celery 5.7 keeps the first SUCCESS too): the task is not run again
+   * and the message is acknowledged.
    */
   private async alreadySucceeded(task: DecodedTask): Promise<boolean> {
     let meta;
@@ -517,10 +558,32 @@ export class TaskRequest {
       return false; // the store is down: run the task; storing will wait for the store
     }
     if (meta.status !== 'SUCCESS') return false;
-    this.ctx.logger.warn(`Task ${task.task}[${task.id}] was redelivered but already succeeded; not run again`);
+    this.ctx.logger.warn(`Task ${task.task}[${task.id}] was ${this.delivery.redelivered ? 'redelivered' : 'published again'} but already succeeded; not run again`);
+    // its worker may have died between storing the SUCCESS and doing its chord part: done here
+    if (!(await this.chordPartDone(task))) {
+      this.delivery.reject(true);
+      return true;
+    }
     this.delivery.ack();
     this.notify(task, successOf(meta));
     return true;
+  }
+
+  /**
+   * The chord part of a counter-mode chord's header task (a no-op for other tasks). False when it
+   * failed: the caller sends the message back, after a pause, and the redelivered copy does it.
+   */
+  private async chordPartDone(task: DecodedTask): Promise<boolean> {
+    if (!this.ctx.chordPart || task.headers[CHORD_COUNTER_HEADER] === undefined) return true;
+    try {
+      await this.ctx.chordPart(task);
+      return true;
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      this.ctx.logger.error(`Task ${task.task}[${task.id}]: its result is stored but its chord part failed (${why}); the message goes back to the queue`);
+      await new Promise((resolve) => setTimeout(resolve, CHORD_PART_RETRY_MS));
+      return false;
+    }
   }
 
   /** As Celery: a FAILURE `NotRegistered` row, and the message rejected without requeue. */

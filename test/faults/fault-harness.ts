@@ -247,6 +247,11 @@ export interface SendOptions {
   sleepSeconds?: number;
 }
 
+/** A three-step chain `add(n, 1) → add(10) → add(100)`: its steps in order, each with its own id and value. */
+export interface SentChain {
+  steps: SentTask[];
+}
+
 /** One row of the result table, as a raw cassandra-driver client reads it. */
 export interface StoredRow {
   status: string;
@@ -265,6 +270,8 @@ export class Scenario {
   private app!: TestingModule;
   producer!: Producer;
   readonly results: SentTask[] = [];
+  /** The chains `sendChains` sent; their last steps are in `results` too (a chain completes with its last step). */
+  readonly chains: SentChain[] = [];
   /** Every row of the result table after the run: task id -> the statuses and results of its rows. */
   readonly rows = new Map<string, StoredRow[]>();
   private readonly started = Date.now();
@@ -273,6 +280,8 @@ export class Scenario {
   peakUnacked: number | undefined;
   redelivered: number | undefined;
   detail: string | undefined;
+  /** Computes `detail` in `finish()`, once the workers have stopped and the rows are read (for what only the whole run shows). */
+  detailAtFinish: (() => string) | undefined;
   /** Default: nothing was in flight at the fault, so no task may run twice. */
   duplicateBound = { max: 0, why: 'nothing in flight' };
   /** Where the producer and the workers store results and the rows are read: the shared node unless `usePrivateNode`. */
@@ -367,6 +376,44 @@ export class Scenario {
       );
     }
     return Promise.all(sends);
+  }
+
+  /**
+   * Sends `count` chains (Celery's `chain(add.s(n, 1), add.s(10), add.s(100))`, through the
+   * producer's chain API), each with its own n, so its steps' values are n + 1, n + 11 and n + 111.
+   * The worker publishes steps 2 and 3 itself as each step before succeeds. Every step's id is
+   * recorded (the chain's AsyncResult and its parents), so runs are counted per (chain, step); the
+   * last step goes into `results`: a chain is completed when its last step's row is.
+   */
+  async sendChains(count: number): Promise<SentChain[]> {
+    const sends: Promise<SentChain>[] = [];
+    for (let i = 0; i < count; i++) {
+      const n = this.chains.length + sends.length;
+      const add = (args: number[]) => this.producer.signatureByName<number>('tasks.add', args);
+      const sentAt = Date.now();
+      sends.push(
+        this.producer.chain(add([n, 1]), add([10]), add([100])).then((last) => {
+          const resolvedAt = Date.now();
+          const ids: string[] = [];
+          for (let r: { id: string; parent: unknown } | null = last; r; r = r.parent as typeof r) ids.unshift(r.id);
+          if (ids.length !== 3) throw new Error(`chain ${n}: ${ids.length} step ids, expected 3`);
+          const chain: SentChain = { steps: ids.map((id, step) => ({ id, task: 'tasks.add', expected: n + [1, 11, 111][step], sentAt, resolvedAt, etaAt: null })) };
+          this.chains.push(chain);
+          this.results.push(chain.steps[2]);
+          return chain;
+        }),
+      );
+    }
+    return Promise.all(sends);
+  }
+
+  /** Where a task id sits among the chains sent: its chain's index and its step (0-based), or null. */
+  chainStepOf(id: string): { chain: number; step: number } | null {
+    for (const [chain, c] of this.chains.entries()) {
+      const step = c.steps.findIndex((s) => s.id === id);
+      if (step >= 0) return { chain, step };
+    }
+    return null;
   }
 
   /**
@@ -488,6 +535,7 @@ export class Scenario {
         process.stderr.write(`[faults] ${this.name}: ${misfits.length} store replies refused as not fitting (${kinds}), first: ${misfits[0]}\n`);
       }
     }
+    if (this.detailAtFinish) this.detail = this.detailAtFinish();
     const count = (kind: Outcome) => [...outcome.values()].filter((o) => o === kind).length;
     const report: ScenarioReport = {
       scenario: this.name,
@@ -551,13 +599,13 @@ function sameValue(blob: string, expected: unknown): boolean {
 }
 
 /**
- * Counts the messages RabbitMQ put back on `queue` marked redelivered, once the queue has no
- * consumer left (a killed worker's channel is gone, its unacknowledged messages requeued at their
+ * The task ids (header `id`) of the messages RabbitMQ put back on `queue` marked redelivered,
+ * in queue order, once the queue has no consumer left (a killed worker's channel is gone, its unacknowledged messages requeued at their
  * old places, at the head): `basic.get` from the head until a message not marked redelivered.
  * Closing the channel returns every message taken to its place (the one not marked redelivered
  * is marked so from then on).
  */
-export async function countRedelivered(queue: string): Promise<number> {
+export async function redeliveredIds(queue: string): Promise<string[]> {
   const amqp = await RawAmqp.open();
   try {
     const deadline = Date.now() + 10000;
@@ -565,11 +613,11 @@ export async function countRedelivered(queue: string): Promise<number> {
       if (Date.now() > deadline) throw new Error(`queue ${queue} still has a consumer 10 s after its worker died`);
       await sleep(20);
     }
-    let redelivered = 0;
+    const ids: string[] = [];
     for (;;) {
       const msg = await amqp.channel.get(queue, { noAck: false });
-      if (msg === false || !msg.fields.redelivered) return redelivered;
-      redelivered++;
+      if (msg === false || !msg.fields.redelivered) return ids;
+      ids.push(String(msg.properties.headers?.id));
     }
   } finally {
     await amqp.close();

@@ -1,12 +1,12 @@
 import {
   cassandraPid,
   cassandraSyncs,
-  countRedelivered,
   dropWorkerRole,
   ensureCassandraSyncs,
   misfitReplies,
   RABBITMQ_PID_FILE,
   rabbitmqctl,
+  redeliveredIds,
   sampleUntilStopped,
   Scenario,
   SentTask,
@@ -33,6 +33,8 @@ import { RawAmqp, rawCassandra } from '../support/real-services';
  * that bound, 0 where nothing was in flight.
  */
 const N = Number(process.env.FAULT_TASKS ?? 3000);
+/** Chains of three steps in the workflow scenario (issue 13 item 6: 1,000). */
+const CHAINS = Number(process.env.FAULT_CHAINS ?? 1000);
 /** Generous bound on a worker's resident memory, whatever the fault. */
 const RSS_LIMIT_MB = 400;
 /** Bound on the worker's peak RSS during the 20 s Cassandra stall (measured 83–89 MB; see README, Reliability). */
@@ -86,29 +88,81 @@ describe('fault suite', () => {
     expect(early).toHaveLength(0);
   };
 
-  it('kill -9 of the worker mid-run, then a restart: every task completes', async () => {
-    scenario = new Scenario('kill -9 and restart');
-    await scenario.open();
-    // Every task is queued before the worker starts, so the fault lands mid-run however fast it is.
-    await scenario.send(N);
-    const worker = await scenario.startWorker();
-    await scenario.waitUntilRun(N * 0.1);
-    expect(scenario.markFault()).toBeLessThan(N);
+  /**
+   * SIGKILL to the worker once the workers have run `atLeast` tasks (fewer than `total`: it lands
+   * mid-run); resolves the ids of its messages RabbitMQ redelivered (what was in flight).
+   */
+  const killMidRun = async (worker: WorkerProcess, atLeast: number, total: number): Promise<string[]> => {
+    await scenario.waitUntilRun(atLeast);
+    expect(scenario.markFault()).toBeLessThan(total);
     worker.signal('SIGKILL');
     expect(await worker.waitExit(10000)).toBe(true);
     // it really died of SIGKILL (no handler ran, nothing was acknowledged on the way out)
     expect(worker.exitSignal).toBe('SIGKILL');
     expect(worker.exitCode).toBeNull();
     // its unacknowledged messages came back marked redelivered: at most its prefetch window
-    scenario.redelivered = await countRedelivered(scenario.queue);
-    expect(scenario.redelivered).toBeGreaterThan(0);
-    expect(scenario.redelivered).toBeLessThanOrEqual(worker.prefetch);
+    const ids = await redeliveredIds(scenario.queue);
+    scenario.redelivered = ids.length;
+    expect(ids.length).toBeGreaterThan(0);
+    expect(ids.length).toBeLessThanOrEqual(worker.prefetch);
+    return ids;
+  };
+
+  it('kill -9 of the worker mid-run, then a restart: every task completes', async () => {
+    scenario = new Scenario('kill -9 and restart');
+    await scenario.open();
+    // Every task is queued before the worker starts, so the fault lands mid-run however fast it is.
+    await scenario.send(N);
+    const worker = await scenario.startWorker();
+    const inFlight = await killMidRun(worker, N * 0.1, N);
     // a task may run twice only if it was in flight: one of the messages redelivered
-    scenario.duplicateBound = { max: scenario.redelivered, why: 'the messages redelivered' };
+    scenario.duplicateBound = { max: inFlight.length, why: 'the messages redelivered' };
     await scenario.startWorker();
     const report = await scenario.finish(120000);
     expectClean(report);
   });
+
+  it('kill -9 of the worker while 1,000 three-step chains run, then a restart: every chain completes, a step runs twice only if it was in flight', async () => {
+    scenario = new Scenario(`kill -9 and restart while ${CHAINS.toLocaleString('en-US')} three-step chains run (add → add → add)`);
+    await scenario.open();
+    // Every chain's first step is queued before the worker starts; the worker publishes steps 2 and 3 (frozen ids) as it goes.
+    await scenario.sendChains(CHAINS);
+    const steps = CHAINS * 3;
+    const worker = await scenario.startWorker();
+    // the fault lands once 40% of the steps have run: first steps done, second steps running (each publishing its third step);
+    // what was in flight: the killed worker's unacknowledged messages, back in the queue marked redelivered
+    const inFlight = await killMidRun(worker, steps * 0.4, steps);
+    expect(inFlight.filter((id) => scenario.chainStepOf(id) === null)).toEqual([]);
+    scenario.duplicateBound = { max: inFlight.length, why: 'the chain steps redelivered (in flight at the kill)' };
+    const restarted = await scenario.startWorker();
+    // per (chain, step): runs logged by either worker, and which steps ran twice (counted once the workers have stopped)
+    const twiceOf = () => {
+      const twice = scenario.executedTwiceIds();
+      return { twice, byStep: [0, 1, 2].map((step) => twice.filter((id) => scenario.chainStepOf(id)?.step === step).length), notInFlight: twice.filter((id) => !inFlight.includes(id)) };
+    };
+    scenario.detailAtFinish = () => {
+      const { twice, byStep, notInFlight } = twiceOf();
+      // second copies of a step (published again by a step that ran twice) that found the first copy's SUCCESS and did not run
+      const notRunAgain = restarted.lines.filter((l) => /was published again but already succeeded; not run again/.test(l)).length;
+      const redeliveredDone = restarted.lines.filter((l) => /was redelivered but already succeeded; not run again/.test(l)).length;
+      return (
+        `run twice: ${byStep[0]} first, ${byStep[1]} second, ${byStep[2]} third steps, ${notInFlight.length === 0 ? 'every one' : `${twice.length - notInFlight.length}`} redelivered; ` +
+        `${notRunAgain} steps published twice not run again (the first copy's SUCCESS found), ${redeliveredDone} redelivered steps already stored`
+      );
+    };
+    const report = await scenario.finish(120000);
+    const runs = scenario.executions();
+    const { notInFlight: twiceNotInFlight } = twiceOf();
+    expectClean(report);
+    expect(report.sent).toBe(CHAINS);
+    // never a broken chain: every step of every chain is stored with its own value, not only the last one
+    const notOk = scenario.chains.flatMap((c) => c.steps).filter((step) => scenario.outcomeOf(step) !== 'ok');
+    expect(notOk.map((step) => `${step.id}: ${JSON.stringify(scenario.rows.get(step.id) ?? [])}`)).toEqual([]);
+    // every step ran, none three times, and a step ran twice only if its message was in flight at the kill
+    expect(scenario.chains.flatMap((c) => c.steps).filter((step) => !runs.has(step.id))).toEqual([]);
+    expect(Math.max(...runs.values())).toBeLessThanOrEqual(2);
+    expect(twiceNotInFlight).toEqual([]);
+  }, 180000);
 
   it.each([
     ['SIGTERM to the worker process', false],

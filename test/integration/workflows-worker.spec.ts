@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
 import type { Client } from 'cassandra-driver';
 import { randomUUID } from 'node:crypto';
-import { Broker, CeleryModule, Producer, ResultStore, Task, TaskContext } from '../../lib';
+import { Broker, CeleryModule, Producer, ResultStore, Task, TaskContext, TaskFailure } from '../../lib';
 import { encodeTaskMessage, TaskEmbed } from '../../lib/protocol/task-message';
 import { TasksService } from '../../sample/tasks.service';
 import { eventually, KEYSPACE, rawCassandra, realOptions, removeQueueAndTable, uniqueName } from '../support/real-services';
@@ -15,6 +15,11 @@ class Errbacks {
   onError(failedId: string, @TaskContext() ctx: TaskContext): string {
     errbackCalls.push({ failedId, parentId: ctx.parentId });
     return `handled ${failedId}`;
+  }
+
+  @Task('it.readFailure')
+  readFailure(_failedId: string, @TaskContext() ctx: TaskContext): Promise<TaskFailure | null> {
+    return ctx.failure();
   }
 }
 
@@ -95,6 +100,21 @@ describe('workflows in the worker on RabbitMQ and Cassandra', () => {
     expect(errbackCalls.filter((x) => x.failedId === b)).toEqual([{ failedId: b, parentId: b }]);
   }, 30000);
 
+  it("an errback our worker sends reads the failed task's request and exception from its context (FAILURE row in Cassandra, request from the header)", async () => {
+    const [a, b, c, e] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+    const onError = { task: 'it.readFailure', args: [], kwargs: {}, options: { task_id: e }, subtask_type: null, immutable: false };
+    await send('tasks.add', a, [1, 2], {}, { chain: [sig('tasks.add', [1], c), sig('tasks.fail', [], b, { link_error: [onError] })] });
+    await expect(app.get(Producer).asyncResult(e).get({ timeout: 15000 })).resolves.toEqual({
+      request: { id: b, name: 'tasks.fail', args: [3], kwargs: {} },
+      exception: { type: 'ValueError', module: 'builtins', message: ['3'] },
+      traceback: expect.stringContaining('RangeError: 3'),
+    });
+    // a step that did not fail reads null: its parent's row is a SUCCESS
+    const [f, g] = [randomUUID(), randomUUID()];
+    await send('tasks.add', f, [1, 2], {}, { chain: [sig('it.readFailure', [], g)] });
+    await expect(app.get(Producer).asyncResult(g).get({ timeout: 15000 })).resolves.toBeNull();
+  }, 30000);
+
   it('celery.chord_unlock as Python publishes it: retries until the header is stored, then the body gets the values in header order', async () => {
     const group = randomUUID();
     const headers: string[] = [randomUUID(), randomUUID(), randomUUID()];
@@ -127,7 +147,45 @@ describe('workflows in the worker on RabbitMQ and Cassandra', () => {
     await send('celery.chord_unlock', randomUUID(), [group, body], { interval: 0.2, max_retries: null, result: [ok, bad].map((h) => [[h, null], null]) }, {}, { ignoreResult: true });
     await eventually(async () => (await rows(body.options.task_id)).length > 0, 15000);
     expect(await rows(body.options.task_id)).toEqual([
-      { status: 'FAILURE', result: { exc_type: 'ChordError', exc_message: [`Dependency ${bad} raised ValueError('no')`], exc_module: 'celery.exceptions' }, children: [] },
+      { status: 'FAILURE', result: { exc_type: 'ChordError', exc_message: ["ValueError('no')"], exc_module: 'celery.exceptions' }, children: [] },
     ]);
+  }, 30000);
+});
+
+/**
+ * The errback context with `resultExtended`: an errback sent as a Python worker sends it (no header
+ * of ours, only the failed task's id as argument and parent_id) reads the failed request's name,
+ * args and kwargs from the FAILURE row's extended columns.
+ */
+describe('the errback context on a resultExtended table', () => {
+  const queue = uniqueName('it_ebx');
+  const table = uniqueName('it_ebx');
+  let app: TestingModule;
+
+  beforeAll(async () => {
+    app = await Test.createTestingModule({ imports: [CeleryModule.forRoot(realOptions(queue, table, { resultExtended: true }))], providers: [TasksService, Errbacks] }).compile();
+    await app.init();
+  }, 60000);
+
+  afterAll(async () => {
+    await app?.close();
+    await removeQueueAndTable(queue, table);
+  }, 60000);
+
+  it('reads the request from the row, the exception and traceback too', async () => {
+    const broker = app.get(Broker);
+    const publish = async (task: string, id: string, args: unknown[], kwargs: Record<string, unknown>, parentId?: string) => {
+      const m = encodeTaskMessage({ task, id, args, kwargs, ...(parentId ? { parentId, rootId: parentId } : {}) }, { nowMicros: Date.now() * 1000, origin: 'gen1@python-worker' });
+      await broker.publish(queue, { headers: m.amqpHeaders, properties: m.properties, body: m.body });
+    };
+    const [failed, errback] = [randomUUID(), randomUUID()];
+    await publish('tasks.fail', failed, [], { message: 'no disk' });
+    await expect(app.get(Producer).asyncResult(failed).get({ timeout: 15000 })).rejects.toMatchObject({ excType: 'ValueError' });
+    await publish('it.readFailure', errback, [failed], {}, failed); // Celery's _call_task_errbacks: (task_id,), parent_id=task_id
+    await expect(app.get(Producer).asyncResult(errback).get({ timeout: 15000 })).resolves.toEqual({
+      request: { id: failed, name: 'tasks.fail', args: [], kwargs: { message: 'no disk' } },
+      exception: { type: 'ValueError', module: 'builtins', message: ['no disk'] },
+      traceback: expect.stringContaining('RangeError: no disk'),
+    });
   }, 30000);
 });

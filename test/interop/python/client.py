@@ -16,7 +16,8 @@ ops:
   forget    AsyncResult(id).forget() (Celery 5.7's Cassandra backend deletes the task's rows)
   meta      AsyncResult(id): state, info (value, exception or STARTED meta), traceback, children
   chain     chain(task.s(*args), task.s(*args2)) on a queue; answers the step ids
-  workflow  a chain or chord of steps on any queues (link_error frozen); answers the ids and the caller's get()
+  workflow  a chain, group or chord of steps on any queues (link_error frozen, per step or for the whole chain);
+            answers the ids and the caller's get()
 """
 import json
 import sys
@@ -196,7 +197,7 @@ def main():
         steps = [app.signature(cmd['task'], args=special(a), queue=cmd['queue']) for a in cmd['args']]
         print(json.dumps({'ids': chain_ids(chain(*steps).apply_async())}))
     elif op == 'workflow':
-        # chain / chord of {task, args, queue, [link_error: {task, queue}]} or {group: [steps]} steps; answers every frozen id
+        # chain / group / chord of {task, args, queue, [link_error: {task, queue}]} or {group: [steps]} steps; answers every frozen id
         # and the caller's own get() of the workflow's result (the last step, the body)
         from celery import chain, chord
 
@@ -212,9 +213,24 @@ def main():
             return sig
         if cmd['kind'] == 'chain':
             sigs = [step(s) for s in cmd['steps']]
-            result = chain(*sigs).apply_async()
+            workflow = chain(*sigs)
+            whole = None
+            if 'link_error' in cmd:
+                # the chain's own link_error (Celery gives it to every step)
+                whole = app.signature(cmd['link_error']['task'], queue=cmd['link_error']['queue'])
+                whole.freeze()
+                workflow.link_error(whole)
+            result = workflow.apply_async()
             ids = chain_ids(result)
             errbacks = [s.options['link_error'][0]['options']['task_id'] for s in sigs if s.options.get('link_error')]
+            if whole is not None:
+                errbacks = [whole.id]
+        elif cmd['kind'] == 'group':
+            # a GroupResult collected by get() without save() (the Cassandra backend has none)
+            from celery import group
+            result = group([step(s) for s in cmd['members']]).apply_async()
+            ids = [r.id for r in result.results]
+            errbacks = []
         else:
             header = [step(s) for s in cmd['header']]
             result = chord(header)(step(cmd['body']))

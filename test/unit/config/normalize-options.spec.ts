@@ -67,7 +67,9 @@ describe('normalizeCeleryOptions: defaults', () => {
       resultPollIntervalMs: 100,
       publishTimeoutMs: 30000,
       rateLimits: { disabled: false, table: 'celery_rate_limits', serialConsistency: 'SERIAL', reserveAheadMs: 500, maxLateMs: 25 },
+      chords: { completion: 'unlock', table: 'celery_chords', serialConsistency: 'SERIAL' },
       resultExtended: false,
+      scheduler: { enabled: null, timezone: 'UTC', entries: [], table: 'celery_periodic_ticks', claimTimeoutMs: 35000, catchUpMs: 60000, serialConsistency: 'SERIAL' },
     };
     expect(normalizeCeleryOptions(undefined)).toEqual(expected);
     expect(normalizeCeleryOptions(null)).toEqual(expected);

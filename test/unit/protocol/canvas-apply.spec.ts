@@ -1,4 +1,4 @@
-import { chordBodyCanvas, chordErrorOf, chordState, errbackCanvas, InvalidSignatureError, parseChordUnlock, parseSignature, remainingChainIds, successCanvas } from '../../../lib/protocol/canvas-apply';
+import { chordBodyCanvas, chordBodyFailureTargets, chordErrorOf, chordState, errbackCanvas, InvalidSignatureError, parseChordUnlock, parseSignature, remainingChainIds, successCanvas } from '../../../lib/protocol/canvas-apply';
 import { decodeTaskMessage } from '../../../lib/protocol/task-message';
 import { encodeTaskMessage } from '../../../lib/protocol/task-message';
 import { CAPTURE_NOW_MICROS, CAPTURE_ORIGIN, CaptureFile, CapturedMessage, loadVector } from '../../support/vectors';
@@ -89,7 +89,7 @@ describe('canvas-apply', () => {
       ['m2', 'g', 1, [5], 'p', 'r'],
     ]);
     expect(applied.children).toEqual([[['g', null], [[['m1', null], null], [['m2', null], null]]]]);
-    expect(() => successCanvas({ callbacks: null, chain: [sig('t.z', []), group] }, 5, { id: 'p', rootId: 'r' }, ids())).toThrow(/a group as a chain step is not supported/);
+    expect(() => successCanvas({ callbacks: null, chain: [sig('t.z', []), group] }, 5, { id: 'p', rootId: 'r' }, ids())).toThrow(/a group followed by more chain steps/);
   });
 
   it('names what is wrong with a signature it cannot apply', () => {
@@ -98,7 +98,8 @@ describe('canvas-apply', () => {
     expect(bad({ task: '' })).toThrow(/chain step 0: "task" is not a non-empty string/);
     expect(bad({ task: 't.x', args: 'no' })).toThrow(/chain step 0 \(t.x\): "args" is not a list/);
     expect(bad({ task: 't.x', options: { countdown: 'soon' } })).toThrow(/option countdown is not a number/);
-    expect(bad({ task: 'celery.chord', subtask_type: 'chord' })).toThrow(/a chord as a chain step is not supported/);
+    expect(bad({ task: 'celery.chord', subtask_type: 'chord' })).toThrow(/chain step 0 celery.chord: kwargs.header: expected a signature dict, got undefined/);
+    expect(bad({ task: 'celery.chunks', subtask_type: 'chunks', kwargs: {} })).toThrow(/a chunks signature here is not supported by the NestJS worker/);
     expect(() => parseSignature({ task: 't', immutable: 1 }, 'x')).toThrow(/"immutable" is not a boolean/);
   });
 
@@ -139,8 +140,109 @@ describe('canvas-apply', () => {
     const exc = { exc_type: 'ValueError', exc_message: ['boom'], exc_module: 'builtins' };
     const state = chordState(header, new Map([['a', { status: 'SUCCESS', result: 1 }], ['b', { status: 'FAILURE', result: exc }], ['c', { status: 'REVOKED', result: exc }]]));
     expect(state).toEqual({ kind: 'failed', culpritId: 'b', error: exc });
-    expect(chordErrorOf('b', exc)).toEqual({ exc_type: 'ChordError', exc_message: ["Dependency b raised ValueError('boom')"], exc_module: 'celery.exceptions' });
+    expect(chordErrorOf(exc)).toEqual({ exc_type: 'ChordError', exc_message: ["ValueError('boom')"], exc_module: 'celery.exceptions' });
     expect(() => parseChordUnlock('g', { task: 't' }, 'soon', null, [])).toThrow(/interval is not a number/);
     expect(() => parseChordUnlock('g', { task: 't' }, null, null, [['x']])).toThrow(/header result 0/);
+  });
+
+  describe('chains and chords applied by the worker (as chain steps, callbacks, group members)', () => {
+    const chord = (header: unknown[], body: unknown, options: Record<string, unknown> = {}) => ({
+      task: 'celery.chord',
+      args: [],
+      kwargs: { header: { task: 'celery.group', args: [], kwargs: { tasks: header }, options: { task_id: 'grp' }, subtask_type: 'group', immutable: false }, body, kwargs: {} },
+      options,
+      subtask_type: 'chord',
+      immutable: false,
+    });
+    const chain = (steps: unknown[]) => ({ task: 'celery.chain', args: [], kwargs: { tasks: steps }, options: {}, subtask_type: 'chain', immutable: false });
+
+    it('a chord as the next chain step: chord_unlock routed as the body, header tasks with the result prepended, the rest of the chain in the body', () => {
+      const last = sig('t.last', [], { task_id: 'last' });
+      const body = sig('t.tsum', [], { task_id: 'body', queue: 'bodyq' });
+      const applied = successCanvas({ callbacks: null, chain: [last, chord([sig('t.add', [1], { task_id: 'h1' }), sig('t.add', [2], { task_id: 'h2' })], body)] }, 10, { id: 'a', rootId: 'root' }, ids());
+      const [unlock, h1, h2] = applied.publish;
+      expect(applied.publish).toHaveLength(3);
+      expect(unlock.spec).toMatchObject({ task: 'celery.chord_unlock', countdown: 1, rootId: 'root', parentId: 'a', ignoreResult: true });
+      expect(unlock.route).toMatchObject({ name: 't.tsum', queue: 'bodyq' });
+      expect(unlock.spec.args?.[0]).toBe('grp');
+      const unlockBody = unlock.spec.args?.[1] as { options: Record<string, unknown> };
+      expect(unlockBody.options).toMatchObject({ task_id: 'body', group_id: 'grp', root_id: 'root', parent_id: 'a', chain: [last] });
+      expect(unlock.spec.kwargs?.result).toEqual([[['h1', null], null], [['h2', null], null]]);
+      for (const [step, id, arg, index] of [[h1, 'h1', 1, 0], [h2, 'h2', 2, 1]] as const) {
+        expect(step.spec).toMatchObject({ task: 't.add', id, args: [10, arg], group: 'grp', groupIndex: index, rootId: 'root', parentId: 'a' });
+        expect((step.spec.embed?.chord as { options: { task_id: string } }).options.task_id).toBe('body');
+        expect(step.spec.embed?.chain ?? null).toBeNull();
+        expect(step.route.name).toBeUndefined();
+      }
+      // the SUCCESS row lists the chord's result: the body with the header's group as parent
+      expect(applied.children).toEqual([[['body', [['grp', null], [[['h1', null], null], [['h2', null], null]]]], null]]);
+    });
+
+    it("chord_unlock sends the body with the body's own chain option as its embedded chain (the rest of the enclosing chain)", () => {
+      const rest = [sig('t.after', [1000], { task_id: 'after' })];
+      const call = parseChordUnlock('grp', sig('t.tsum', [], { task_id: 'body', chain: rest }), 1, null, [[['h1', null], null]]);
+      const [body] = chordBodyCanvas(call, [7], { id: 'unlock', rootId: 'root' }, ids()).publish;
+      expect(body.spec).toMatchObject({ task: 't.tsum', id: 'body', args: [[7]] });
+      expect(body.spec.embed?.chain).toEqual(rest);
+    });
+
+    it('a chord whose body is a chain (Celery 5.2 sends chain(a, group, b, c) so): chord_unlock runs the chain with the values, a ChordError goes on all its steps', () => {
+      const bodyChain = chain([sig('t.tsum', [], { task_id: 'b1' }), sig('t.add', [1000], { task_id: 'b2', link_error: sig('t.eb', []) })]);
+      const applied = successCanvas({ callbacks: null, chain: [chord([sig('t.add', [1], { task_id: 'h1' })], bodyChain)] }, 2, { id: 'a', rootId: 'a' }, ids());
+      const [unlock, h1] = applied.publish;
+      expect(unlock.spec.task).toBe('celery.chord_unlock');
+      expect(unlock.route.name).toBe('celery.chain');
+      expect(h1.spec).toMatchObject({ id: 'h1', args: [2, 1] });
+      expect(applied.children).toEqual([[['b2', [['grp', null], [[['h1', null], null]]]], null]]);
+      const call = parseChordUnlock(unlock.spec.args?.[0], unlock.spec.args?.[1], 1, null, unlock.spec.kwargs?.result);
+      const [first] = chordBodyCanvas(call, [3], { id: 'unlock', rootId: 'a' }, ids()).publish;
+      expect(first.spec).toMatchObject({ task: 't.tsum', id: 'b1', args: [[3]] });
+      expect((first.spec.embed?.chain as { options: { task_id: string } }[]).map((c) => c.options.task_id)).toEqual(['b2']);
+      const targets = chordBodyFailureTargets(call);
+      expect(targets.bodyId).toBe('b2');
+      expect(remainingChainIds(targets.chain)).toEqual(['b1']);
+      expect(targets.errbacks).toHaveLength(1);
+    });
+
+    it('a chain as a callback: its first step with the result prepended and the rest as its embedded chain; children the last step with its parents', () => {
+      const applied = successCanvas({ callbacks: [chain([sig('t.b', [1], { task_id: 'b' }), sig('t.c', [], { task_id: 'c' })])], chain: null }, 'r', { id: 'a', rootId: 'root' }, ids());
+      expect(applied.publish).toHaveLength(1);
+      expect(applied.publish[0].spec).toMatchObject({ task: 't.b', id: 'b', args: ['r', 1], parentId: 'a', rootId: 'root' });
+      expect((applied.publish[0].spec.embed?.chain as { options: Record<string, unknown> }[]).map((s) => [s.options.task_id, s.options.root_id])).toEqual([['c', 'root']]);
+      expect(applied.children).toEqual([[['c', [['b', null], null]], null]]);
+    });
+
+    it('an immutable chain as a callback gets nothing prepended', () => {
+      const applied = successCanvas({ callbacks: [{ ...chain([sig('t.b', [1], { task_id: 'b' })]), immutable: true }], chain: null }, 'r', { id: 'a', rootId: 'a' }, ids());
+      expect(applied.publish[0].spec.args).toEqual([1]);
+    });
+
+    it('a chain inside a group of callbacks: its last step is the group member', () => {
+      const applied = successCanvas(
+        { callbacks: [sig('t.x', [], { task_id: 'x' }), chain([sig('t.b', [], { task_id: 'b' }), sig('t.c', [], { task_id: 'c' })])], chain: null },
+        5,
+        { id: 'a', rootId: 'a' },
+        () => 'g',
+      );
+      expect(applied.publish.map((p) => [p.spec.id, p.spec.args, p.spec.group, p.spec.groupIndex])).toEqual([
+        ['x', [5], 'g', 0],
+        ['b', [5], null, null],
+      ]);
+      const embedded = (applied.publish[1].spec.embed?.chain as { options: Record<string, unknown> }[])[0].options;
+      expect(embedded).toMatchObject({ task_id: 'c', group_id: 'g', group_index: 1 });
+      expect(applied.children).toEqual([[['g', null], [[['x', null], null], [['c', [['b', null], null]], null]]]]);
+    });
+
+    it('a chord as a callback: the header gets the result; a chord inside a group and a chain followed by more steps are refused by name', () => {
+      const applied = successCanvas({ callbacks: [chord([sig('t.h', [], { task_id: 'h' })], sig('t.body', [], { task_id: 'body' }))], chain: null }, 3, { id: 'a', rootId: 'a' }, ids());
+      expect(applied.publish.map((p) => [p.spec.task, p.spec.args])).toEqual([
+        ['celery.chord_unlock', expect.any(Array)],
+        ['t.h', [3]],
+      ]);
+      expect(() =>
+        successCanvas({ callbacks: [sig('t.x', []), chord([sig('t.h', [])], sig('t.body', []))], chain: null }, 3, { id: 'a', rootId: 'a' }, ids()),
+      ).toThrow(/a chord inside a group is not supported by the NestJS worker/);
+      expect(() => successCanvas({ callbacks: null, chain: [sig('t.z', []), chain([sig('t.b', [])])] }, 3, { id: 'a', rootId: 'a' }, ids())).toThrow(/a chain as a chain step is not supported/);
+    });
   });
 });

@@ -1,4 +1,4 @@
-import { planChain, planChord, planGroup, Signature, FreezeContext, CanvasMessage } from '../../../lib/protocol/canvas';
+import { planChain, planChord, planGroup, Signature, FreezeContext, CanvasMessage, CHORD_COUNTER_HEADER } from '../../../lib/protocol/canvas';
 import { encodeTaskMessage, PeerCompat } from '../../../lib/protocol/task-message';
 import { CAPTURE_NOW_MICROS, CAPTURE_ORIGIN, CAPTURE_REPLY_TO, CaptureFile, CapturedMessage, loadVector } from '../../support/vectors';
 
@@ -86,5 +86,28 @@ describe.each([
     expect(plan.messages[0].route.name).toBe('tasks.sortWords');
     expect(encode(plan.messages[0], peer).properties.priority).toBeUndefined();
     plan.messages.forEach((m, i) => expectSame(m, captured[i], peer));
+  });
+
+  it('§8.7 the same chord in counter mode: no chord_unlock; the header messages are the captured ones plus the nestjs_chord_size header', () => {
+    const captured = labelled('chord');
+    const [, ...headers] = captured;
+    const groupId = headers[0].headers.group as string;
+    const plan = planChord(
+      [sortWords(TEXT, false).set({ taskId: 'c0000000-0000-4000-8000-000000000001' }), sortWords(TEXT, true).set({ taskId: 'c0000000-0000-4000-8000-000000000002' })],
+      sortWords(false),
+      ctxWith(peer, [groupId]),
+      { taskId: 'c0000000-0000-4000-8000-0000000000bb', completion: 'counter' },
+    );
+    expect(plan.id).toBe('c0000000-0000-4000-8000-0000000000bb');
+    expect(plan.messages.map((m) => m.spec.task)).toEqual(['tasks.sortWords', 'tasks.sortWords']);
+    plan.messages.forEach((m, i) => {
+      const encoded = encode(m, peer);
+      const { [CHORD_COUNTER_HEADER]: size, ...rest } = encoded.headers;
+      expect(size).toBe(2);
+      // Celery's own headers first, in Celery's order; ours after them
+      expect(Object.keys(encoded.headers).pop()).toBe(CHORD_COUNTER_HEADER);
+      expect(rest).toEqual(headers[i].headers);
+      expect(encoded.body.toString('utf8')).toBe(headers[i].body);
+    });
   });
 });

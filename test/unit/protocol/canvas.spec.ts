@@ -158,8 +158,17 @@ describe('messageOf / planChord details', () => {
     expect(plan.messages[0].spec.priority).toBe(5);
   });
 
+  it('a chain as the body: every step frozen, the last is the body id; the header tasks carry the chain as their chord', () => {
+    const plan = planChord([new Signature('a')], chainSignature([new Signature('b'), new Signature('c')]), counter());
+    const bodySteps = ((plan.messages[0].spec.args as unknown[])[1] as { kwargs: { tasks: { task: string; options: { task_id: string } }[] } }).kwargs.tasks;
+    expect(bodySteps.map((t) => t.task)).toEqual(['b', 'c']);
+    expect(plan.id).toBe(bodySteps[1].options.task_id);
+    expect(bodySteps[0].options.task_id).toEqual(expect.any(String));
+    expect((plan.messages[1].spec.embed?.chord as { subtask_type: string }).subtask_type).toBe('chain');
+  });
+
   it('refuses what it cannot send, naming it', () => {
-    expect(() => planChord([new Signature('a')], chainSignature([new Signature('b')]), counter())).toThrow('the body is a chain');
+    expect(() => planChord([new Signature('a')], groupSignature([new Signature('b')]), counter())).toThrow('the body is a group; only a task or a chain is supported');
     expect(() => planChord([chainSignature([new Signature('b')])], new Signature('c'), counter())).toThrow('member 0 is a chain');
     expect(() => planChain([new Signature('a'), 'x' as never], counter())).toThrow('chain: item 1 is not a Signature');
   });

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
-import { Broker, CeleryModule, Producer, ResultStore, Task, TaskContext } from '../../../lib';
+import { Broker, CeleryModule, Producer, ResultStore, Task, TaskContext, TaskFailure } from '../../../lib';
 import { fromAmqpFieldValue } from '../../../lib/protocol/amqp-field-table';
 import type { ResultToStore } from '../../../lib/protocol/result-row';
 import { encodeTaskMessage } from '../../../lib/protocol/task-message';
@@ -8,6 +8,7 @@ import { encodeTaskMessage } from '../../../lib/protocol/task-message';
 const REPLY_TO = '0b6c8a7e-3d1f-3c2a-9e4b-7f5d2c1a9e08';
 let ran: string[] = [];
 let errbacks: { arg: string; parentId: string | null; rootId: string | null; group: string | null }[] = [];
+let failures: (TaskFailure | null)[] = [];
 
 @Injectable()
 class FlowTasks {
@@ -33,6 +34,13 @@ class FlowTasks {
     errbacks.push({ arg: failedId, parentId: ctx.parentId, rootId: ctx.rootId, group: ctx.group });
     return failedId;
   }
+
+  /** An errback that reads the failure it was called for from its context. */
+  @Task('w.onErrorCtx')
+  async onErrorCtx(_failedId: string, @TaskContext() ctx: TaskContext): Promise<string> {
+    failures.push(await ctx.failure());
+    return 'seen';
+  }
 }
 
 /** A signature dict as Python's `Signature.__json__` writes it (wire spec §6.1). */
@@ -52,6 +60,7 @@ describe('workflows in the worker (memory transports)', () => {
   beforeEach(async () => {
     ran = [];
     errbacks = [];
+    failures = [];
     failPublishOf = null;
     moduleRef = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ resultPollIntervalMs: 5 })], providers: [FlowTasks] }).compile();
     await moduleRef.init();
@@ -136,6 +145,48 @@ describe('workflows in the worker (memory transports)', () => {
     expect(events.indexOf('publish f-err')).toBeGreaterThan(events.indexOf('store f-3 FAILURE'));
   });
 
+  describe('the errback context (ctx.failure())', () => {
+    const onErrorCtx = (id: string) => ({ task: 'w.onErrorCtx', args: [], kwargs: {}, options: { task_id: id }, subtask_type: null, immutable: false });
+
+    it("an errback sent by our worker reads the failed task's request (id, name, args, kwargs) and exception from its context", async () => {
+      await sendChain({ task: 'w.add', args: [1, 2], id: 'x-1' }, [sig('w.fail', [], 'x-2', { link_error: [onErrorCtx('x-err')] }), sig('w.add', [5], 'x-3')]);
+      await expect(moduleRef.get(Producer).asyncResult('x-err').get({ timeout: 3000 })).resolves.toBe('seen');
+      expect(failures).toEqual([
+        {
+          request: { id: 'x-2', name: 'w.fail', args: [3], kwargs: {} },
+          exception: { type: 'ValueError', module: 'builtins', message: ['cannot take 3'] },
+          traceback: expect.stringContaining('RangeError: cannot take 3'),
+        },
+      ]);
+      // the header that carries the request travels as one string; the FAILURE row is still what the exception is read from
+      expect(typeof published.find((p) => p.id === 'x-err')?.nestjs_celery_failed_request).toBe('string');
+    });
+
+    it('an errback sent by Python (no header, a row without the extended columns): the id and the exception from the row, the request fields null', async () => {
+      await store.store({ taskId: 'py-failed', status: 'FAILURE', result: { exc_type: 'KeyError', exc_message: ["'k'"], exc_module: 'builtins' }, traceback: 'Traceback (most recent call last):\nKeyError: \'k\'\n', children: [] });
+      // Celery's _call_task_errbacks: args (failed id,), parent_id = the failed id
+      const message = encodeTaskMessage({ task: 'w.onErrorCtx', id: 'py-err', args: ['py-failed'], parentId: 'py-failed', rootId: 'py-root' }, { nowMicros: Date.now() * 1000, origin: 'gen1@python' });
+      await broker.publish('celery', { headers: message.amqpHeaders, properties: message.properties, body: message.body });
+      await expect(moduleRef.get(Producer).asyncResult('py-err').get({ timeout: 3000 })).resolves.toBe('seen');
+      expect(failures).toEqual([
+        {
+          request: { id: 'py-failed', name: null, args: null, kwargs: null },
+          exception: { type: 'KeyError', module: 'builtins', message: ["'k'"] },
+          traceback: "Traceback (most recent call last):\nKeyError: 'k'\n",
+        },
+      ]);
+    });
+
+    it('a task that is no errback (its parent succeeded, or it has none) reads null', async () => {
+      await sendChain({ task: 'w.add', args: [1, 2], id: 'n-1' }, [sig('w.onErrorCtx', [], 'n-2')]);
+      await expect(moduleRef.get(Producer).asyncResult('n-2').get({ timeout: 3000 })).resolves.toBe('seen');
+      const message = encodeTaskMessage({ task: 'w.onErrorCtx', id: 'n-3', args: ['x'] }, { nowMicros: Date.now() * 1000, origin: 'gen1@python' });
+      await broker.publish('celery', { headers: message.amqpHeaders, properties: message.properties, body: message.body });
+      await expect(moduleRef.get(Producer).asyncResult('n-3').get({ timeout: 3000 })).resolves.toBe('seen');
+      expect(failures).toEqual([null, null]);
+    });
+  });
+
   it('link callbacks: one alone, several as a group (the row lists the GroupResult), with the result prepended', async () => {
     const message = encodeTaskMessage(
       { task: 'w.add', id: 'l-1', args: [2, 3], embed: { callbacks: [sig('w.add', [1], 'l-a'), sig('w.add', [2], 'l-b')] } },
@@ -203,7 +254,7 @@ describe('workflows in the worker (memory transports)', () => {
       await send('w.fail', 'cf-2', [1], {}, { embed: { chord: body } });
       await send('celery.chord_unlock', 'cf-unlock', ['cf-g', body], { interval: 0.05, max_retries: null, result: header(['cf-1', 'cf-2']) }, { ignoreResult: true });
       const err = await moduleRef.get(Producer).asyncResult('cf-body').get({ timeout: 3000 }).catch((e: unknown) => e);
-      expect(err).toMatchObject({ excType: 'ChordError', excModule: 'celery.exceptions', excMessage: ["Dependency cf-2 raised ValueError('cannot take 1')"] });
+      expect(err).toMatchObject({ excType: 'ChordError', excModule: 'celery.exceptions', excMessage: ["ValueError('cannot take 1')"] });
       await expect(moduleRef.get(Producer).asyncResult('cf-after').get({ timeout: 3000 }).catch((e: unknown) => e)).resolves.toMatchObject({ excType: 'ChordError' });
       await expect(moduleRef.get(Producer).asyncResult('cf-err').get({ timeout: 3000 })).resolves.toBe('cf-body');
       expect(published.find((p) => p.task === 'w.tsum')).toBeUndefined();
