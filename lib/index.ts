@@ -1,6 +1,7 @@
 export { CeleryModule } from './celery.module';
 export { CELERY_MODULE_OPTIONS } from './celery.module-definition';
 export { CELERY_CONFIG } from './celery.constants';
+export type { TaskEventsSwitch } from './worker/control/remote-control';
 export type { CeleryModuleOptions, CassandraOptions, WorkerOptions, PythonCeleryConfig, CeleryOptionsInput } from './interfaces/celery-options.interface';
 export type { GlobalRateLimitOptions } from './interfaces/celery-options.interface';
 export type { ChordOptions } from './interfaces/celery-options.interface';
