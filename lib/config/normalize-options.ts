@@ -131,6 +131,41 @@ function resolveEventOptions(o: Mutable, w: WorkerOptions): Pick<ResolvedCeleryC
 }
 // --- end of events ---
 
+// --- revokes across restarts and mingle (issue 14 item 5) ---
+WORKER_KEYS.add('stateDb');
+WORKER_KEYS.add('mingle');
+WORKER_KEYS.add('mingleTimeoutMs');
+PYTHON_KEYS.worker_state_db = 'worker.stateDb';
+
+/** `worker.stateDb` (Celery's `worker_state_db`): a file path, or `{ table }` in the Cassandra result keyspace. */
+function resolveStateDb(value: unknown, resultBackend: string): ResolvedCeleryConfig['worker']['stateDb'] {
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'string') {
+    if (value.trim() === '') throw new CeleryConfigError('worker.stateDb', 'must be a file path or { table }, got an empty string');
+    return { file: value };
+  }
+  if (typeof value === 'object' && !Array.isArray(value)) {
+    for (const key of Object.keys(value)) if (key !== 'table') throw new CeleryConfigError(`worker.stateDb.${key}`, 'unknown option (only table)');
+    const table = (value as { table?: unknown }).table;
+    if (typeof table !== 'string' || !/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(table)) {
+      throw new CeleryConfigError('worker.stateDb.table', `must be a CQL table name (letters, digits, _), got ${JSON.stringify(table)}`);
+    }
+    if (resultBackend !== 'cassandra') throw new CeleryConfigError('worker.stateDb.table', "a Cassandra table needs resultBackend 'cassandra' (use a file path otherwise)");
+    return { table };
+  }
+  throw new CeleryConfigError('worker.stateDb', `must be a file path or { table }, got ${JSON.stringify(value)}`);
+}
+
+/** `worker.mingle` defaults to on with AMQP, off with the in-process memory broker (Celery mingles on amqp and redis only). */
+function resolveMingle(w: WorkerOptions, resultBackend: string, broker: 'amqp' | 'memory'): Pick<ResolvedCeleryConfig['worker'], 'stateDb' | 'mingle' | 'mingleTimeoutMs'> {
+  return {
+    stateDb: resolveStateDb(w.stateDb, resultBackend),
+    mingle: optBool(w.mingle, 'worker.mingle') ?? broker === 'amqp',
+    mingleTimeoutMs: optInt(w.mingleTimeoutMs, 'worker.mingleTimeoutMs', 1) ?? 1000,
+  };
+}
+// --- end of revokes across restarts ---
+
 /** The result options, resolved: `resultExtended` (Celery's `result_extended`, default false). */
 function resolveResultOptions(o: Mutable): Pick<ResolvedCeleryConfig, 'resultExtended'> {
   return { resultExtended: optBool(o.resultExtended, 'resultExtended') ?? false };
@@ -481,6 +516,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       isolatedThreads: optInt(w.isolatedThreads, 'worker.isolatedThreads', 1) ?? null,
       enableRemoteControl: optBool(w.enableRemoteControl, 'worker.enableRemoteControl') ?? true,
       remoteControlRefuse: resolveRefuse(w.remoteControl),
+      ...resolveMingle(w, resultBackend, brokerKind),
     },
     tasks: {
       timeLimit: optSeconds(o.taskTimeLimit, 'taskTimeLimit') ?? null,

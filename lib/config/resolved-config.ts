@@ -63,6 +63,12 @@ export interface ResolvedCeleryConfig {
     enableRemoteControl: boolean;
     /** Remote-control commands this worker refuses (`worker.remoteControl.refuse`), answered with an error. */
     remoteControlRefuse: string[];
+    /** Celery's `--statedb`: where revoked ids outlive the worker (a file, or a Cassandra table in the result keyspace); null: memory only. */
+    stateDb: { file: string } | { table: string } | null;
+    /** Celery's Mingle: `hello` to every node at start (false: `--without-mingle`). */
+    mingle: boolean;
+    /** How long mingle waits for the next reply. */
+    mingleTimeoutMs: number;
   };
   /** Defaults of every task (Celery's `task_*` settings); a task's own `@Task()` options win. */
   tasks: {

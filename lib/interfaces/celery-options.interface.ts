@@ -119,6 +119,22 @@ export interface WorkerOptions {
    */
   sendTaskEvents?: boolean;
   /**
+   * Celery's `--statedb` (`worker_state_db`): keep revoked task ids across restarts, so a task
+   * revoked before a restart is still not run when it is delivered after it. A file path (one
+   * worker per file, JSON lines written as each revoke comes), or `{ table }`: a Cassandra table in
+   * the result keyspace shared by every worker naming it (needs `resultBackend: 'cassandra'`).
+   * Default none: revoked ids live in memory only.
+   */
+  stateDb?: string | { table: string };
+  /**
+   * Celery's Mingle at start (`--without-mingle` is `false`): `hello` to every node, merging the
+   * revoked ids they answer with and their clock, before consuming. Default true with an AMQP
+   * broker, false with `memory://` (Celery mingles on amqp and redis only).
+   */
+  mingle?: boolean;
+  /** How long mingle waits for the next reply (Celery: 1 s); a worker alone waits this long at start. Default 1000. */
+  mingleTimeoutMs?: number;
+  /**
    * Celery's `--without-heartbeat`: send no `worker-online` / `worker-heartbeat` / `worker-offline`
    * events (monitors then never see this worker). Default false: they are sent, as by every Celery worker.
    */

@@ -22,6 +22,11 @@ import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from 
 import { WorkerEvents } from '../events/worker-events';
 import { RequestTracker } from './control/request-tracker';
 import { RemoteControl, type TaskEventsSwitch } from './control/remote-control';
+import { LimitedSet, type RevokedSet } from './control/limited-set';
+import { CassandraRevokedStore, FileRevokedStore, PersistentRevokedSet } from './revoked-persistence';
+import { mingle } from './mingle';
+import { CeleryControl } from '../control/celery-control';
+import { CassandraResultStore } from '../results/cassandra.result-store';
 
 /** How long tasks aborted at the shutdown timeout get to end (and send their message back) before the worker returns. */
 const SHUTDOWN_ABORT_GRACE_MS = 1000;
@@ -84,6 +89,9 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   readonly tracker: RequestTracker;
   /** Answers Celery's remote control (`worker.enableRemoteControl`); null when switched off. */
   readonly remoteControl: RemoteControl | null;
+  /** Revoked task ids (Celery's `worker_state.revoked`): a later delivery of one is not run. Persisted with `worker.stateDb`. */
+  readonly revoked: RevokedSet;
+  private readonly persistentRevoked: PersistentRevokedSet | null;
   /** Counter-mode chords: the header tasks complete them (README, "How a chord completes"). */
   private readonly chordCounter: ChordCounter;
 
@@ -97,6 +105,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     this.writer = new ResultWriter(store, this.logger, () => this.stopping);
     this.rateLimiter = createRateLimiter(config, store, this.logger);
     this.tracker = new RequestTracker(config.worker.hostname);
+    this.persistentRevoked = this.createPersistentRevoked(store);
+    this.revoked = this.persistentRevoked ?? new LimitedSet();
     this.remoteControl = config.worker.enableRemoteControl ? this.createRemoteControl(this.events) : null;
     this.ctx = {
       registry,
@@ -131,7 +141,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
       events,
       phase: (phase, task, delivery) => this.tracker.phase(phase, task, delivery),
-      isRevoked: (task) => this.remoteControl?.isRevoked(task.id, task.headers) ?? false,
+      isRevoked: (task) => this.remoteControl?.isRevoked(task.id, task.headers) ?? this.revoked.has(task.id),
       chordPart: (task) => this.chordCounter.partDone(task),
     };
     this.chordCounter = new ChordCounter(createChordStore(config, store), this.chordDeps());
@@ -147,6 +157,30 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     };
   }
 
+  /** `worker.stateDb`: the revoked set written through to a file or a Cassandra table (Celery's --statedb). */
+  private createPersistentRevoked(store: ResultStore): PersistentRevokedSet | null {
+    const db = this.config.worker.stateDb;
+    if (!db) return null;
+    if ('file' in db) return new PersistentRevokedSet(new LimitedSet(), new FileRevokedStore(db.file));
+    if (!(store instanceof CassandraResultStore) || !this.config.cassandra) throw new Error("worker.stateDb.table needs the Cassandra result store (resultBackend 'cassandra')");
+    return new PersistentRevokedSet(new LimitedSet(), new CassandraRevokedStore(() => store.session(), this.config.cassandra.keyspace, db.table));
+  }
+
+  /**
+   * Celery's Mingle bootstep: `hello` to every node, merging the revoked ids they answer with and
+   * moving our clock past theirs. Waits `worker.mingleTimeoutMs` after the last reply (a worker
+   * alone waits that long); a failure is logged and the worker starts without its neighbours.
+   */
+  private async mingle(): Promise<void> {
+    const control = new CeleryControl(this.broker);
+    try {
+      const { clock } = await mingle(control, this.config.worker.hostname, this.revoked, { timeout: this.config.worker.mingleTimeoutMs });
+      if (clock !== null) this.remoteControl?.adjustClock(clock);
+    } finally {
+      await control.onApplicationShutdown().catch(() => undefined);
+    }
+  }
+
   private createRemoteControl(events: TaskEventsSwitch | null): RemoteControl {
     const control = new RemoteControl(
       this.config.worker.hostname,
@@ -155,6 +189,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       this.registry,
       {
         tracker: this.tracker,
+        revoked: this.revoked,
         abortTask: (id, reason) => this.abortTask(id, reason),
         setRateLimit: (name, rate) => this.rateLimiter.setRate(name, rate),
         setTimeLimits: (name, soft, hard) => {
@@ -229,8 +264,11 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     if (perConsumerQos(this.config)) {
       this.logger.log('A quorum queue is configured: prefetch is per consumer and static (held ETA tasks occupy prefetch slots), as Celery sets it');
     }
-    // remote control first: a revoke broadcast right after the start is not missed
+    // revoked ids kept across restarts (worker.stateDb), then remote control (a revoke broadcast right
+    // after the start is not missed), then mingle: all before the first task is consumed
+    await this.persistentRevoked?.restore();
     await this.remoteControl?.start();
+    if (this.config.worker.mingle) await this.mingle();
     for (const queue of queues) await this.addConsumer(queue);
     this.events?.start({ active: () => this.aborts.size, processed: () => this.processed });
     this.logger.log(
@@ -271,6 +309,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     try {
       await this.drain();
     } finally {
+      // revokes in flight to worker.stateDb are written before the connections close
+      await this.persistentRevoked?.close().catch((err: unknown) => this.logger.error(`Could not close worker.stateDb: ${err instanceof Error ? err.message : String(err)}`));
       // isolated tasks still running after the drain are stopped with their threads (their messages go back)
       await this.pool?.close();
       if (this.events) {

@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { CeleryControl } from '../control/celery-control';
-import { REVOKE_EXPIRES_MS, type RevokedSet } from './revoked-persistence';
+import { REVOKE_EXPIRES_MS, type RevokedSet } from './control/limited-set';
 
 /**
  * Celery's Mingle bootstep (celery/worker/consumer/mingle.py): a starting worker sends `hello`
@@ -20,11 +20,16 @@ export function revokedIdsOf(value: unknown): string[] {
   return [];
 }
 
-/** Merges ids from another node (or a restart) into `set`, each kept REVOKE_EXPIRES from `now`. */
+/**
+ * Merges ids from another node into `set`, each new one kept REVOKE_EXPIRES from `now`. An id
+ * already here keeps its own expiry (Celery 5.7 stamps it again; not doing so means a persisted
+ * set is not rewritten on every hello, and ids passed around between nodes still expire).
+ */
 export function mergeRevoked(set: RevokedSet, ids: readonly string[], now = Date.now()): number {
   let added = 0;
   for (const id of ids) {
-    if (!set.has(id)) added++;
+    if (set.has(id)) continue;
+    added++;
     set.add(id, now + REVOKE_EXPIRES_MS);
   }
   return added;

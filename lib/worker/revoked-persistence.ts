@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { Client } from 'cassandra-driver';
 import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { REVOKE_EXPIRES_MS, REVOKES_MAX, type RevokedSet } from './control/limited-set';
 
 /**
  * Revoked task ids that outlive the worker, as Celery's `--statedb` (worker_state_db) keeps them:
@@ -11,22 +12,8 @@ import { dirname } from 'node:path';
  *
  * The worker's in-memory revoked set (Celery's `worker_state.revoked`, a LimitedSet of 50,000 ids
  * kept 3 hours) stays where it is; `PersistentRevokedSet` wraps it: `add` goes to both, `restore`
- * fills it from the store at start.
+ * fills it from the store at start (CeleryWorker does both when `worker.stateDb` is set).
  */
-
-/** Celery's `REVOKE_EXPIRES`: a revoked id is kept 3 hours (`CELERY_WORKER_REVOKE_EXPIRES`). */
-export const REVOKE_EXPIRES_MS = 10800 * 1000;
-/** Celery's `REVOKES_MAX`: at most 50,000 ids (`CELERY_WORKER_REVOKES_MAX`). */
-export const REVOKES_MAX = 50000;
-
-/** The worker's revoked set as this module needs it (the worker side owns the implementation). */
-export interface RevokedSet {
-  /** Flags `id` as revoked until `expiresAt` (epoch ms; default now + REVOKE_EXPIRES_MS). */
-  add(id: string, expiresAt?: number): void;
-  has(id: string): boolean;
-  /** The live ids, oldest first (what mingle sends to other nodes). */
-  ids(): string[];
-}
 
 /** One persisted revoke. */
 export interface RevokedEntry {
@@ -119,8 +106,9 @@ export class FileRevokedStore implements RevokedStore {
 export class CassandraRevokedStore implements RevokedStore {
   private ready: Promise<void> | null = null;
 
+  /** `client`: a connected client, or how to get one (the worker's: the result store's session, connected by then). */
   constructor(
-    private readonly client: Client,
+    private readonly clientOf: Client | (() => Client),
     private readonly keyspace: string,
     private readonly table: string,
   ) {
@@ -134,6 +122,10 @@ export class CassandraRevokedStore implements RevokedStore {
 
   describe(): string {
     return `Cassandra table ${this.keyspace}.${this.table}`;
+  }
+
+  private get client(): Client {
+    return typeof this.clientOf === 'function' ? this.clientOf() : this.clientOf;
   }
 
   private ensureTable(): Promise<void> {
@@ -191,7 +183,12 @@ export class PersistentRevokedSet implements RevokedSet {
   ) {}
 
   async restore(now = Date.now()): Promise<number> {
-    const entries = await this.store.load(now);
+    let entries: RevokedEntry[];
+    try {
+      entries = await this.store.load(now);
+    } catch (err) {
+      throw new Error(`Could not restore revoked task ids from ${this.store.describe()} (worker.stateDb): ${err instanceof Error ? err.message : String(err)}`);
+    }
     for (const e of entries) this.inner.add(e.id, e.expiresAt);
     this.logger.log(`Restored ${entries.length} revoked task id${entries.length === 1 ? '' : 's'} from ${this.store.describe()}`);
     return entries.length;
@@ -217,5 +214,11 @@ export class PersistentRevokedSet implements RevokedSet {
   /** Waits for the writes in flight (call at shutdown, before closing the store's connection). */
   async flush(): Promise<void> {
     await Promise.all([...this.pending]);
+  }
+
+  /** Flushes and closes the store (worker shutdown). */
+  async close(): Promise<void> {
+    await this.flush();
+    await this.store.close();
   }
 }

@@ -1,7 +1,7 @@
 import type { Client } from 'cassandra-driver';
-import { CassandraRevokedStore, PersistentRevokedSet, REVOKE_EXPIRES_MS } from '../../lib/worker/revoked-persistence';
+import { CassandraRevokedStore, PersistentRevokedSet } from '../../lib/worker/revoked-persistence';
+import { LimitedSet, REVOKE_EXPIRES_MS } from '../../lib/worker/control/limited-set';
 import { KEYSPACE, rawCassandra, uniqueName } from '../support/real-services';
-import { MapRevokedSet } from '../support/revoked-set';
 
 /** Revoked ids kept in a Cassandra table shared by workers (Celery's --statedb, for every node at once), on the real Cassandra. */
 describe('CassandraRevokedStore', () => {
@@ -18,7 +18,7 @@ describe('CassandraRevokedStore', () => {
   });
 
   it('an id one worker revoked is restored by another worker (or the same after a restart), with a TTL so Cassandra drops it when it expires', async () => {
-    const first = new PersistentRevokedSet(new MapRevokedSet(), new CassandraRevokedStore(cql, KEYSPACE, table));
+    const first = new PersistentRevokedSet(new LimitedSet(), new CassandraRevokedStore(cql, KEYSPACE, table));
     first.add('shared-1');
     first.add('short-lived', Date.now() + 1500);
     await first.flush();
@@ -26,11 +26,11 @@ describe('CassandraRevokedStore', () => {
     expect(ttl).toBeGreaterThan(REVOKE_EXPIRES_MS / 1000 - 60);
     expect(ttl).toBeLessThanOrEqual(REVOKE_EXPIRES_MS / 1000);
 
-    const second = new PersistentRevokedSet(new MapRevokedSet(), new CassandraRevokedStore(cql, KEYSPACE, table));
+    const second = new PersistentRevokedSet(new LimitedSet(), new CassandraRevokedStore(cql, KEYSPACE, table));
     expect(await second.restore()).toBe(2);
     expect(second.has('shared-1')).toBe(true);
     await new Promise((r) => setTimeout(r, 2100));
-    const third = new PersistentRevokedSet(new MapRevokedSet(), new CassandraRevokedStore(cql, KEYSPACE, table));
+    const third = new PersistentRevokedSet(new LimitedSet(), new CassandraRevokedStore(cql, KEYSPACE, table));
     await third.restore();
     expect(third.has('shared-1')).toBe(true);
     expect(third.has('short-lived')).toBe(false);

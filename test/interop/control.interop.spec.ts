@@ -1,7 +1,7 @@
 import { Test, TestingModule } from '@nestjs/testing';
 import { CeleryControl, CeleryModule, Producer, TaskFailedError } from '../../lib';
 import { eventually, uniqueName } from '../support/real-services';
-import { MapRevokedSet } from '../support/revoked-set';
+import { LimitedSet } from '../../lib/worker/control/limited-set';
 import { mingle } from '../../lib/worker/mingle';
 import { ensurePythonCelery, ensurePythonCelery52, interopCeleryconfig, PythonEnv, PythonWorker, stopInterop, VENV, VENV_52 } from './support/python-celery';
 
@@ -127,7 +127,7 @@ describe.each([
   it('mingle: our hello brings back the Python node\'s revoked ids, and the Python node takes ours', async () => {
     const theirs = `py-side-${uniqueName('r')}`;
     await control.revoke(theirs, { destination: [node], reply: true, timeout: 3000 });
-    const set = new MapRevokedSet();
+    const set = new LimitedSet();
     const ours = `nest-side-${uniqueName('r')}`;
     set.add(ours);
     const result = await mingle(control, `nestjs-mingle-${label}@localhost`, set, { timeout: 2000 });

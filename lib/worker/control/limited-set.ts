@@ -2,13 +2,22 @@
 export const REVOKES_MAX = 50000;
 export const REVOKE_EXPIRES_MS = 10800 * 1000;
 
+/** The worker's revoked set: the in-memory LimitedSet, or PersistentRevokedSet around it (worker.stateDb). */
+export interface RevokedSet {
+  /** Flags `id` as revoked until `expiresAt` (epoch ms; default now + REVOKE_EXPIRES_MS). */
+  add(id: string, expiresAt?: number): void;
+  has(id: string): boolean;
+  /** The ids, oldest first (inspect revoked, mingle's hello). */
+  ids(): string[];
+}
+
 /**
  * Celery's `LimitedSet` as its worker keeps revoked ids (`maxlen` 50000, `expires` 3 h): ids in
  * the order they were added (adding one again moves it to the end). Like Celery's, it is purged
  * only when an add reaches `maxlen` (or on `purge()`): the oldest beyond `maxlen` go, and every
  * entry older than `expiresMs`. An id stays revoked until then, however old.
  */
-export class LimitedSet {
+export class LimitedSet implements RevokedSet {
   private readonly data = new Map<string, number>();
 
   constructor(
@@ -17,9 +26,10 @@ export class LimitedSet {
     private readonly now: () => number = () => performance.now(),
   ) {}
 
-  add(item: string): void {
+  /** Adds `item` now, or (restored, merged) so that it expires at `expiresAt` (epoch ms). */
+  add(item: string, expiresAt?: number): void {
     this.data.delete(item);
-    this.data.set(item, this.now());
+    this.data.set(item, expiresAt === undefined ? this.now() : this.now() + (expiresAt - Date.now()) - this.expiresMs);
     if (this.maxlen > 0 && this.data.size >= this.maxlen) this.purge();
   }
 
@@ -42,13 +52,8 @@ export class LimitedSet {
     }
   }
 
-  /** The ids with when they were added (the clock's ms), oldest first. */
-  entries(): [string, number][] {
-    return [...this.data.entries()];
-  }
-
   /** The ids, oldest first (inspect revoked). */
-  values(): string[] {
+  ids(): string[] {
     return [...this.data.keys()];
   }
 }

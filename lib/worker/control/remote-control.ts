@@ -40,7 +40,8 @@ import type { MessageProperties } from '../../protocol/task-message';
 import type { QueueDeclaration, TopologyStep } from '../../protocol/routing';
 import type { ResultToStore } from '../../protocol/result-row';
 import type { StoreOutcome } from '../../results/result-writer';
-import { LimitedSet } from './limited-set';
+import type { RevokedSet } from './limited-set';
+import { answerHello } from '../mingle';
 import type { RequestTracker } from './request-tracker';
 
 /**
@@ -60,6 +61,8 @@ export interface TaskEventsSwitch {
 /** What remote control needs from the worker it belongs to. */
 export interface ControlledWorker {
   readonly tracker: RequestTracker;
+  /** Revoked task ids (Celery's `worker_state.revoked`), persisted when `worker.stateDb` is set. */
+  readonly revoked: RevokedSet;
   /** Fires the AbortSignal of a running task (every delivery of it); false when not running here. */
   abortTask(taskId: string, reason: Error): boolean;
   setRateLimit(taskName: string, rate: string | number | null): void;
@@ -113,8 +116,10 @@ type Handler = (args: Record<string, unknown>) => unknown;
  * and control.py do. A message it cannot read is logged and dropped.
  */
 export class RemoteControl {
-  /** Revoked task ids (Celery's `worker_state.revoked`): a later delivery of one is not run. */
-  readonly revoked = new LimitedSet();
+  /** Revoked task ids (Celery's `worker_state.revoked`, the worker's): a later delivery of one is not run. */
+  get revoked(): RevokedSet {
+    return this.worker.revoked;
+  }
   /** Revoked stamped headers (`revoke_by_stamped_headers`): name → stamps. */
   readonly revokedStamps = new Map<string, Set<string>>();
   private clock = 0;
@@ -140,7 +145,7 @@ export class RemoteControl {
       scheduled: () => worker.tracker.list('scheduled').map((r) => scheduledEntry(r)),
       query_task: (a) => queryTaskReply(worker.tracker.find(taskIdsOf(a.ids))),
       registered: (a) => registeredReply(this.registeredInfo(), a.taskinfoitems, a.builtins),
-      revoked: () => this.revoked.values(),
+      revoked: () => this.revoked.ids(),
       stats: () => this.stats(),
       active_queues: () => worker.consumedQueues().map(queueAsDict),
       conf: (a) => this.conf(truthy(a.with_defaults)),
@@ -158,7 +163,7 @@ export class RemoteControl {
         this.events?.sendHeartbeatNow?.();
         return null;
       },
-      hello: (a) => this.hello(a.from_node, a.revoked),
+      hello: (a) => answerHello(a, { hostname: this.nodename, revoked: this.revoked, forwardClock: () => ++this.clock }),
       shutdown: (a) => {
         this.logger.warn(typeof a.msg === 'string' ? a.msg : 'Got shutdown from remote');
         setImmediate(() => worker.shutdown());
@@ -181,6 +186,11 @@ export class RemoteControl {
   /** Lamport clock value (Celery's `app.clock`), kept from the control messages seen. */
   get clockValue(): number {
     return this.clock;
+  }
+
+  /** Moves the clock past another node's (mingle's replies; Celery's `clock.adjust`). */
+  adjustClock(other: number): void {
+    this.clock = Math.max(this.clock, other) + 1;
   }
 
   /**
@@ -294,24 +304,6 @@ export class RemoteControl {
   private rateOf(name: string, option: unknown): string | number | null {
     if (this.rates.has(name)) return this.rates.get(name) ?? null;
     return typeof option === 'string' || typeof option === 'number' ? option : null;
-  }
-
-  /**
-   * Celery's mingle `hello` (a Python worker starting with mingle asks every node): the revoked ids
-   * it sends are added here, and ours go back as Celery's `LimitedSet._data`
-   * (`{id: [timestamp, id]}`, the timestamp in seconds of our monotonic clock, always a float)
-   * with our clock. Our own hello is not answered (null), as Celery's.
-   */
-  private hello(fromNode: unknown, revoked: unknown): unknown {
-    if (fromNode === this.nodename) return null;
-    if (revoked && typeof revoked === 'object' && !Array.isArray(revoked)) {
-      for (const id of Object.keys(revoked)) this.revoked.add(id);
-    }
-    this.revoked.purge();
-    const data: Record<string, [number, string]> = {};
-    for (const [id, ms] of this.revoked.entries()) data[id] = [Number.isInteger(ms / 1000) ? ms / 1000 + 1e-6 : ms / 1000, id];
-    this.clock++;
-    return { revoked: data, clock: this.clock };
   }
 
   private async revoke(ids: string[], terminate: boolean): Promise<unknown> {

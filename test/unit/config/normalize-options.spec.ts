@@ -60,6 +60,9 @@ describe('normalizeCeleryOptions: defaults', () => {
         isolatedThreads: null,
         enableRemoteControl: true,
         remoteControlRefuse: [],
+        stateDb: null,
+        mingle: false,
+        mingleTimeoutMs: 1000,
       },
       tasks: { timeLimit: null, softTimeLimit: null, trackStarted: false, ignoreResult: false, storeErrorsEvenIfIgnored: false },
       accept: ['application/json'],
@@ -558,5 +561,27 @@ describe('worker node name (worker.hostname) and remote control options', () => 
     expect(() => normalizeCeleryOptions({ worker: { remoteControl: { deny: [] } } } as never)).toThrow(/worker.remoteControl.deny: unknown option/);
     expect(normalizeCeleryOptions({ worker: { remoteControl: { refuse: 'reshaping' } } }).worker.remoteControlRefuse).toEqual(['shutdown', 'add_consumer', 'cancel_consumer', 'time_limit', 'rate_limit']);
     expect(normalizeCeleryOptions({ worker_enable_remote_control: false } as never).worker.enableRemoteControl).toBe(false);
+  });
+});
+
+describe('revokes across restarts (worker.stateDb) and mingle', () => {
+  const amqp = { brokerUrl: 'amqp://localhost' };
+  it('stateDb: a file path (also as worker_state_db) or { table } with the Cassandra backend; mingle on with AMQP, off with memory://', () => {
+    expect(normalizeCeleryOptions({ worker: { stateDb: '/var/lib/w.revoked' } }).worker.stateDb).toEqual({ file: '/var/lib/w.revoked' });
+    expect(normalizeCeleryOptions({ worker_state_db: 'w.db' } as never).worker.stateDb).toEqual({ file: 'w.db' });
+    expect(normalizeCeleryOptions({ ...amqp, resultBackend: 'cassandra', cassandra: { keyspace: 'k', contactPoints: ['h'], localDataCenter: 'dc1' }, worker: { stateDb: { table: 'revoked_ids' } } }).worker.stateDb).toEqual({ table: 'revoked_ids' });
+    expect(normalizeCeleryOptions(amqp).worker).toMatchObject({ stateDb: null, mingle: true, mingleTimeoutMs: 1000 });
+    expect(normalizeCeleryOptions({ ...amqp, worker: { mingle: false, mingleTimeoutMs: 300 } }).worker).toMatchObject({ mingle: false, mingleTimeoutMs: 300 });
+    expect(normalizeCeleryOptions({ worker: { mingle: true } }).worker.mingle).toBe(true);
+  });
+
+  it('names a bad stateDb or mingle option', () => {
+    expect(() => normalizeCeleryOptions({ worker: { stateDb: '' } })).toThrow(/worker.stateDb: must be a file path or \{ table \}/);
+    expect(() => normalizeCeleryOptions({ worker: { stateDb: 5 } } as never)).toThrow(/worker.stateDb: must be a file path or \{ table \}, got 5/);
+    expect(() => normalizeCeleryOptions({ worker: { stateDb: { table: 'x' } } })).toThrow(/worker.stateDb.table: a Cassandra table needs resultBackend 'cassandra'/);
+    expect(() => normalizeCeleryOptions({ ...amqp, resultBackend: 'cassandra', cassandra: { keyspace: 'k', contactPoints: ['h'], localDataCenter: 'dc1' }, worker: { stateDb: { table: 'x;y' } } })).toThrow(/worker.stateDb.table: must be a CQL table name/);
+    expect(() => normalizeCeleryOptions({ ...amqp, resultBackend: 'cassandra', cassandra: { keyspace: 'k', contactPoints: ['h'], localDataCenter: 'dc1' }, worker: { stateDb: { table: 'x', keyspace: 'k' } } } as never)).toThrow(/worker.stateDb.keyspace: unknown option/);
+    expect(() => normalizeCeleryOptions({ worker: { mingle: 'yes' } } as never)).toThrow(/worker.mingle/);
+    expect(() => normalizeCeleryOptions({ worker: { withoutMingle: true } } as never)).toThrow(/worker.withoutMingle/);
   });
 });

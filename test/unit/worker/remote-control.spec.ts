@@ -248,15 +248,14 @@ describe('remote control: a NestJS worker answers the pidbox broadcast (memory b
     expect(exited).toBe(true);
   });
 
-  it('hello (Celery\'s mingle): takes the revoked ids sent, answers ours as LimitedSet data with the clock; not its own hello', async () => {
+  it('hello (Celery\'s mingle): takes the revoked ids sent (5.2.6 mapping, 5.7 list), answers ours as a list (5.7; 5.2.6 reads it too) with the clock; not its own hello', async () => {
     await start();
     await ask(broker, 'revoke', { task_id: 'ours-1' });
-    const reply = (await ask(broker, 'hello', { from_node: 'celery@py', revoked: { 'theirs-1': [12.5, 'theirs-1'] } })) as { revoked: Record<string, [number, string]>; clock: number };
-    expect(Object.keys(reply.revoked)).toEqual(['ours-1', 'theirs-1']);
-    expect(reply.revoked['ours-1']).toEqual([expect.any(Number), 'ours-1']);
-    expect(Number.isInteger(reply.revoked['ours-1'][0])).toBe(false); // Python's LimitedSet.update wants a float
+    const reply = (await ask(broker, 'hello', { from_node: 'celery@py', revoked: { 'theirs-1': [12.5, 'theirs-1'] } })) as { revoked: string[]; clock: number };
+    expect(reply.revoked).toEqual(['ours-1', 'theirs-1']);
     expect(reply.clock).toEqual(expect.any(Number));
-    expect(await ask(broker, 'revoked')).toEqual(['ours-1', 'theirs-1']);
+    await ask(broker, 'hello', { from_node: 'celery@py57', revoked: ['theirs-2'] });
+    expect(await ask(broker, 'revoked')).toEqual(['ours-1', 'theirs-1', 'theirs-2']);
     expect(await ask(broker, 'hello', { from_node: NODE, revoked: {} })).toBeNull();
   });
 

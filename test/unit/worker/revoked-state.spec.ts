@@ -5,20 +5,20 @@ import { CeleryControl } from '../../../lib/control/celery-control';
 import type { ControlTransport, RawControlReply } from '../../../lib/control/control-transport';
 import type { EncodedControlRequest } from '../../../lib/protocol/control-message';
 import { answerHello, mingle, revokedIdsOf } from '../../../lib/worker/mingle';
-import { FileRevokedStore, PersistentRevokedSet, REVOKE_EXPIRES_MS } from '../../../lib/worker/revoked-persistence';
-import { MapRevokedSet } from '../../support/revoked-set';
+import { FileRevokedStore, PersistentRevokedSet } from '../../../lib/worker/revoked-persistence';
+import { LimitedSet, REVOKE_EXPIRES_MS, REVOKES_MAX } from '../../../lib/worker/control/limited-set';
 
 describe('FileRevokedStore (Celery --statedb)', () => {
   const dir = () => mkdtempSync(join(tmpdir(), 'revoked-'));
 
   it('a revoke persisted before a restart is flagged again after it', async () => {
     const path = join(dir(), 'sub', 'worker.revoked');
-    const before = new PersistentRevokedSet(new MapRevokedSet(), new FileRevokedStore(path));
+    const before = new PersistentRevokedSet(new LimitedSet(), new FileRevokedStore(path));
     before.add('t-1');
     before.add('t-2', Date.now() + 60_000);
     await before.flush();
     // "restart": a new set and store on the same file
-    const after = new PersistentRevokedSet(new MapRevokedSet(), new FileRevokedStore(path));
+    const after = new PersistentRevokedSet(new LimitedSet(), new FileRevokedStore(path));
     expect(after.has('t-1')).toBe(false);
     expect(await after.restore()).toBe(2);
     expect(after.has('t-1')).toBe(true);
@@ -48,7 +48,7 @@ describe('FileRevokedStore (Celery --statedb)', () => {
     const file = join(dir(), 'a-file');
     writeFileSync(file, '');
     // under a regular file: every write fails with ENOTDIR
-    const set = new PersistentRevokedSet(new MapRevokedSet(), new FileRevokedStore(join(file, 'x')));
+    const set = new PersistentRevokedSet(new LimitedSet(), new FileRevokedStore(join(file, 'x')));
     set.add('t-9');
     await set.flush();
     expect(set.has('t-9')).toBe(true);
@@ -84,7 +84,8 @@ describe('mingle (Celery hello at start)', () => {
           'celery@py52': { revoked: { c: [123.4, 1, 'c'], a: [1.0, 2, 'a'] }, clock: 12 },
         })),
     });
-    const set = new MapRevokedSet();
+    let clock = 0;
+    const set = new LimitedSet(REVOKES_MAX, REVOKE_EXPIRES_MS, () => clock);
     set.add('ours');
     const result = await mingle(control, 'celery@me', set, { timeout: 200 });
     expect(transport.sent[0]).toMatchObject({ method: 'hello', arguments: { from_node: 'celery@me', revoked: ['ours'] } });
@@ -94,23 +95,28 @@ describe('mingle (Celery hello at start)', () => {
     expect(set.ids().sort()).toEqual(['a', 'b', 'c', 'ours']);
     expect(set.has('mine-echo')).toBe(false);
     // stamped with the local clock: REVOKE_EXPIRES from now
-    expect((set.entries.get('c') as number) - Date.now()).toBeGreaterThan(REVOKE_EXPIRES_MS - 5000);
+    clock = REVOKE_EXPIRES_MS - 5000;
+    set.purge();
+    expect(set.has('c')).toBe(true);
+    clock = REVOKE_EXPIRES_MS + 5000;
+    set.purge();
+    expect(set.has('c')).toBe(false);
   });
 
   it('alone on the broker: nothing merged', async () => {
     const control = new CeleryControl(null, { transport: (onReply) => new ScriptedTransport(onReply, {}) });
-    expect(await mingle(control, 'celery@me', new MapRevokedSet(), { timeout: 50 })).toEqual({ nodes: [], added: 0, clock: null });
+    expect(await mingle(control, 'celery@me', new LimitedSet(), { timeout: 50 })).toEqual({ nodes: [], added: 0, clock: null });
   });
 
   it('a broker error does not stop the start: logged, nothing merged', async () => {
     const control = new CeleryControl(null, {
       transport: () => ({ oid: 'x', ready: async () => Promise.reject(new Error('down')), publish: async () => undefined, close: async () => undefined }),
     });
-    expect(await mingle(control, 'celery@me', new MapRevokedSet())).toEqual({ nodes: [], added: 0, clock: null });
+    expect(await mingle(control, 'celery@me', new LimitedSet())).toEqual({ nodes: [], added: 0, clock: null });
   });
 
   it('the worker side answers another node\'s hello with its ids and merges the ids it got; its own hello gets no answer', () => {
-    const set = new MapRevokedSet();
+    const set = new LimitedSet();
     set.add('x');
     let clock = 5;
     const self = { hostname: 'celery@me', revoked: set, forwardClock: () => ++clock };
