@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { CeleryWorker } from '../lib';
 import { AppModule } from './app.module';
 import { formatRow, SortClient } from './sort.client';
 
@@ -18,6 +19,10 @@ async function main(mode: string): Promise<void> {
     Logger.warn('CELERY_BROKER_URL is not set: the memory:// broker has no worker in this process. Use `npm run sample`, or point both sample:worker and sample:client at RabbitMQ.', 'Sample');
   }
   const app = await NestFactory.createApplicationContext(AppModule.register(runsWorker), { logger: ['log', 'warn', 'error'] });
+  if (runsWorker) {
+    const node = app.get(CeleryWorker).nodeName;
+    Logger.log(`Celery node ${node}: answers remote control and sends task events (celery -A proj inspect ping -d ${node}; Flower lists it)`, 'Sample');
+  }
   if (mode === 'worker') {
     // SIGTERM / SIGINT: stop consuming, let in-flight tasks finish, store and ack, close, exit 0.
     let stopping = false;

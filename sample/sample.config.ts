@@ -17,6 +17,7 @@ import type { CeleryModuleOptions } from '../lib';
  * | CASSANDRA_USERNAME / CASSANDRA_PASSWORD | no login |
  * | ASTRA_DB_SECURE_BUNDLE_PATH | unset; with ASTRA_DB_APPLICATION_TOKEN: results in Astra DB through the bundle |
  * | ASTRA_DB_APPLICATION_TOKEN  | the `AstraCS:...` token |
+ * | CELERY_WORKER_STATE_DB   | unset: revoked ids in memory only; a file path: kept across restarts (Celery's --statedb) |
  * | SAMPLE_SCHEDULER         | unset: no periodic tasks; `1`: workers send `tasks.add(2, 2)` every 30 s (once across workers with Cassandra) |
  * | SAMPLE_UNTRUSTED_ORIGINS | unset: every origin runs; else comma-separated origins (`gen<pid>@<host>`) or hosts whose tasks are refused |
  */
@@ -26,7 +27,8 @@ export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean): C
   const options: CeleryModuleOptions = {
     brokerUrl,
     defaultQueue: env.CELERY_QUEUE || undefined,
-    worker: { enabled: workerEnabled },
+    // the control plane on, as a Celery worker run with -E: remote control (on by default) and task events for Flower
+    worker: { enabled: workerEnabled, sendTaskEvents: true, stateDb: env.CELERY_WORKER_STATE_DB || undefined },
     // the @Periodic() of TasksService.add runs in worker processes when asked for
     scheduler: { enabled: workerEnabled && env.SAMPLE_SCHEDULER === '1' },
   };

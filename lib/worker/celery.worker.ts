@@ -240,6 +240,11 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     }
   }
 
+  /** This worker's node name (`worker.hostname` expanded): what `celery inspect ping` and Flower list. */
+  get nodeName(): string {
+    return this.config.worker.hostname;
+  }
+
   async onApplicationBootstrap(): Promise<void> {
     if (this.config.worker.enabled) await this.start();
   }

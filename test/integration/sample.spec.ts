@@ -62,8 +62,11 @@ describe('the sample app', () => {
       let workerOut = '';
       w.stdout.on('data', (d: Buffer) => (workerOut += d.toString()));
       w.stderr.on('data', (d: Buffer) => (workerOut += d.toString()));
-      for (let i = 0; i < 300 && !workerOut.includes('Worker consuming'); i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 300 && !workerOut.includes('Celery node '); i++) await new Promise((r) => setTimeout(r, 100));
       expect(workerOut).toContain(`Worker consuming ${queue}`);
+      // the control plane on by default: its node name printed at start, mingle run, task events on
+      expect(workerOut).toMatch(/Celery node nestjs-\d+@\S+: answers remote control and sends task events/);
+      expect(workerOut).toMatch(/mingle: (all alone|sync with \d+ nodes? complete)/);
 
       const client = await run('client', env);
       expect(client.code).toBe(0);
