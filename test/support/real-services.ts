@@ -41,6 +41,8 @@ export function realOptions(queue: string, table: string, extra: Partial<CeleryM
     cassandra: { contactPoints: [CASSANDRA_HOST], port: CASSANDRA_PORT, localDataCenter: 'datacenter1', keyspace: KEYSPACE, table, credentials: { ...SUPERUSER } },
     resultPollIntervalMs: 20,
     ...extra,
+    // no mingle unless a test asks (it adds ~1 s to every worker start: the hello waits 1 s for replies)
+    worker: { mingle: false, ...extra.worker },
   };
 }
 
