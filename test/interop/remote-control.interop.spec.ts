@@ -105,10 +105,13 @@ describe('remote control from Python Celery on a NestJS worker', () => {
     });
   });
 
-  it('mingle: a Python 5.7 worker starting with mingle gets the ids revoked on the NestJS node (our hello reply)', async () => {
+  it.each([
+    ['5.7', VENV],
+    ['5.2.6', VENV_52],
+  ])('mingle: a Python %s worker starting with mingle gets the ids revoked on the NestJS node (our hello reply, a list of ids)', async (_label, venv) => {
     const id = uniqueName('revoked-before-mingle');
     expect((await cli(env, ['control', 'revoke', id], [nest]))[nest]).toEqual({ ok: `tasks {'${id}'} flagged as revoked` });
-    const mingleEnv: PythonEnv = { pyQueue: uniqueName('rc_mingle'), table };
+    const mingleEnv: PythonEnv = { pyQueue: uniqueName('rc_mingle'), table, venv };
     const mingler = await PythonWorker.start(mingleEnv, { mingle: true });
     try {
       const node = `py-interop-${mingleEnv.pyQueue}@localhost`;
@@ -118,6 +121,31 @@ describe('remote control from Python Celery on a NestJS worker', () => {
     } finally {
       await mingler.stop('SIGKILL');
       await removeQueueAndTable([mingleEnv.pyQueue], uniqueName('unused'));
+    }
+  }, 120000);
+
+  it('mingle: a NestJS worker starting after a Python 5.7 node got a revoke learns the id from it and does not run it', async () => {
+    const id = uniqueName('revoked-on-python');
+    expect((await cli(env, ['control', 'revoke', id], [py]))[py]).toEqual({ ok: `tasks {'${id}'} flagged as revoked` });
+    const lateQueue = uniqueName('rc_js_late');
+    const lateNode = `${uniqueName('nestjs-late')}@localhost`;
+    const late = await Test.createTestingModule({
+      imports: [CeleryModule.forRoot({ ...interopCeleryconfig(table, lateQueue), resultPollIntervalMs: 20, worker: { hostname: lateNode, concurrency: 1, mingle: true } })],
+      providers: [ControlProbeTasks],
+    }).compile();
+    try {
+      await late.init();
+      expect((await cli(env, ['inspect', 'revoked'], [lateNode]))[lateNode]).toContain(id);
+      const lateProducer = late.get(Producer);
+      const revoked = await lateProducer.sendTask('probe.add', { args: [1, 1], taskId: id, queue: lateQueue });
+      const marker = await lateProducer.sendTask('probe.add', { args: [2, 2], queue: lateQueue });
+      expect(await marker.get({ timeout: 10000 })).toBe(4);
+      await sleep(300);
+      expect(probeRuns).not.toContain(id);
+      expect(await revoked.state()).toBe('REVOKED');
+    } finally {
+      await late.close();
+      await removeQueueAndTable([lateQueue], uniqueName('unused'));
     }
   }, 120000);
 });
