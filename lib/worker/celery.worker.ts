@@ -20,6 +20,7 @@ import { ChordCounter, createChordStore } from './chord-counter';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 import { WorkerEvents } from '../events/worker-events';
+import { publishTarget, tracePublish } from '../tracing/task-tracing';
 
 /** How long tasks aborted at the shutdown timeout get to end (and send their message back) before the worker returns. */
 const SHUTDOWN_ABORT_GRACE_MS = 1000;
@@ -154,8 +155,10 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
         delaySeconds: countdown,
       });
       const priority = spec.priority ?? destination.priority ?? this.config.defaultPriority ?? undefined;
-      const message = encodeTaskMessage({ ...spec, priority }, { nowMicros: Date.now() * 1000, origin: this.ctx.origin, peer: this.config.peerCompat });
-      await publishRouted(this.broker, table, destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
+      await tracePublish(publishTarget(spec, destination), (trace) => {
+        const message = encodeTaskMessage({ ...spec, priority, ...(trace ? { headers: { ...spec.headers, ...trace } } : {}) }, { nowMicros: Date.now() * 1000, origin: this.ctx.origin, peer: this.config.peerCompat });
+        return publishRouted(this.broker, table, destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
+      });
     }
   }
 
