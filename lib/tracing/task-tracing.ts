@@ -61,9 +61,12 @@ export interface PublishTarget {
  * the trace headers to add to the message (`traceparent`, `tracestate`, as the registered
  * propagator writes them). Without a tracer provider: `publish(null)`, nothing else.
  */
-export async function tracePublish<T>(target: PublishTarget, publish: (traceHeaders: Record<string, string> | null) => Promise<T>): Promise<T> {
+export function tracePublish<T>(target: PublishTarget, publish: (traceHeaders: Record<string, string> | null) => Promise<T>): Promise<T> {
   const otel = activeApi();
-  if (!otel) return publish(null);
+  return otel ? publishInSpan(otel, target, publish) : publish(null);
+}
+
+async function publishInSpan<T>(otel: Api, target: PublishTarget, publish: (traceHeaders: Record<string, string> | null) => Promise<T>): Promise<T> {
   const destination = target.queue ?? (target.routingKey || target.exchange);
   const span = tracer(otel).startSpan(`send ${destination}`, {
     kind: otel.SpanKind.PRODUCER,
