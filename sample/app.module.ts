@@ -1,8 +1,11 @@
 import { DynamicModule, Module } from '@nestjs/common';
+import { APP_GUARD, APP_INTERCEPTOR } from '@nestjs/core';
 import { CeleryModule } from '../lib';
-import { sampleOptions } from './sample.config';
+import { sampleOptions, untrustedOrigins } from './sample.config';
 import { SortClient } from './sort.client';
+import { TaskTimingInterceptor } from './task-timing.interceptor';
 import { TasksService } from './tasks.service';
+import { TrustedOriginGuard } from './trusted-origin.guard';
 
 @Module({})
 export class AppModule {
@@ -10,7 +13,13 @@ export class AppModule {
     return {
       module: AppModule,
       imports: [CeleryModule.forRoot(sampleOptions(process.env, workerEnabled))],
-      providers: [TasksService, SortClient],
+      providers: [
+        TasksService,
+        SortClient,
+        // global enhancers apply to tasks as to any Nest handler; tasks.registerUser adds its own ValidationPipe
+        { provide: APP_INTERCEPTOR, useClass: TaskTimingInterceptor },
+        { provide: APP_GUARD, useFactory: () => new TrustedOriginGuard(untrustedOrigins(process.env)) },
+      ],
     };
   }
 }
