@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { CeleryModule, Producer } from '../../lib';
 import { TasksService } from '../../sample/tasks.service';
 import { eventually, uniqueName } from '../support/real-services';
-import { ensurePythonCelery, ensurePythonOtel, envFor, PYTHON_DIR, PythonEnv, PythonWorker, stopInterop, VENV, walkthroughCeleryconfig } from './support/python-celery';
+import { ensurePythonCelery, ensurePythonCelery52, ensurePythonOtel, envFor, PYTHON_DIR, PythonEnv, PythonWorker, stopInterop, VENV, VENV_52, walkthroughCeleryconfig } from './support/python-celery';
 
 const run = promisify(execFile);
 
@@ -39,39 +39,50 @@ function pySpans(file: string): PySpan[] {
  * injects and reads it. Both sides record spans with in-memory exporters: ours in this process, the
  * Python side's written as JSON lines to a file (traced.py).
  */
-describe('traces across languages (OpenTelemetry, Python opentelemetry-instrumentation-celery)', () => {
+const exporter = new InMemorySpanExporter();
+
+beforeAll(() => {
+  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+});
+
+afterAll(() => {
+  trace.disable();
+  context.disable();
+  propagation.disable();
+});
+
+describe.each([
+  ['5.7', VENV, ensurePythonCelery, undefined],
+  ['5.2.6', VENV_52, ensurePythonCelery52, '5.2' as const],
+])('traces across languages with Celery %s (OpenTelemetry, Python opentelemetry-instrumentation-celery)', (label, venv, ensureCelery, peerCompat) => {
   const dir = mkdtempSync(join(tmpdir(), 'otel-interop-'));
   const workerSpans = join(dir, 'worker-spans.jsonl');
   const clientSpans = join(dir, 'client-spans.jsonl');
-  const env: PythonEnv = { pyQueue: uniqueName('py_traced'), table: uniqueName('traces'), extraEnv: { OTEL_SPANS_FILE: workerSpans } };
+  const env: PythonEnv = { pyQueue: uniqueName('py_traced'), table: uniqueName('traces'), venv, extraEnv: { OTEL_SPANS_FILE: workerSpans } };
   const jsQueue = uniqueName('js_traced');
-  const exporter = new InMemorySpanExporter();
+  let celeryVersion: string;
   let otelVersions: string;
   let worker: PythonWorker;
   let app: TestingModule;
 
   beforeAll(async () => {
-    ensurePythonCelery();
-    otelVersions = ensurePythonOtel();
-    trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
-    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+    celeryVersion = ensureCelery();
+    otelVersions = ensurePythonOtel(venv);
     app = await Test.createTestingModule({
-      imports: [CeleryModule.forRoot({ ...walkthroughCeleryconfig(env, jsQueue), resultPollIntervalMs: 50 })],
+      imports: [CeleryModule.forRoot({ ...walkthroughCeleryconfig(env, jsQueue), ...(peerCompat ? { peerCompat } : {}), resultPollIntervalMs: 50, worker: { hostname: `nestjs-traces-${label}@localhost` } })],
       providers: [TasksService],
     }).compile();
     await app.init();
     worker = await PythonWorker.start(env, { app: 'traced' });
   }, 240000);
 
-  afterAll(async () => {
-    await stopInterop(worker, app, env, [env.pyQueue, jsQueue]);
-    trace.disable();
-    context.disable();
-    propagation.disable();
-  });
+  afterAll(() => stopInterop(worker, app, env, [env.pyQueue, jsQueue]));
 
-  it('uses the OpenTelemetry Python SDK and opentelemetry-instrumentation-celery from PyPI', () => {
+  it(`runs Celery ${label} with the OpenTelemetry Python SDK and opentelemetry-instrumentation-celery from PyPI`, () => {
+    expect(celeryVersion.startsWith(label === '5.7' ? '5.' : '5.2.6')).toBe(true);
+    if (label === '5.7') expect(Number(/^5\.(\d+)/.exec(celeryVersion)?.[1])).toBeGreaterThanOrEqual(7);
     expect(otelVersions).toMatch(/^1\.\d+\.\d+ 0\.\d+b\d+$/);
   });
 
@@ -88,7 +99,7 @@ describe('traces across languages (OpenTelemetry, Python opentelemetry-instrumen
   }, 60000);
 
   it('instrumented Python client → NestJS worker: our task span is in the Python trace, child of its publish span', async () => {
-    const { stdout } = await run(join(VENV, 'bin', 'python'), ['traced_client.py', jsQueue, '20', '22'], {
+    const { stdout } = await run(join(venv, 'bin', 'python'), ['traced_client.py', jsQueue, '20', '22'], {
       cwd: PYTHON_DIR,
       env: envFor({ ...env, extraEnv: { OTEL_SPANS_FILE: clientSpans } }),
       timeout: 90000,
