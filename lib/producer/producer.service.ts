@@ -19,7 +19,7 @@ import { NOTIFY_HEADER, ResultNotifier } from '../results/result-notifier';
 import { CeleryClock } from '../events/event-clock';
 import { EventDispatcher } from '../events/event-dispatcher';
 import { taskMessageInfo, taskSentFields } from '../protocol/events';
-import { publishTarget, tracePublish } from '../tracing/task-tracing';
+import { tracePublish } from '../tracing/task-tracing';
 
 /** Options of one task call, as Celery's `apply_async`. */
 export interface SendTaskOptions {
@@ -159,7 +159,7 @@ export class Producer {
    */
   private publishMessage(spec: TaskMessageSpec, destination: Destination): Promise<void> {
     // a PRODUCER span when an OpenTelemetry SDK is registered; its `traceparent` goes in the headers
-    return tracePublish(publishTarget(spec, destination), (trace) => this.publishEncoded(trace ? { ...spec, headers: { ...spec.headers, ...trace } } : spec, destination));
+    return tracePublish(spec, destination, (trace) => this.publishEncoded(trace ? { ...spec, headers: { ...spec.headers, ...trace } } : spec, destination));
   }
 
   private async publishEncoded(spec: TaskMessageSpec, destination: Destination): Promise<void> {

@@ -46,12 +46,15 @@ function tracer(otel: Api): OtelApi.Tracer {
   return otel.trace.getTracer(TRACER_NAME);
 }
 
-/** Where a task message goes, for the publish span. */
-export interface PublishTarget {
+/** The task message a publish span is for (a TaskMessageSpec). */
+export interface PublishTask {
   task: string;
   id: string;
-  /** The queue the route chose, if any. */
-  queue: string | null;
+}
+
+/** Where it goes (a routed Destination): the queue the route chose, if any, the exchange and the routing key. */
+export interface PublishDestination {
+  queue: { name: string } | null;
   exchange: string;
   routingKey: string;
 }
@@ -61,13 +64,13 @@ export interface PublishTarget {
  * the trace headers to add to the message (`traceparent`, `tracestate`, as the registered
  * propagator writes them). Without a tracer provider: `publish(null)`, nothing else.
  */
-export function tracePublish<T>(target: PublishTarget, publish: (traceHeaders: Record<string, string> | null) => Promise<T>): Promise<T> {
+export function tracePublish<T>(target: PublishTask, to: PublishDestination, publish: (traceHeaders: Record<string, string> | null) => Promise<T>): Promise<T> {
   const otel = activeApi();
-  return otel ? publishInSpan(otel, target, publish) : publish(null);
+  return otel ? publishInSpan(otel, target, to, publish) : publish(null);
 }
 
-async function publishInSpan<T>(otel: Api, target: PublishTarget, publish: (traceHeaders: Record<string, string> | null) => Promise<T>): Promise<T> {
-  const destination = target.queue ?? (target.routingKey || target.exchange);
+async function publishInSpan<T>(otel: Api, target: PublishTask, to: PublishDestination, publish: (traceHeaders: Record<string, string> | null) => Promise<T>): Promise<T> {
+  const destination = to.queue?.name ?? (to.routingKey || to.exchange);
   const span = tracer(otel).startSpan(`send ${destination}`, {
     kind: otel.SpanKind.PRODUCER,
     attributes: {
@@ -75,7 +78,7 @@ async function publishInSpan<T>(otel: Api, target: PublishTarget, publish: (trac
       'messaging.operation.type': 'send',
       'messaging.operation.name': 'send',
       'messaging.destination.name': destination,
-      'messaging.rabbitmq.destination.routing_key': target.routingKey,
+      'messaging.rabbitmq.destination.routing_key': to.routingKey,
       'messaging.message.id': target.id,
       'messaging.message.conversation_id': target.id,
       // the attributes opentelemetry-instrumentation-celery sets on its `apply_async/<task>` span
@@ -96,16 +99,18 @@ async function publishInSpan<T>(otel: Api, target: PublishTarget, publish: (trac
   }
 }
 
-/** What a task run's span needs of its message. */
-export interface RunTarget {
+/** What a task run's span needs of its message (a DecodedTask). */
+export interface RunTask {
   task: string;
   id: string;
   retries: number;
   headers: Record<string, unknown>;
+}
+
+/** Where the message came from (a Delivery). */
+export interface RunDelivery {
   exchange: string;
   routingKey: string;
-  /** The worker's node name. */
-  hostname: string;
 }
 
 /** The CONSUMER span of one task run (see {@link traceRun}). */
@@ -133,23 +138,23 @@ const headerGetter: OtelApi.TextMapGetter<Record<string, unknown>> = {
  * opentelemetry-instrumentation-celery or our Producer writes it), also given as a link. Null
  * without a tracer provider.
  */
-export function traceRun(target: RunTarget): TaskRunSpan | null {
+export function traceRun(target: RunTask, delivery: RunDelivery, hostname: string): TaskRunSpan | null {
   const otel = activeApi();
   if (!otel) return null;
   const parent = otel.propagation.extract(otel.context.active(), target.headers, headerGetter);
   const producer = otel.trace.getSpanContext(parent);
-  const destination = target.routingKey || target.exchange;
+  const destination = delivery.routingKey || delivery.exchange;
   const attributes: OtelApi.Attributes = {
     'messaging.system': 'rabbitmq',
     'messaging.operation.type': 'process',
     'messaging.operation.name': 'process',
     'messaging.destination.name': destination,
-    'messaging.rabbitmq.destination.routing_key': target.routingKey,
+    'messaging.rabbitmq.destination.routing_key': delivery.routingKey,
     'messaging.message.id': target.id,
     'messaging.message.conversation_id': target.id,
     'celery.action': 'run',
     'celery.task_name': target.task,
-    'celery.hostname': target.hostname,
+    'celery.hostname': hostname,
   };
   if (target.retries > 0) attributes['celery.retries'] = target.retries;
   const span = tracer(otel).startSpan(
@@ -178,9 +183,4 @@ function failSpan(otel: Api, span: OtelApi.Span, err: unknown): void {
   const error = err instanceof Error ? err : new Error(String(err));
   span.recordException(error);
   span.setStatus({ code: otel.SpanStatusCode.ERROR, message: error.message });
-}
-
-/** The publish span's target of a task message routed to `destination`. */
-export function publishTarget(spec: { task: string; id: string }, destination: { queue: { name: string } | null; exchange: string; routingKey: string }): PublishTarget {
-  return { task: spec.task, id: spec.id, queue: destination.queue?.name ?? null, exchange: destination.exchange, routingKey: destination.routingKey };
 }

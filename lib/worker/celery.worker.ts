@@ -20,7 +20,7 @@ import { ChordCounter, createChordStore } from './chord-counter';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 import { WorkerEvents } from '../events/worker-events';
-import { publishTarget, tracePublish } from '../tracing/task-tracing';
+import { tracePublish } from '../tracing/task-tracing';
 import { RequestTracker } from './control/request-tracker';
 import { RemoteControl, type TaskEventsSwitch } from './control/remote-control';
 
@@ -201,7 +201,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
         delaySeconds: countdown,
       });
       const priority = spec.priority ?? destination.priority ?? this.config.defaultPriority ?? undefined;
-      await tracePublish(publishTarget(spec, destination), (trace) => {
+      await tracePublish(spec, destination, (trace) => {
         const message = encodeTaskMessage({ ...spec, priority, ...(trace ? { headers: { ...spec.headers, ...trace } } : {}) }, { nowMicros: Date.now() * 1000, origin: this.ctx.origin, peer: this.config.peerCompat });
         return publishRouted(this.broker, table, destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
       });

@@ -188,7 +188,7 @@ export class TaskRequest {
       if (this.delivery.lost.aborted) return null;
       if (this.ctx.isRevoked?.(task)) return 'revoked' as const; // revoked while it waited
       this.ctx.phase?.('active', task, this.delivery);
-      span = traceRun({ ...task, exchange: this.delivery.exchange, routingKey: this.delivery.routingKey, hostname: this.ctx.hostname });
+      span = traceRun(task, this.delivery, this.ctx.hostname);
       return span ? span.within(() => this.run(task, entry, settings)) : this.run(task, entry, settings);
     });
     if (outcome === 'revoked') return this.revokeExpired(task, 'revoked');

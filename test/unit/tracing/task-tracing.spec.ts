@@ -146,15 +146,11 @@ describe('OpenTelemetry spans (memory://, in-memory span exporter)', () => {
   });
 
   it('reads a traceparent written by a Python client (header as py-amqp delivers it)', async () => {
-    const span = traceRun({
-      task: 'tasks.add',
-      id: 'py-1',
-      retries: 0,
-      headers: { task: 'tasks.add', id: 'py-1', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
-      exchange: '',
-      routingKey: 'celery',
-      hostname: 'w@h',
-    });
+    const span = traceRun(
+      { task: 'tasks.add', id: 'py-1', retries: 0, headers: { task: 'tasks.add', id: 'py-1', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' } },
+      { exchange: '', routingKey: 'celery' },
+      'w@h',
+    );
     expect(span).not.toBeNull();
     await span?.within(async () => {
       expect(trace.getActiveSpan()?.spanContext().traceId).toBe('0af7651916cd43dd8448eb211c80319c');
@@ -174,11 +170,11 @@ describe('OpenTelemetry off: no SDK registered', () => {
     propagation.setGlobalPropagator(new W3CTraceContextPropagator()); // a propagator alone does not turn tracing on
     try {
       const seen: unknown[] = [];
-      await tracePublish({ task: 't', id: '1', queue: 'celery', exchange: '', routingKey: 'celery' }, async (headers) => {
+      await tracePublish({ task: 't', id: '1' }, { queue: { name: 'celery' }, exchange: '', routingKey: 'celery' }, async (headers) => {
         seen.push(headers);
       });
       expect(seen).toEqual([null]);
-      expect(traceRun({ task: 't', id: '1', retries: 0, headers: {}, exchange: '', routingKey: 'celery', hostname: 'w' })).toBeNull();
+      expect(traceRun({ task: 't', id: '1', retries: 0, headers: {} }, { exchange: '', routingKey: 'celery' }, 'w')).toBeNull();
 
       const app = await embeddedApp();
       try {
@@ -204,7 +200,7 @@ describe('OpenTelemetry off: no SDK registered', () => {
       const tracing = require('../../../lib/tracing/task-tracing') as typeof import('../../../lib/tracing/task-tracing');
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const { Test: IsolatedTest } = require('@nestjs/testing') as typeof import('@nestjs/testing');
-      expect(tracing.traceRun({ task: 't', id: '1', retries: 0, headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' }, exchange: '', routingKey: 'q', hostname: 'w' })).toBeNull();
+      expect(tracing.traceRun({ task: 't', id: '1', retries: 0, headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' } }, { exchange: '', routingKey: 'q' }, 'w')).toBeNull();
       @Injectable()
       class Plain {
         @lib.Task('plain.add')
