@@ -20,6 +20,7 @@ import { ChordCounter, createChordStore } from './chord-counter';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 import { WorkerEvents } from '../events/worker-events';
+import { tracePublish } from '../tracing/task-tracing';
 import { RequestTracker } from './control/request-tracker';
 import { RemoteControl, type TaskEventsSwitch } from './control/remote-control';
 
@@ -200,8 +201,10 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
         delaySeconds: countdown,
       });
       const priority = spec.priority ?? destination.priority ?? this.config.defaultPriority ?? undefined;
-      const message = encodeTaskMessage({ ...spec, priority }, { nowMicros: Date.now() * 1000, origin: this.ctx.origin, peer: this.config.peerCompat });
-      await publishRouted(this.broker, table, destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
+      await tracePublish(spec, destination, (trace) => {
+        const message = encodeTaskMessage({ ...spec, priority, ...(trace ? { headers: { ...spec.headers, ...trace } } : {}) }, { nowMicros: Date.now() * 1000, origin: this.ctx.origin, peer: this.config.peerCompat });
+        return publishRouted(this.broker, table, destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
+      });
     }
   }
 

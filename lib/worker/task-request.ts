@@ -6,7 +6,7 @@ import { bindArguments, withContextArgument } from '../discovery/parameter-names
 import type { RegisteredTask, TaskRegistry } from '../discovery/task.registry';
 import { InvalidTaskMessageError } from '../errors/celery.errors';
 import { Retry, RetryOptions, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerShutdown } from '../errors/task-exceptions';
-import { celeryException, toExceptionInfo, tracebackOf } from '../protocol/exceptions';
+import { celeryException, toExceptionInfo, tracebackOf, type ExceptionInfo } from '../protocol/exceptions';
 import { pythonJsonDumps } from '../protocol/python-json';
 import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-row';
 import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage } from '../protocol/task-message';
@@ -25,6 +25,7 @@ import { CHORD_COUNTER_HEADER } from '../protocol/canvas';
 import { performance } from 'node:perf_hooks';
 import { taskMessageInfo } from '../protocol/events';
 import type { TaskEventHooks } from '../events/worker-events';
+import { traceRun, type TaskRunSpan } from '../tracing/task-tracing';
 
 /** How an ETA hold ended: the ETA came, the worker is stopping, or the message's channel was lost. */
 export type HoldEnd = 'run' | 'stop' | 'lost';
@@ -182,14 +183,27 @@ export class TaskRequest {
     }
     if (isExpired(task)) return this.revokeExpired(task);
     const settings = this.effective(task, entry);
+    let span: TaskRunSpan | null = null; // OpenTelemetry's CONSUMER span, when an SDK is registered (lib/tracing)
     const outcome = await this.ctx.withSlot(async () => {
       if (this.delivery.lost.aborted) return null;
       if (this.ctx.isRevoked?.(task)) return 'revoked' as const; // revoked while it waited
       this.ctx.phase?.('active', task, this.delivery);
-      return this.run(task, entry, settings);
+      span = traceRun(task, this.delivery, this.ctx.hostname);
+      return span ? span.within(() => this.run(task, entry, settings)) : this.run(task, entry, settings);
     });
-    if (!outcome) return; // its channel closed while it waited for a slot: the redelivered copy runs it
     if (outcome === 'revoked') return this.revokeExpired(task, 'revoked');
+    const traced = span as TaskRunSpan | null;
+    if (!traced) return outcome ? this.settle(task, outcome, settings) : undefined; // no outcome: its channel closed while it waited for a slot
+    if (outcome) traced.outcome(...runEndOf(outcome));
+    try {
+      if (outcome) await traced.within(() => this.settle(task, outcome, settings));
+    } finally {
+      traced.end();
+    }
+  }
+
+  /** After the run: sends the message back (shutdown), publishes the retry, or stores the result. */
+  private async settle(task: DecodedTask, outcome: RunOutcome, settings: Effective): Promise<void> {
     if (outcome.kind === 'shutdown') {
       this.ctx.logger.warn(`Task ${task.task}[${task.id}] stopped for the worker's shutdown; its message goes back to the queue`);
       return this.delivery.reject(true);
@@ -624,6 +638,14 @@ export class TaskRequest {
     this.delivery.reject(false);
     this.events?.failed(task.id, celeryException('NotRegistered', task.task), null);
   }
+}
+
+/** How a run ended, for its span: the state and, for a FAILURE or a RETRY, the exception. */
+function runEndOf(outcome: RunOutcome): [string, ExceptionInfo | null] {
+  if (outcome.kind === 'shutdown') return ['SHUTDOWN', null];
+  if (outcome.kind === 'retry') return ['RETRY', toExceptionInfo(outcome.retry.options.exc ?? outcome.retry)];
+  const { status, result } = outcome.result;
+  return [status, status === 'FAILURE' ? (result as ExceptionInfo) : null];
 }
 
 function successOf(meta: TaskMeta): ResultToStore {
