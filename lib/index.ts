@@ -91,3 +91,10 @@ export type { PeriodicOptions } from './decorators/periodic.decorator';
 export { PeriodicScheduler, PERIODIC_TASK_NAME_HEADER, PERIODIC_TICK_HEADER } from './scheduler/periodic.scheduler';
 export type { PeriodicEntry, PeriodicSendOptions, PeriodicTiming } from './scheduler/periodic-entry';
 export type { SchedulerOptions, BeatScheduleEntry } from './interfaces/celery-options.interface';
+// health (issue 15 item 2): the terminus indicator is in 'nestjs-celery/terminus'
+export { CeleryHealth } from './health/celery-health';
+export type { CeleryHealthReport, HealthCheckOptions, QueueHealth } from './health/celery-health';
+export type { BrokerStatus, PublishObserver } from './broker/broker.interface';
+// metrics (issue 15 item 3): prom-client is loaded only when `metrics.enabled`; the Prometheus class is in 'nestjs-celery/metrics'
+export { CELERY_METRICS, CELERY_METRICS_REGISTRY } from './metrics/task-metrics';
+export type { MetricsOptions, CeleryMetricsSink, TaskMetricsHooks, WorkerGaugeSource } from './metrics/task-metrics';

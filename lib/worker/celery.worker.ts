@@ -20,6 +20,7 @@ import { ChordCounter, createChordStore } from './chord-counter';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 import { WorkerEvents } from '../events/worker-events';
+import { CELERY_METRICS, type CeleryMetricsSink } from '../metrics/task-metrics';
 
 /** How long tasks aborted at the shutdown timeout get to end (and send their message back) before the worker returns. */
 const SHUTDOWN_ABORT_GRACE_MS = 1000;
@@ -87,8 +88,10 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     private readonly store: ResultStore,
     private readonly registry: TaskRegistry,
     @Optional() @Inject(WorkerEvents) private readonly events: WorkerEvents | null = null,
+    @Optional() @Inject(CELERY_METRICS) metrics: CeleryMetricsSink | null = null,
   ) {
-    this.writer = new ResultWriter(store, this.logger, () => this.stopping);
+    this.writer = new ResultWriter(store, this.logger, () => this.stopping, metrics);
+    metrics?.bindWorker({ inFlight: () => this.inFlight.size, heldEta: () => this.holds.size, storeBacklog: () => this.writer.backlog });
     this.rateLimiter = createRateLimiter(config, store, this.logger);
     this.ctx = {
       registry,
@@ -122,6 +125,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       isolatedPool: () => (this.pool ??= new IsolatedPool({ size: config.worker.isolatedThreads ?? undefined })),
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
       events,
+      metrics,
       chordPart: (task) => this.chordCounter.partDone(task),
     };
     this.chordCounter = new ChordCounter(createChordStore(config, store), this.chordDeps());
@@ -328,6 +332,16 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     if (!aborts) return false;
     for (const abort of [...aborts]) abort(reason);
     return true;
+  }
+
+  /** The queues this worker consumes (empty before it starts and once it stops), for health checks. */
+  consumedQueues(): string[] {
+    return this.consumers.map((c) => c.queue);
+  }
+
+  /** Results whose first write failed and that are retried now: the store's backlog, for health checks. */
+  get storeBacklog(): number {
+    return this.writer.backlog;
   }
 
   /** Ids of the tasks running in this worker now. */
