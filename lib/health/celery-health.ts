@@ -41,7 +41,7 @@ export class CeleryHealth {
     @Inject(CELERY_CONFIG) private readonly config: ResolvedCeleryConfig,
     private readonly broker: Broker,
     private readonly store: ResultStore,
-    @Optional() private readonly worker: CeleryWorker | null = null,
+    @Optional() @Inject(CeleryWorker) private readonly worker: CeleryWorker | null = null,
   ) {}
 
   async health(options: HealthCheckOptions = {}): Promise<CeleryHealthReport> {
