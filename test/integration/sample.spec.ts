@@ -40,6 +40,7 @@ describe('the sample app', () => {
     const queue = uniqueName('it_sample');
     const table = uniqueName('it_sample');
     const env = {
+      SAMPLE_HTTP_PORT: '0', // the worker's /health and /metrics on a free port (sample-health-metrics.spec.ts tests them)
       CELERY_BROKER_URL: AMQP_URL,
       CELERY_QUEUE: queue,
       CASSANDRA_CONTACT_POINTS: CASSANDRA_HOST,
