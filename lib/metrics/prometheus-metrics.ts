@@ -35,47 +35,20 @@ export class PrometheusCeleryMetrics implements CeleryMetricsSink {
       if (registry.getSingleMetric(name)) registry.removeSingleMetric(name);
       return name;
     };
-    this.tasks = new Counter({
-      name: fresh(`${p}tasks_total`),
-      help: 'Tasks by name and state: received, succeeded, failed, retried, rejected, revoked',
-      labelNames: ['task', 'state'],
-      registers,
-    });
-    this.runtime = new Histogram({
-      name: fresh(`${p}task_runtime_seconds`),
-      help: "Seconds a task's function ran (OpenTelemetry messaging.process.duration), by task name and final state",
-      labelNames: ['task', 'state'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
-    this.queueWait = new Histogram({
-      name: fresh(`${p}task_queue_wait_seconds`),
-      help: 'Seconds from a task being ready to run (received, or its ETA) to its start: slot and rate-limit waits',
-      labelNames: ['task'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
-    this.storeDuration = new Histogram({
-      name: fresh(`${p}store_duration_seconds`),
-      help: 'Seconds of each result store attempt, by outcome (stored, kept: a SUCCESS was already there, error)',
-      labelNames: ['outcome'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
-    this.storeRetries = new Counter({ name: fresh(`${p}store_retries_total`), help: 'Result writes retried after a transient store error', registers });
-    this.confirms = new Counter({
-      name: fresh(`${p}publish_confirms_total`),
-      help: 'Task messages published, by queue and outcome (confirmed by the broker, or failed)',
-      labelNames: ['messaging_destination_name', 'outcome'],
-      registers,
-    });
-    this.publishDuration = new Histogram({
-      name: fresh(`${p}publish_duration_seconds`),
-      help: 'Seconds from publish to the broker confirm (OpenTelemetry messaging.client.operation.duration, send), by queue',
-      labelNames: ['messaging_destination_name'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
+    const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Counter<L>({ name: fresh(`${p}${name}`), help, labelNames, registers });
+    const histogram = <L extends string>(name: string, help: string, labelNames: L[]) =>
+      new Histogram<L>({ name: fresh(`${p}${name}`), help, labelNames, buckets: DURATION_BUCKETS, registers });
+    this.tasks = counter('tasks_total', 'Tasks by name and state: received, succeeded, failed, retried, rejected, revoked', ['task', 'state']);
+    this.runtime = histogram('task_runtime_seconds', "Seconds a task's function ran (OpenTelemetry messaging.process.duration), by task name and final state", ['task', 'state']);
+    this.queueWait = histogram('task_queue_wait_seconds', 'Seconds from a task being ready to run (received, or its ETA) to its start: slot and rate-limit waits', ['task']);
+    this.storeDuration = histogram('store_duration_seconds', 'Seconds of each result store attempt, by outcome (stored, kept: a SUCCESS was already there, error)', ['outcome']);
+    this.storeRetries = counter('store_retries_total', 'Result writes retried after a transient store error');
+    this.confirms = counter('publish_confirms_total', 'Task messages published, by queue and outcome (confirmed by the broker, or failed)', ['messaging_destination_name', 'outcome']);
+    this.publishDuration = histogram(
+      'publish_duration_seconds',
+      'Seconds from publish to the broker confirm (OpenTelemetry messaging.client.operation.duration, send), by queue',
+      ['messaging_destination_name'],
+    );
     const self = this;
     const gauge = (name: string, help: string, read: () => number | null) =>
       new Gauge({

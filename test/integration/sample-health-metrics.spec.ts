@@ -1,26 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { runSample as run, SAMPLE_MAIN as MAIN } from '../support/sample-process';
 import { AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, eventually, KEYSPACE, removeQueueAndTable, SUPERUSER, uniqueName } from '../support/real-services';
 import { TcpProxy } from '../support/tcp-proxy';
-
-const MAIN = join(__dirname, '..', '..', 'dist-sample', 'sample', 'main.js');
-
-/** Runs `node dist-sample/sample/main.js <mode>` and collects its output. */
-function run(mode: string, env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, mode], { env: { PATH: process.env.PATH, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60000);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 async function get(port: number, path: string): Promise<{ status: number; body: string; type: string | null }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`);
