@@ -93,7 +93,7 @@ export type { PeriodicEntry, PeriodicSendOptions, PeriodicTiming } from './sched
 export type { SchedulerOptions, BeatScheduleEntry } from './interfaces/celery-options.interface';
 // health (issue 15 item 2): the terminus indicator is in 'nestjs-celery/terminus'
 export { CeleryHealth } from './health/celery-health';
-export type { CeleryHealthReport, HealthCheckOptions, QueueHealth } from './health/celery-health';
+export type { CeleryHealthReport, CeleryHealthOptions, QueueHealth } from './health/celery-health';
 export type { BrokerStatus, PublishObserver } from './broker/broker.interface';
 // metrics (issue 15 item 3): prom-client is loaded only when `metrics.enabled`; the Prometheus class is in 'nestjs-celery/metrics'
 export { CELERY_METRICS, CELERY_METRICS_REGISTRY } from './metrics/task-metrics';

@@ -6,7 +6,7 @@ import { ResultStore } from '../results/result-store.interface';
 import { CeleryWorker } from '../worker/celery.worker';
 
 /** How a health check is made. */
-export interface HealthCheckOptions {
+export interface CeleryHealthOptions {
   /** How long the result store gets to answer its ping. Default 1000 ms. */
   storeTimeoutMs?: number;
 }
@@ -44,7 +44,7 @@ export class CeleryHealth {
     @Optional() @Inject(CeleryWorker) private readonly worker: CeleryWorker | null = null,
   ) {}
 
-  async health(options: HealthCheckOptions = {}): Promise<CeleryHealthReport> {
+  async health(options: CeleryHealthOptions = {}): Promise<CeleryHealthReport> {
     const status = this.broker.status();
     const consuming = new Map<string, boolean>();
     for (const c of status.consumers) consuming.set(c.queue, (consuming.get(c.queue) ?? false) || c.consuming);
@@ -60,7 +60,7 @@ export class CeleryHealth {
   }
 
   /** True when the broker is connected, every queue is consumed and the result store answers. */
-  async isHealthy(options: HealthCheckOptions = {}): Promise<boolean> {
+  async isHealthy(options: CeleryHealthOptions = {}): Promise<boolean> {
     return (await this.health(options)).healthy;
   }
 

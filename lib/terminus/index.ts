@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { HealthIndicatorService, type HealthIndicatorResult } from '@nestjs/terminus';
-import { CeleryHealth, type HealthCheckOptions } from '../health/celery-health';
+import { CeleryHealth, type CeleryHealthOptions } from '../health/celery-health';
 
 /**
  * `nestjs-celery/terminus`: the module's health as a @nestjs/terminus indicator (an optional peer:
@@ -16,7 +16,7 @@ export class CeleryHealthIndicator {
     private readonly celery: CeleryHealth,
   ) {}
 
-  async isHealthy<const Key extends string = 'celery'>(key: Key = 'celery' as Key, options: HealthCheckOptions = {}): Promise<HealthIndicatorResult<Key>> {
+  async isHealthy<const Key extends string = 'celery'>(key: Key = 'celery' as Key, options: CeleryHealthOptions = {}): Promise<HealthIndicatorResult<Key>> {
     const indicator = this.indicators.check(key);
     const { healthy, ...details } = await this.celery.health(options);
     return healthy ? indicator.up(details) : indicator.down(details);
