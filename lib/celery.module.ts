@@ -8,6 +8,7 @@ import { normalizeCeleryOptions } from './config/normalize-options';
 import type { ResolvedCeleryConfig } from './config/resolved-config';
 import { TaskMetadataAccessor } from './discovery/task-metadata.accessor';
 import { TaskExplorer } from './discovery/task.explorer';
+import { TaskEnhancers } from './enhancers/task-enhancers';
 import { TaskRegistry } from './discovery/task.registry';
 import type { CeleryOptionsInput } from './interfaces/celery-options.interface';
 import { Producer } from './producer/producer.service';
@@ -48,6 +49,7 @@ import { loadMetrics } from './metrics/load-metrics';
     TaskRegistry,
     TaskExplorer,
     { provide: CeleryControl, useFactory: (broker: Broker, clock: CeleryClock) => new CeleryControl(broker, { clock }), inject: [Broker, CeleryClock] },
+    TaskEnhancers,
     Producer,
     CeleryWorker,
     CeleryTaskContext,

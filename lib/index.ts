@@ -1,6 +1,7 @@
 export { CeleryModule } from './celery.module';
 export { CELERY_MODULE_OPTIONS } from './celery.module-definition';
 export { CELERY_CONFIG } from './celery.constants';
+export type { TaskEventsSwitch } from './worker/control/remote-control';
 export type { CeleryModuleOptions, CassandraOptions, WorkerOptions, PythonCeleryConfig, CeleryOptionsInput } from './interfaces/celery-options.interface';
 export type { GlobalRateLimitOptions } from './interfaces/celery-options.interface';
 export type { ChordOptions } from './interfaces/celery-options.interface';
@@ -91,6 +92,10 @@ export type { PeriodicOptions } from './decorators/periodic.decorator';
 export { PeriodicScheduler, PERIODIC_TASK_NAME_HEADER, PERIODIC_TICK_HEADER } from './scheduler/periodic.scheduler';
 export type { PeriodicEntry, PeriodicSendOptions, PeriodicTiming } from './scheduler/periodic-entry';
 export type { SchedulerOptions, BeatScheduleEntry } from './interfaces/celery-options.interface';
+// guards, interceptors, pipes and filters on tasks (execution context type 'celery')
+export { CeleryExecutionContext, CELERY_CONTEXT_TYPE } from './enhancers/celery-execution-context';
+export type { CeleryContextType, TaskPayload } from './enhancers/celery-execution-context';
+export { TaskRefusedError, InvalidTaskArgumentsError } from './enhancers/enhancer-errors';
 // health (issue 15 item 2): the terminus indicator is in 'nestjs-celery/terminus'
 export { CeleryHealth } from './health/celery-health';
 export type { CeleryHealthReport, CeleryHealthOptions, QueueHealth } from './health/celery-health';

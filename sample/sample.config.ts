@@ -19,6 +19,7 @@ import type { CeleryModuleOptions } from '../lib';
  * | ASTRA_DB_APPLICATION_TOKEN  | the `AstraCS:...` token |
  * | SAMPLE_HTTP_PORT         | 3000: `sample:worker` serves GET /health and GET /metrics there (0: any free port, logged) |
  * | SAMPLE_SCHEDULER         | unset: no periodic tasks; `1`: workers send `tasks.add(2, 2)` every 30 s (once across workers with Cassandra) |
+ * | SAMPLE_UNTRUSTED_ORIGINS | unset: every origin runs; else comma-separated origins (`gen<pid>@<host>`) or hosts whose tasks are refused |
  */
 export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean, metrics = false): CeleryModuleOptions {
   const brokerUrl = env.CELERY_BROKER_URL || 'memory://';
@@ -57,4 +58,9 @@ export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean, me
     throw new Error('CELERY_BROKER_URL points at a real broker: set CASSANDRA_CONTACT_POINTS too, so the client can read results');
   }
   return options;
+}
+
+/** Origins (`gen<pid>@<host>`) or hosts whose tasks the sample's TrustedOriginGuard refuses. */
+export function untrustedOrigins(env: NodeJS.ProcessEnv): string[] {
+  return (env.SAMPLE_UNTRUSTED_ORIGINS ?? '').split(',').map((o) => o.trim()).filter(Boolean);
 }

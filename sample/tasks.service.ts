@@ -1,6 +1,7 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, UsePipes, ValidationPipe } from '@nestjs/common';
 import { Periodic, Task, TaskContext } from '../lib';
 import { setTimeout } from 'node:timers/promises';
+import { NewUserDto } from './new-user.dto';
 
 /** The task of Celery's Astra DB walkthrough, as a NestJS provider. */
 @Injectable()
@@ -52,6 +53,17 @@ export class TasksService {
   @Task('tasks.fail')
   fail(message: string): never {
     throw new RangeError(message);
+  }
+
+  /**
+   * Registers a user given as the `user` keyword argument (or the first positional one). The
+   * ValidationPipe checks it against NewUserDto first: an invalid one is a FAILURE `ValueError`
+   * naming each field, e.g. `email must be an email`, and the task does not run.
+   */
+  @Task('tasks.registerUser')
+  @UsePipes(new ValidationPipe({ transform: true, whitelist: true, forbidNonWhitelisted: true }))
+  registerUser(user: NewUserDto): { registered: string; name: string; age: number } {
+    return { registered: user.email.toLowerCase(), name: user.name, age: user.age };
   }
 
   /** The time in ms, at most 5 a second per worker. */

@@ -3,7 +3,7 @@ import * as amqplib from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { CeleryBrokerRefusedError, CeleryConnectionError } from '../errors/celery.errors';
 import { randomUUID } from 'node:crypto';
-import { Broker, BrokerStatus, ConsumerHandle, Delivery, EventMessage, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
+import { Broker, BrokerStatus, ConsumeOptions, ConsumerHandle, Delivery, EventMessage, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
 import { redactUrl } from './redact-url';
 import { toAmqpFieldTable } from '../protocol/amqp-field-table';
 import type { TlsMaterial } from '../config/tls-files';
@@ -48,6 +48,9 @@ interface ConsumerRecord {
   starting: boolean;
   restartTimer: NodeJS.Timeout | null;
   restartDelay: number;
+  /** `ConsumeOptions`: declarations instead of the queue's topology, and no-ack consuming. */
+  declare: TopologyStep[] | null;
+  noAck: boolean;
 }
 
 /** Events waiting for the events channel (opening, or the connection down); older ones are dropped first. */
@@ -520,8 +523,10 @@ export class AmqpBroker extends Broker {
     );
   }
 
-  async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle> {
+  async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void, options: ConsumeOptions = {}): Promise<ConsumerHandle> {
     const record: ConsumerRecord = {
+      declare: options.declare ?? null,
+      noAck: options.noAck ?? false,
       queue,
       prefetch: clampPrefetch(prefetch),
       onMessage,
@@ -626,11 +631,11 @@ export class AmqpBroker extends Broker {
 
   /** Declares the queue, sets the channel's prefetch and consumes; again on the same channel if the server cancels the consumer. */
   private async consumeOn(ch: Channel, record: ConsumerRecord, lost: AbortSignal): Promise<void> {
-    await applySteps(ch, queueTopology(this.queueOf(record.queue)));
-    await ch.prefetch(record.prefetch, !this.perConsumerQos);
+    await applySteps(ch, record.declare ?? queueTopology(this.queueOf(record.queue)));
+    if (!record.noAck) await ch.prefetch(record.prefetch, !this.perConsumerQos);
     const reply = await ch.consume(record.queue, (msg) => {
       if (msg) {
-        record.onMessage(deliveryOf(ch, lost, msg, this.logger));
+        record.onMessage(deliveryOf(ch, lost, msg, this.logger, record.noAck));
         return;
       }
       // basic.cancel from the server: the queue was deleted (or moved). Messages delivered so far can still be
@@ -642,7 +647,7 @@ export class AmqpBroker extends Broker {
         this.logger.error(`Could not consume queue ${record.queue} again: ${messageOf(err)}`);
         ch.close().catch(() => undefined); // the close handler opens a new channel with back-off
       });
-    }, { noAck: false });
+    }, { noAck: record.noAck });
     record.tag = reply.consumerTag;
   }
 
@@ -687,10 +692,11 @@ export async function applySteps(ch: Channel, steps: readonly TopologyStep[]): P
   }
 }
 
-function deliveryOf(ch: Channel, lost: AbortSignal, msg: ConsumeMessage, logger: Logger): Delivery {
+function deliveryOf(ch: Channel, lost: AbortSignal, msg: ConsumeMessage, logger: Logger, noAck = false): Delivery {
   const p = msg.properties;
   let settled = false;
   const settle = (action: () => void, what: string) => {
+    if (noAck) return; // consumed without acknowledgements: nothing to settle
     if (settled) throw new Error('message already acknowledged or rejected');
     settled = true;
     if (lost.aborted) {

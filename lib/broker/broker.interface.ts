@@ -46,6 +46,13 @@ export interface Reply {
   body: Buffer;
 }
 
+export interface ConsumeOptions {
+  /** Declarations sent (in order) before consuming, instead of the queue's configured topology. */
+  declare?: TopologyStep[];
+  /** Consume without acknowledgements. */
+  noAck?: boolean;
+}
+
 export interface ConsumerHandle {
   /** Stop receiving new messages; unacknowledged ones stay with this consumer until settled. */
   cancel(): Promise<void>;
@@ -96,7 +103,13 @@ export abstract class Broker {
    * confirmed it.
    */
   abstract publish(queue: string, message: OutgoingMessage, route?: PublishRoute): Promise<void>;
-  abstract consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle>;
+  /**
+   * Consumes a queue on a channel of its own, recovered after a lost channel or connection. The
+   * queue is declared as the configuration says, or with `options.declare` (the remote-control
+   * queue: its own exchange and arguments); `options.noAck` consumes without acknowledgements
+   * (ack / reject of its deliveries do nothing), as kombu consumes a pidbox.
+   */
+  abstract consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void, options?: ConsumeOptions): Promise<ConsumerHandle>;
   /**
    * Declares this process's private reply queue (exclusive, auto-delete; declared again after a
    * reconnect) and consumes it without acknowledgements. Resolves the queue's name.

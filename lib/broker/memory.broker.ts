@@ -1,5 +1,5 @@
 import { fromAmqpFieldValue, toAmqpFieldValue, type AmqpFieldValue } from '../protocol/amqp-field-table';
-import { Broker, BrokerStatus, ConsumerHandle, Delivery, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
+import { Broker, BrokerStatus, ConsumeOptions, ConsumerHandle, Delivery, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
 import { bindingTakes, DELAY_BITS, DELAYED_DELIVERY_EXCHANGE, plainQueue, queueTopology, type ExchangeType, type QueueDeclaration, type TopologyStep } from '../protocol/routing';
 
 export interface MemoryBrokerOptions {
@@ -164,9 +164,17 @@ export class MemoryBroker extends Broker {
     if (!ex.bindings.some((b) => b.queue === binding.queue && b.exchange === binding.exchange && b.key === binding.key)) ex.bindings.push(binding);
   }
 
-  async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void): Promise<ConsumerHandle> {
+  async consume(queue: string, prefetch: number, onMessage: (delivery: Delivery) => void, options: ConsumeOptions = {}): Promise<ConsumerHandle> {
+    if (options.declare) await this.declareTopology(options.declare);
     const q = this.queueOf(queue);
-    const consumer: MemoryConsumer = { prefetch, unacked: new Set(), cancelled: false, channel: new AbortController(), onMessage };
+    const consumer: MemoryConsumer = {
+      prefetch,
+      unacked: new Set(),
+      cancelled: false,
+      channel: new AbortController(),
+      // no-ack: settled as soon as it is handed over
+      onMessage: options.noAck ? (d) => (d.ack(), onMessage({ ...d, ack: () => undefined, reject: () => undefined })) : onMessage,
+    };
     q.consumers.push(consumer);
     queueMicrotask(() => this.dispatch(q));
     return {

@@ -58,6 +58,7 @@ const MIN_RESULT_BYTES = 4096;
 const WORKER_KEYS = new Set([
   'enabled', 'queues', 'concurrency', 'prefetch', 'shutdownTimeoutMs', 'maxMessageBytes', 'maxResultBytes', 'successCheck', 'etaTaskLimit',
   'detectQuorumQueues', 'consumerTimeoutMs', 'hostname', 'taskContextStorage', 'isolatedThreads',
+  'enableRemoteControl', 'remoteControl',
   ...RATE_LIMIT_WORKER_KEYS,
 ]);
 
@@ -94,6 +95,7 @@ const PYTHON_KEYS: Record<string, string> = {
   task_ignore_result: 'taskIgnoreResult',
   task_store_errors_even_if_ignored: 'taskStoreErrorsEvenIfIgnored',
   worker_detect_quorum_queues: 'worker.detectQuorumQueues',
+  worker_enable_remote_control: 'worker.enableRemoteControl',
   task_routes: 'taskRoutes',
   task_queues: 'taskQueues',
   task_default_exchange: 'defaultExchange',
@@ -496,6 +498,8 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
       hostname: resolveHostname(w.hostname),
       taskContextStorage: optBool(w.taskContextStorage, 'worker.taskContextStorage') ?? null,
       isolatedThreads: optInt(w.isolatedThreads, 'worker.isolatedThreads', 1) ?? null,
+      enableRemoteControl: optBool(w.enableRemoteControl, 'worker.enableRemoteControl') ?? true,
+      remoteControlRefuse: resolveRefuse(w.remoteControl),
     },
     tasks: {
       timeLimit: optSeconds(o.taskTimeLimit, 'taskTimeLimit') ?? null,
@@ -622,13 +626,61 @@ function resolveSuccessCheck(value: unknown): 'always' | 'redelivered' {
   throw new CeleryConfigError('worker.successCheck', `must be 'always' or 'redelivered', got ${JSON.stringify(value)}`);
 }
 
-/** The worker's node name, `name@host` as Celery's `-n`; default `nestjs@<hostname>` (`celery@` is Python's). */
-function resolveHostname(value: unknown): string {
-  const name = optString(value, 'worker.hostname') ?? `nestjs@${osHostname()}`;
-  if (!name.includes('@') || name.startsWith('@') || name.endsWith('@')) {
-    throw new CeleryConfigError('worker.hostname', `must be "name@host" as Celery's node names, got ${JSON.stringify(name)}`);
+/**
+ * The worker's node name, `name@host` as Celery's `-n`, with Celery's `%` tokens expanded
+ * (celery/utils/nodenames.py): `%h` the full hostname, `%n` its name part (before the first dot),
+ * `%d` its domain part, `%i` the pool process index (always 0: one process), `%I` the same with a
+ * separator (always empty), `%p` this process's pid (ours: Celery has no node-name `%p`), `%%` a `%`.
+ * A name without `@` gets `@%h` appended, as Celery's `default_nodename`.
+ *
+ * The default, `nestjs-<pid>@<hostname>`, is unique per process: each node has its own pidbox queue
+ * `<name>.celery.pidbox` (exclusive), so two workers on one host with one name would answer remote
+ * control as one (the second cannot even declare it). Python's default `celery@%h` is unique per
+ * host only because `celery multi` numbers its workers.
+ */
+export function resolveHostname(value: unknown, host: string = osHostname(), pid: number = process.pid): string {
+  const raw = optString(value, 'worker.hostname') ?? `nestjs-${pid}@%h`;
+  const name = expandNodename(raw.includes('@') ? raw : `${raw}@%h`, host, pid);
+  if (name.startsWith('@') || name.endsWith('@')) {
+    throw new CeleryConfigError('worker.hostname', `must be "name@host" as Celery's node names, got ${JSON.stringify(raw)}`);
   }
   return name;
+}
+
+function expandNodename(template: string, host: string, pid: number): string {
+  const dot = host.indexOf('.');
+  const tokens: Record<string, string> = {
+    h: host,
+    n: dot < 0 ? host : host.slice(0, dot),
+    d: dot < 0 ? '' : host.slice(dot + 1),
+    i: '0',
+    I: '',
+    p: String(pid),
+    '%': '%',
+  };
+  return template.replace(/%(.)/g, (whole, key: string) => {
+    if (!(key in tokens)) throw new CeleryConfigError('worker.hostname', `unknown token ${whole} in ${JSON.stringify(template)} (use %h, %n, %d, %i, %I, %p, %%)`);
+    return tokens[key];
+  });
+}
+
+/** Remote-control commands that stop or reshape a worker: the ones `worker.remoteControl.refuse` may name. */
+export const RESHAPING_CONTROL_COMMANDS = ['shutdown', 'add_consumer', 'cancel_consumer', 'time_limit', 'rate_limit'] as const;
+
+function resolveRefuse(value: unknown): string[] {
+  if (value === undefined || value === null) return [];
+  if (typeof value !== 'object' || Array.isArray(value)) throw new CeleryConfigError('worker.remoteControl', `must be an object { refuse }, got ${JSON.stringify(value)}`);
+  for (const key of Object.keys(value)) if (key !== 'refuse') throw new CeleryConfigError(`worker.remoteControl.${key}`, 'unknown option (refuse is the only one)');
+  const refuse = (value as { refuse?: unknown }).refuse;
+  if (refuse === undefined) return [];
+  if (refuse === 'reshaping') return [...RESHAPING_CONTROL_COMMANDS];
+  if (!Array.isArray(refuse) || !refuse.every((c) => typeof c === 'string')) {
+    throw new CeleryConfigError('worker.remoteControl.refuse', `must be 'reshaping' or a list of command names, got ${JSON.stringify(refuse)}`);
+  }
+  for (const c of refuse) {
+    if (!/^[a-z_]+$/.test(c)) throw new CeleryConfigError('worker.remoteControl.refuse', `${JSON.stringify(c)} is not a command name`);
+  }
+  return [...new Set(refuse as string[])];
 }
 
 /** A positive number of seconds (fractions allowed), as Celery's time limits. */

@@ -60,6 +60,10 @@ export interface ResolvedCeleryConfig {
     taskContextStorage: boolean | null;
     /** Threads of the isolated-task pool; null = os.availableParallelism(). */
     isolatedThreads: number | null;
+    /** Celery's `worker_enable_remote_control`: answer the pidbox broadcast (ping, inspect, control). */
+    enableRemoteControl: boolean;
+    /** Remote-control commands this worker refuses (`worker.remoteControl.refuse`), answered with an error. */
+    remoteControlRefuse: string[];
   };
   /** Defaults of every task (Celery's `task_*` settings); a task's own `@Task()` options win. */
   tasks: {

@@ -7,6 +7,7 @@ import { checkIsolatedSpec } from '../worker/isolation/locate';
 import type { IsolatedTaskSpec } from '../worker/isolation/protocol';
 import { validateTaskOptions } from '../decorators/task.decorator';
 import { ParameterList, parameterNames } from './parameter-names';
+import { TaskEnhancers } from '../enhancers/task-enhancers';
 import { TaskMetadataAccessor, taskNameOf } from './task-metadata.accessor';
 import { TaskRegistry } from './task.registry';
 
@@ -18,6 +19,7 @@ export class TaskExplorer implements OnModuleInit {
     private readonly scanner: MetadataScanner,
     private readonly accessor: TaskMetadataAccessor,
     private readonly registry: TaskRegistry,
+    private readonly enhancers: TaskEnhancers,
   ) {}
 
   onModuleInit(): void {
@@ -49,6 +51,9 @@ export class TaskExplorer implements OnModuleInit {
     const params = metadata.params ? { names: [...metadata.params], restIndex: null } : withoutParameter(parameterNames(method), contextIndex);
     validateTaskOptions(`${className}.${methodName}`, metadata);
     const isolated = metadata.isolate ? isolatedSpecOf(className, methodName, metadata.module as string, instance.constructor, contextIndex) : null;
+    const taskMethod = { instance, methodName, method, params, contextIndex: contextIndex ?? null, target: `${className}.${methodName}` };
+    if (isolated) this.enhancers.refuseOnIsolated(taskMethod);
+    const enhanced = isolated ? null : this.enhancers.wrap(taskMethod);
     this.registry.register({
       name,
       target: `${className}.${methodName}`,
@@ -59,6 +64,7 @@ export class TaskExplorer implements OnModuleInit {
       isolated,
       options: metadata,
       handler: (...args: unknown[]) => (method as (...a: unknown[]) => unknown).apply(instance, args),
+      enhanced,
     });
   }
 }

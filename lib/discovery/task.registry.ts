@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { TaskRegistrationError } from '../errors/celery.errors';
 import type { TaskOptions } from '../decorators/task.decorator';
 import type { IsolatedTaskSpec } from '../worker/isolation/protocol';
+import type { EnhancedTaskHandler } from '../enhancers/task-enhancers';
 import type { ParameterList } from './parameter-names';
 
 /** A discovered task: its name, where it runs and how its arguments bind. */
@@ -21,6 +22,8 @@ export interface RegisteredTask {
   options?: TaskOptions;
   /** Calls the method on its DI-managed instance. */
   handler: (...args: unknown[]) => unknown;
+  /** Runs the method through the guards, interceptors, pipes and filters that apply to it; null when none does. */
+  enhanced?: EnhancedTaskHandler | null;
 }
 
 /**

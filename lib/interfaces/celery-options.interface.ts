@@ -90,8 +90,21 @@ export interface WorkerOptions {
   etaTaskLimit?: number;
   /** Celery's `worker_disable_rate_limits`: ignore every task's `rateLimit` (shared ones too) in this worker. Default false. */
   disableRateLimits?: boolean;
-  /** This worker's node name, `name@host` (Celery's `-n`): in STARTED rows and the task context. Default `nestjs@<hostname>`. */
+  /**
+   * This worker's node name, `name@host` (Celery's `-n`): its pidbox queue for remote control, STARTED
+   * rows, the task context. Celery's tokens are expanded: `%h` hostname, `%n` its name part, `%d` its
+   * domain, `%i` / `%I` pool process index (`0` / empty: one process), `%p` the pid. Default
+   * `nestjs-<pid>@<hostname>`: unique per process, as each node needs a pidbox queue of its own.
+   */
   hostname?: string;
+  /** Celery's `worker_enable_remote_control`: answer `celery inspect` / `celery control` (the pidbox broadcast). Default true. */
+  enableRemoteControl?: boolean;
+  /**
+   * Remote control: `refuse` lists commands this worker answers with an error instead of running
+   * (anyone who can publish to the broker can send them): command names, or `'reshaping'` for
+   * `shutdown`, `add_consumer`, `cancel_consumer`, `time_limit` and `rate_limit`.
+   */
+  remoteControl?: { refuse?: string[] | 'reshaping' };
   /**
    * Run tasks inside the AsyncLocalStorage behind `CeleryTaskContext` and `currentTask()`. Default:
    * on when a provider injects `CeleryTaskContext`, else off — on Node 20 a live AsyncLocalStorage
@@ -289,6 +302,7 @@ export interface PythonCeleryConfig {
   worker_prefetch_multiplier?: number;
   worker_eta_task_limit?: number;
   worker_disable_rate_limits?: boolean;
+  worker_enable_remote_control?: boolean;
   task_time_limit?: number;
   task_soft_time_limit?: number;
   task_track_started?: boolean;

@@ -21,6 +21,8 @@ import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 import { WorkerEvents } from '../events/worker-events';
 import { CELERY_METRICS, type CeleryMetricsSink } from '../metrics/task-metrics';
+import { RequestTracker } from './control/request-tracker';
+import { RemoteControl, type TaskEventsSwitch } from './control/remote-control';
 
 /** How long tasks aborted at the shutdown timeout get to end (and send their message back) before the worker returns. */
 const SHUTDOWN_ABORT_GRACE_MS = 1000;
@@ -79,6 +81,10 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   private readonly writer: ResultWriter;
   /** Celery's rate limits (`rateLimit`): per task name, per worker, or shared by every worker. */
   readonly rateLimiter: RateLimiter;
+  /** The requests held here (inspect active / reserved / scheduled, stats totals). */
+  readonly tracker: RequestTracker;
+  /** Answers Celery's remote control (`worker.enableRemoteControl`); null when switched off. */
+  readonly remoteControl: RemoteControl | null;
   /** Counter-mode chords: the header tasks complete them (README, "How a chord completes"). */
   private readonly chordCounter: ChordCounter;
 
@@ -93,6 +99,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     this.writer = new ResultWriter(store, this.logger, () => this.stopping, metrics);
     metrics?.bindWorker({ inFlight: () => this.inFlight.size, heldEta: () => this.holds.size, storeBacklog: () => this.writer.backlog });
     this.rateLimiter = createRateLimiter(config, store, this.logger);
+    this.tracker = new RequestTracker(config.worker.hostname);
+    this.remoteControl = config.worker.enableRemoteControl ? this.createRemoteControl(this.events) : null;
     this.ctx = {
       registry,
       store,
@@ -126,6 +134,8 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
       events,
       metrics,
+      phase: (phase, task, delivery) => this.tracker.phase(phase, task, delivery),
+      isRevoked: (task) => this.remoteControl?.isRevoked(task.id, task.headers) ?? false,
       chordPart: (task) => this.chordCounter.partDone(task),
     };
     this.chordCounter = new ChordCounter(createChordStore(config, store), this.chordDeps());
@@ -140,6 +150,42 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       logger: this.logger,
     };
   }
+
+  private createRemoteControl(events: TaskEventsSwitch | null): RemoteControl {
+    const control = new RemoteControl(
+      this.config.worker.hostname,
+      this.broker,
+      this.config,
+      this.registry,
+      {
+        tracker: this.tracker,
+        abortTask: (id, reason) => this.abortTask(id, reason),
+        setRateLimit: (name, rate) => this.rateLimiter.setRate(name, rate),
+        setTimeLimits: (name, soft, hard) => {
+          const entry = this.registry.get(name);
+          if (!entry) return false;
+          entry.options = { ...(entry.options ?? {}), softTimeLimit: soft ?? undefined, timeLimit: hard ?? undefined };
+          return true;
+        },
+        addConsumer: (queue) => this.addConsumer(queue),
+        cancelConsumer: (queue) => this.cancelConsumer(queue),
+        consumedQueues: () => this.consumers.map((c) => queueTableOf(this.config).get(c.queue)),
+        prefetchCount: () => this.consumers.reduce((n, c) => n + this.config.worker.prefetch + c.raised, 0),
+        storeDurably: (result, checkFirst) => this.storeDurably(result, checkFirst),
+        shutdown: () => void this.stop().finally(() => this.exitAfterRemoteShutdown()),
+      },
+      this.logger,
+    );
+    control.useEvents(events);
+    return control;
+  }
+
+  /**
+   * After `shutdown` from remote control has stopped the worker: SIGTERM to this process, so an
+   * application with `enableShutdownHooks()` closes gracefully (one without it ends at once; its
+   * tasks are already done). Replaceable for tests.
+   */
+  exitAfterRemoteShutdown: () => void = () => process.kill(process.pid, 'SIGTERM');
 
   /**
    * Publishes workflow messages (next chain step, callbacks, errbacks, a chord's body) one after
@@ -187,24 +233,45 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     if (perConsumerQos(this.config)) {
       this.logger.log('A quorum queue is configured: prefetch is per consumer and static (held ETA tasks occupy prefetch slots), as Celery sets it');
     }
-    for (const queue of queues) {
-      const consumer: ConsumerState = { queue, handle: null, raised: 0, ctx: { ...this.ctx, holdUntil: (eta, lost) => this.holdUntil(eta, lost, consumer) } };
-      this.consumers.push(consumer);
-      // messages can arrive before consume() resolves: those held by then are applied right after
-      consumer.handle = await this.broker.consume(queue, prefetch, (delivery) => this.onDelivery(delivery, consumer));
-      if (consumer.raised > 0) this.applyPrefetch(consumer);
-    }
+    // remote control first: a revoke broadcast right after the start is not missed
+    await this.remoteControl?.start();
+    for (const queue of queues) await this.addConsumer(queue);
     this.events?.start({ active: () => this.aborts.size, processed: () => this.processed });
     this.logger.log(
-      `Worker consuming ${queues.join(', ')} on ${this.broker.describe()} (prefetch ${prefetch}, concurrency ${concurrency}); ` +
+      `Worker consuming ${queues.join(', ')} on ${this.broker.describe()} (prefetch ${prefetch}, concurrency ${concurrency}, node ${this.config.worker.hostname}); ` +
         `tasks: ${this.registry.names().join(', ') || 'none'}`,
     );
+  }
+
+  /** Starts consuming a queue (at start, and remote control's `add_consumer`); a queue consumed already is left alone. */
+  async addConsumer(queue: string): Promise<void> {
+    if (this.stopping || this.consumers.some((c) => c.queue === queue)) return;
+    const consumer: ConsumerState = { queue, handle: null, raised: 0, ctx: { ...this.ctx, holdUntil: (eta, lost) => this.holdUntil(eta, lost, consumer) } };
+    this.consumers.push(consumer);
+    try {
+      // messages can arrive before consume() resolves: those held by then are applied right after
+      consumer.handle = await this.broker.consume(queue, this.config.worker.prefetch, (delivery) => this.onDelivery(delivery, consumer));
+    } catch (err) {
+      this.consumers.splice(this.consumers.indexOf(consumer), 1);
+      throw err;
+    }
+    if (consumer.raised > 0) this.applyPrefetch(consumer);
+  }
+
+  /** Stops consuming a queue (remote control's `cancel_consumer`); its tasks in flight finish. */
+  async cancelConsumer(queue: string): Promise<void> {
+    const i = this.consumers.findIndex((c) => c.queue === queue);
+    if (i < 0) return;
+    const [consumer] = this.consumers.splice(i, 1);
+    await consumer.handle?.cancel();
+    this.logger.log(`No longer consuming from ${queue}`);
   }
 
   /** Stops consuming and waits (up to `worker.shutdownTimeoutMs`) for in-flight tasks to finish and be stored. */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    await this.remoteControl?.stop().catch(() => undefined);
     try {
       await this.drain();
     } finally {

@@ -5,7 +5,7 @@ import type { TaskContext } from '../decorators/task-context.decorator';
 import { bindArguments, withContextArgument } from '../discovery/parameter-names';
 import type { RegisteredTask, TaskRegistry } from '../discovery/task.registry';
 import { InvalidTaskMessageError } from '../errors/celery.errors';
-import { Retry, RetryOptions, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerShutdown } from '../errors/task-exceptions';
+import { Retry, RetryOptions, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerShutdown } from '../errors/task-exceptions';
 import { celeryException, toExceptionInfo, tracebackOf } from '../protocol/exceptions';
 import { pythonJsonDumps } from '../protocol/python-json';
 import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-row';
@@ -20,6 +20,7 @@ import type { StoreOutcome } from '../results/result-writer';
 import { NOTIFY_HEADER } from '../results/result-notifier';
 import { AppliedCanvas, errbackCanvas, InvalidSignatureError, PublishStep, remainingChainIds, successCanvas } from '../protocol/canvas-apply';
 import { randomUUID } from 'node:crypto';
+import type { RequestPhase } from './control/request-tracker';
 import { CHORD_COUNTER_HEADER } from '../protocol/canvas';
 import { performance } from 'node:perf_hooks';
 import { taskMessageInfo } from '../protocol/events';
@@ -86,6 +87,10 @@ export interface RequestContext {
   contextStorage(): boolean;
   /** Registers a running task so revoke and shutdown can abort it; returns the unregister function. */
   track(taskId: string, abort: (reason: Error) => void): () => void;
+  /** Told where the request is (remote control's inspect active / reserved / scheduled); optional. */
+  phase?(phase: RequestPhase, task: DecodedTask, delivery: Delivery): void;
+  /** Whether the task was revoked (remote control's revoke): then it is not run and REVOKED is stored; optional. */
+  isRevoked?(task: DecodedTask): boolean;
   /**
    * The chord part of a header task of a counter-mode chord (lib/worker/chord-counter.ts), after
    * its result is stored and before its ack: records it done and, when it is the last one, sends
@@ -157,14 +162,15 @@ export class TaskRequest {
     if (this.delivery.lost.aborted) return;
     const entry = this.ctx.registry.get(task.task);
     if (!entry) return this.rejectUnregistered(task);
-    return this.ctx.oneAtATime(task.id, () => this.process(task, entry));
+    return this.ctx.oneAtATime(task.id, () => this.process(task, entry).finally(() => this.ctx.phase?.('done', task, this.delivery)));
   }
 
   private async process(task: DecodedTask, entry: RegisteredTask): Promise<void> {
     if (this.delivery.lost.aborted) return;
     if (this.mayBeDuplicate(task) && (await this.alreadySucceeded(task))) return;
-    // Expiry is checked on receipt (an expired ETA task does not wait for its ETA) and again before running.
+    // Expiry and revoke are checked on receipt (an expired ETA task does not wait for its ETA) and again before running.
     if (isExpired(task)) return this.revokeExpired(task);
+    if (this.ctx.isRevoked?.(task)) return this.revokeExpired(task, 'revoked');
     this.events?.received(taskMessageInfo(task)); // as Celery's strategy: after the revoked/expired check
     const metrics = this.ctx.metrics;
     if (metrics) {
@@ -172,12 +178,15 @@ export class TaskRequest {
       this.readyAt = performance.now();
     }
     if (task.eta !== null && task.eta > nowMicros()) {
+      this.ctx.phase?.('scheduled', task, this.delivery);
       const end = await this.ctx.holdUntil(task.eta, this.delivery.lost);
       if (end === 'stop') return this.delivery.reject(true);
       if (end === 'lost') return;
       if (metrics) this.readyAt = performance.now();
       if (isExpired(task)) return this.revokeExpired(task);
+      if (this.ctx.isRevoked?.(task)) return this.revokeExpired(task, 'revoked');
     }
+    this.ctx.phase?.('reserved', task, this.delivery);
     // Celery's rate limit: wait, unacknowledged and without a slot, for this task name's turn
     if (!(await this.ctx.rateLimit(task.task, this.delivery.lost))) {
       if (this.delivery.lost.aborted) return; // the broker has requeued it
@@ -185,8 +194,14 @@ export class TaskRequest {
     }
     if (isExpired(task)) return this.revokeExpired(task);
     const settings = this.effective(task, entry);
-    const outcome = await this.ctx.withSlot(async () => (this.delivery.lost.aborted ? null : this.run(task, entry, settings)));
+    const outcome = await this.ctx.withSlot(async () => {
+      if (this.delivery.lost.aborted) return null;
+      if (this.ctx.isRevoked?.(task)) return 'revoked' as const; // revoked while it waited
+      this.ctx.phase?.('active', task, this.delivery);
+      return this.run(task, entry, settings);
+    });
     if (!outcome) return; // its channel closed while it waited for a slot: the redelivered copy runs it
+    if (outcome === 'revoked') return this.revokeExpired(task, 'revoked');
     if (outcome.kind === 'shutdown') {
       this.ctx.logger.warn(`Task ${task.task}[${task.id}] stopped for the worker's shutdown; its message goes back to the queue`);
       return this.delivery.reject(true);
@@ -215,11 +230,12 @@ export class TaskRequest {
     };
   }
 
-  private revokeExpired(task: DecodedTask): Promise<void> {
-    this.ctx.logger.warn(`Task ${task.task}[${task.id}] expired; not run`);
+  /** Celery's `_announce_revoked`: not run, REVOKED stored (`TaskRevokedError('expired')` / `('revoked')`), the message acknowledged. */
+  private revokeExpired(task: DecodedTask, reason: 'expired' | 'revoked' = 'expired'): Promise<void> {
+    this.ctx.logger.warn(`Task ${task.task}[${task.id}] ${reason === 'expired' ? 'expired' : 'revoked'}; not run`);
     const entry = this.ctx.registry.get(task.task);
     const skip = entry ? this.skipsStore('REVOKED', this.effective(task, entry)) : false;
-    return this.finish(task, { taskId: task.id, status: 'REVOKED', result: celeryException('TaskRevokedError', 'expired'), traceback: null, children: null }, skip);
+    return this.finish(task, { taskId: task.id, status: 'REVOKED', result: celeryException('TaskRevokedError', reason), traceback: null, children: null }, skip);
   }
 
   /**
@@ -245,7 +261,9 @@ export class TaskRequest {
         if (succeeded) return { kind: 'result', result: successOf(succeeded) };
       }
       const context = this.contextOf(task, entry, settings, abort.signal);
-      const value = entry.isolated ? await this.runIsolated(task, entry, settings, context, abort.signal) : await this.runHere(entry, settings, context, abort, timers);
+      const running = entry.isolated ? this.runIsolated(task, entry, settings, context, abort.signal) : this.runHere(entry, settings, context, abort, timers);
+      // revoke with terminate ends the run at once (Celery kills the pool process), whether or not the task honours its signal
+      const value = await Promise.race([running, terminated(abort.signal)]);
       this.runtimeSeconds = (performance.now() - t0) / 1000;
       pythonJsonDumps(value); // a value JSON cannot hold is a task failure, not a storage failure
       this.ctx.logger.log(`Task ${task.task}[${task.id}] succeeded in ${Date.now() - started} ms`);
@@ -264,8 +282,9 @@ export class TaskRequest {
     const running = runInTaskContext(
       context,
       async () => {
-        const callArgs = withContextArgument(bindArguments(task.name, entry.params, [...task.args], { ...task.kwargs }), entry.contextIndex, context);
-        return entry.handler(...callArgs);
+        const bound = bindArguments(task.name, entry.params, [...task.args], { ...task.kwargs });
+        if (entry.enhanced) return entry.enhanced(context, bound);
+        return entry.handler(...withContextArgument(bound, entry.contextIndex, context));
       },
       this.ctx.contextStorage(),
     );
@@ -296,18 +315,27 @@ export class TaskRequest {
   private runIsolated(task: DecodedTask, entry: RegisteredTask, settings: Effective, context: TaskContext, signal: AbortSignal): Promise<unknown> {
     const callArgs = bindArguments(task.task, entry.params, task.args, task.kwargs);
     const { signal: _signal, retry: _retry, failure: _failure, ...request } = context;
-    return this.ctx.isolatedPool().run(entry.isolated as NonNullable<RegisteredTask['isolated']>, callArgs, {
+    const run = this.ctx.isolatedPool().start(entry.isolated as NonNullable<RegisteredTask['isolated']>, callArgs, {
       hardMs: settings.hardSeconds === null ? undefined : settings.hardSeconds * 1000,
       softMs: settings.softSeconds === null ? undefined : settings.softSeconds * 1000,
       signal,
       context: request as unknown as Record<string, unknown>,
     });
+    // revoke with terminate stops the thread, as Celery's terminate kills the pool process
+    const onAbort = () => signal.reason instanceof TaskRevokedError && run.terminate(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    return run.result.finally(() => signal.removeEventListener('abort', onAbort));
   }
 
   /** A thrown error: a retry (asked for, or automatic), the worker's shutdown, or a FAILURE. */
   private failed(task: DecodedTask, entry: RegisteredTask, thrown: unknown, signal: AbortSignal): RunOutcome {
     let err = abortReasonOf(thrown, signal);
     if (err instanceof WorkerShutdown || err instanceof IsolatedPoolClosedError) return { kind: 'shutdown' };
+    if (err instanceof TaskRevokedError) {
+      // Celery's on_failure for a terminated request: REVOKED TaskRevokedError('terminated'), no traceback
+      this.ctx.logger.warn(`Task ${task.task}[${task.id}] terminated (revoked)`);
+      return { kind: 'result', result: { taskId: task.id, status: 'REVOKED', result: celeryException('TaskRevokedError', 'terminated'), traceback: null, children: null } };
+    }
     if (!(err instanceof Retry) && !(err instanceof TimeLimitExceeded)) {
       const auto = autoretryFor(err, task.retries, entry.options);
       if (auto) err = retryOrGiveUp(task, auto, entry.options);
@@ -622,6 +650,15 @@ function successOf(meta: TaskMeta): ResultToStore {
 
 function isExpired(task: DecodedTask): boolean {
   return task.expires !== null && task.expires <= nowMicros();
+}
+
+/** Rejects with the signal's reason once it fires with a TaskRevokedError (revoke with terminate); never settles otherwise. */
+function terminated(signal: AbortSignal): Promise<never> {
+  return new Promise<never>((_resolve, reject) => {
+    const check = () => signal.reason instanceof TaskRevokedError && reject(signal.reason as Error);
+    if (signal.aborted) check();
+    else signal.addEventListener('abort', check, { once: true });
+  });
 }
 
 function nowMicros(): number {

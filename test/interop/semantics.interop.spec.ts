@@ -236,6 +236,17 @@ describe('task semantics with Python Celery', () => {
       expect(retry?.info).toEqual({ exc_class: 'builtins.TypeError', exc_args: ["'busy'"] });
       expect(out.seen?.at(-1)?.state).toBe('SUCCESS');
     });
+
+    it("a kwarg the sample's ValidationPipe rejects (tasks.registerUser): Python's get() raises ValueError naming the fields; a valid one runs", async () => {
+      const [bad, good] = await Promise.all([
+        py({ op: 'call', task: 'tasks.registerUser', queue: jsQueue, kwargs: { user: { email: 'nope', name: 'Ada', age: 9 } } }),
+        py({ op: 'call', task: 'tasks.registerUser', queue: jsQueue, kwargs: { user: { email: 'Ada@Example.com', name: 'Ada', age: 36 } } }),
+      ]);
+      expect(bad).toMatchObject({ status: 'FAILURE', exc_class: 'builtins.ValueError' });
+      expect(bad.exc_args).toEqual([`'tasks.registerUser[${bad.id}] got invalid arguments: email must be an email; age must not be less than 13'`]);
+      expect(statuses(await rowsOf(bad.id))).toEqual(['FAILURE']);
+      expect(good).toMatchObject({ status: 'SUCCESS', result: { json: { registered: 'ada@example.com', name: 'Ada', age: 36 } } });
+    });
   });
 
   describe('2. retry: NestJS Producer → Python worker', () => {

@@ -94,6 +94,8 @@ export interface PythonEnv {
 export interface WorkerOptions {
   pool?: 'threads' | 'prefork' | 'solo';
   concurrency?: number;
+  /** Run Celery's mingle at start (`hello` to every node: revoked ids and clocks synced); default off. */
+  mingle?: boolean;
 }
 
 function envFor(env: PythonEnv): NodeJS.ProcessEnv {
@@ -120,6 +122,20 @@ export async function pythonClient<T = Record<string, unknown>>(env: PythonEnv, 
   return JSON.parse(last) as T;
 }
 
+/**
+ * Runs Python's `celery -A tasks <args>` (`inspect`, `control`, ...) of the env's virtualenv;
+ * resolves its stdout and exit code (a command no node answered exits non-zero).
+ */
+export async function celeryCli(env: PythonEnv, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(join(env.venv ?? VENV, 'bin', 'celery'), ['-A', 'tasks', ...args], { cwd: PYTHON_DIR, env: envFor(env), timeout: 90000 });
+    return { stdout, stderr, code: 0 };
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; code?: number };
+    return { stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: typeof e.code === 'number' ? e.code : 1 };
+  }
+}
+
 /** A real `celery worker` process (threads pool unless told otherwise) on the Python queue. */
 export class PythonWorker {
   private output = '';
@@ -129,7 +145,7 @@ export class PythonWorker {
     const child = spawn(
       join(env.venv ?? VENV, 'bin', 'celery'),
       ['-A', 'tasks', 'worker', '-Q', (env.workerQueues ?? [env.pyQueue]).join(','), '--pool', options.pool ?? 'threads', '-c', String(options.concurrency ?? 4), '-n', `py-interop-${env.pyQueue}@localhost`,
-        '--without-gossip', '--without-mingle', '--without-heartbeat', '-l', 'INFO'],
+        '--without-gossip', ...(options.mingle ? [] : ['--without-mingle']), '--without-heartbeat', '-l', 'INFO'],
       { cwd: PYTHON_DIR, env: envFor(env), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const worker = new PythonWorker(child);

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { normalizeCeleryOptions } from '../../../lib/config/normalize-options';
+import { normalizeCeleryOptions, resolveHostname } from '../../../lib/config/normalize-options';
 import { perConsumerQos, queueTableOf } from '../../../lib/config/queue-table';
 import { CeleryConfigError } from '../../../lib/errors/celery.errors';
 import type { CeleryOptionsInput } from '../../../lib/interfaces/celery-options.interface';
@@ -55,9 +55,11 @@ describe('normalizeCeleryOptions: defaults', () => {
         etaTaskLimit: 10000,
         detectQuorumQueues: true,
         consumerTimeoutMs: 1800000,
-        hostname: `nestjs@${hostname()}`,
+        hostname: `nestjs-${process.pid}@${hostname()}`,
         taskContextStorage: null,
         isolatedThreads: null,
+        enableRemoteControl: true,
+        remoteControlRefuse: [],
       },
       tasks: { timeLimit: null, softTimeLimit: null, trackStarted: false, ignoreResult: false, storeErrorsEvenIfIgnored: false },
       accept: ['application/json'],
@@ -537,5 +539,25 @@ describe('normalizeCeleryOptions: routing, priorities and queue types', () => {
 
   it('names the celeryconfig key the user wrote', () => {
     expect(configError({ task_default_queue_type: 'stream' }).message).toMatch(/^Invalid nestjs-celery configuration: task_default_queue_type \(queueType\)/);
+  });
+});
+
+describe('worker node name (worker.hostname) and remote control options', () => {
+  it('expands Celery\'s %h %n %d %i %I (and %p), appends @%h to a bare name, and defaults to a name unique per process', () => {
+    expect(resolveHostname(undefined, 'box.example.com', 4242)).toBe('nestjs-4242@box.example.com');
+    expect(resolveHostname('celery@%h', 'box.example.com', 1)).toBe('celery@box.example.com');
+    expect(resolveHostname('w%i%I@%n.%d', 'box.example.com', 1)).toBe('w0@box.example.com');
+    expect(resolveHostname('api-%p@%n', 'box.example.com', 77)).toBe('api-77@box');
+    expect(resolveHostname('worker1', 'box', 1)).toBe('worker1@box');
+    expect(resolveHostname('a%%b@%h', 'box', 1)).toBe('a%b@box');
+  });
+
+  it('names a bad node name or option', () => {
+    expect(() => resolveHostname('x@%q', 'box', 1)).toThrow(/worker.hostname: unknown token %q/);
+    expect(() => resolveHostname('@box', 'box', 1)).toThrow(/worker.hostname: must be "name@host"/);
+    expect(() => normalizeCeleryOptions({ worker: { remoteControl: { refuse: 'all' } } } as never)).toThrow(/worker.remoteControl.refuse: must be 'reshaping' or a list of command names/);
+    expect(() => normalizeCeleryOptions({ worker: { remoteControl: { deny: [] } } } as never)).toThrow(/worker.remoteControl.deny: unknown option/);
+    expect(normalizeCeleryOptions({ worker: { remoteControl: { refuse: 'reshaping' } } }).worker.remoteControlRefuse).toEqual(['shutdown', 'add_consumer', 'cancel_consumer', 'time_limit', 'rate_limit']);
+    expect(normalizeCeleryOptions({ worker_enable_remote_control: false } as never).worker.enableRemoteControl).toBe(false);
   });
 });

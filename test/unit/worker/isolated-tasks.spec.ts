@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { Test, TestingModule } from '@nestjs/testing';
-import { CeleryModule, Producer, Task, TaskContext, TaskFailedError, TaskRegistrationError } from '../../../lib';
+import { CeleryModule, CeleryWorker, Producer, Task, TaskContext, TaskFailedError, TaskRegistrationError, TaskRevokedError } from '../../../lib';
 import { IsolatedModuleTasks } from './fixtures/isolated-module-tasks';
 
 function failureOf(err: unknown): [string, string | null, unknown[]] {
@@ -38,6 +38,19 @@ describe('isolated tasks in the worker', () => {
     expect(failureOf(await spin.get({ timeout: 20000 }).catch((e: unknown) => e))).toEqual(['TimeLimitExceeded', 'billiard.exceptions', [0.3]]);
     // one thread only: this runs only because the spinning thread was terminated
     await expect((await producer.sendTask('iso.square', { args: [3] })).get({ timeout: 20000 })).resolves.toBe(9);
+  }, 30000);
+
+  it('revoke with terminate stops the thread of a task that ignores its signal: REVOKED terminated, the pool serves the next task', async () => {
+    const forever = await producer.sendTask('iso.forever');
+    const worker = moduleRef.get(CeleryWorker);
+    const deadline = Date.now() + 10000;
+    while (!worker.runningTaskIds().includes(forever.id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 300)); // in its thread by now
+    expect(worker.abortTask(forever.id, new TaskRevokedError('terminated'))).toBe(true);
+    expect(failureOf(await forever.get({ timeout: 20000 }).catch((e: unknown) => e))).toEqual(['TaskRevokedError', 'celery.exceptions', ['terminated']]);
+    expect((await forever.info()).status).toBe('REVOKED');
+    // one thread only: this runs only because the busy thread was terminated
+    await expect((await producer.sendTask('iso.square', { args: [5] })).get({ timeout: 20000 })).resolves.toBe(25);
   }, 30000);
 
   it('a soft limit reaches a loop that never awaits through the shared abort flag', async () => {
