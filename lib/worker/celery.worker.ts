@@ -21,6 +21,7 @@ import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 import { WorkerEvents } from '../events/worker-events';
 import { tracePublish } from '../tracing/task-tracing';
+import { CELERY_METRICS, type CeleryMetricsSink } from '../metrics/task-metrics';
 import { RequestTracker } from './control/request-tracker';
 import { RemoteControl, type TaskEventsSwitch } from './control/remote-control';
 
@@ -94,8 +95,10 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     private readonly store: ResultStore,
     private readonly registry: TaskRegistry,
     @Optional() @Inject(WorkerEvents) private readonly events: WorkerEvents | null = null,
+    @Optional() @Inject(CELERY_METRICS) metrics: CeleryMetricsSink | null = null,
   ) {
-    this.writer = new ResultWriter(store, this.logger, () => this.stopping);
+    this.writer = new ResultWriter(store, this.logger, () => this.stopping, metrics);
+    metrics?.bindWorker({ inFlight: () => this.inFlight.size, heldEta: () => this.holds.size, storeBacklog: () => this.writer.backlog });
     this.rateLimiter = createRateLimiter(config, store, this.logger);
     this.tracker = new RequestTracker(config.worker.hostname);
     this.remoteControl = config.worker.enableRemoteControl ? this.createRemoteControl(this.events) : null;
@@ -131,6 +134,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       isolatedPool: () => (this.pool ??= new IsolatedPool({ size: config.worker.isolatedThreads ?? undefined })),
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
       events,
+      metrics,
       phase: (phase, task, delivery) => this.tracker.phase(phase, task, delivery),
       isRevoked: (task) => this.remoteControl?.isRevoked(task.id, task.headers) ?? false,
       chordPart: (task) => this.chordCounter.partDone(task),
@@ -398,6 +402,16 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     if (!aborts) return false;
     for (const abort of [...aborts]) abort(reason);
     return true;
+  }
+
+  /** The queues this worker consumes (empty before it starts and once it stops), for health checks. */
+  consumedQueues(): string[] {
+    return this.consumers.map((c) => c.queue);
+  }
+
+  /** Results whose first write failed and that are retried now: the store's backlog, for health checks. */
+  get storeBacklog(): number {
+    return this.writer.backlog;
   }
 
   /** Ids of the tasks running in this worker now. */
