@@ -8,7 +8,7 @@
  * `--isolate thread` runs the same task as `@Task({ isolate: 'thread', module })` (bench/isolated-tasks.ts):
  * the worker runs it in its pool of worker threads (os.availableParallelism()).
  *
- * Environment overrides: BENCH_CONCURRENCY, BENCH_PREFETCH, BENCH_SUCCESS_CHECK (worker.successCheck). Tells its parent `{ type: 'ready' }`
+ * Environment overrides: BENCH_CONCURRENCY, BENCH_PREFETCH, BENCH_SUCCESS_CHECK (worker.successCheck), BENCH_METRICS=1 (Prometheus metrics on, in a registry of their own: their cost). Tells its parent `{ type: 'ready' }`
  * over IPC once it consumes; ends on SIGTERM / SIGINT (draining in-flight tasks) or when the parent goes.
  */
 import 'reflect-metadata';
@@ -40,10 +40,12 @@ async function main(): Promise<void> {
   const isolate = arg('isolate');
   if (isolate !== undefined && isolate !== 'thread') throw new Error(`--isolate takes "thread", got ${isolate}`);
 
+  // BENCH_METRICS=1 measures the worker with its Prometheus metrics on (prom-client loaded only then)
+  const metrics = process.env.BENCH_METRICS === '1' ? { metrics: { enabled: true, registry: new (await import('prom-client')).Registry() } } : {};
   @Module({
     imports: [
-      CeleryModule.forRoot(
-        benchCeleryOptions(queue, table, {
+      CeleryModule.forRoot({
+        ...benchCeleryOptions(queue, table, {
           enabled: true,
           queues: [queue],
           concurrency,
@@ -51,7 +53,8 @@ async function main(): Promise<void> {
           // BENCH_SUCCESS_CHECK=redelivered measures the worker without the read before each write.
           ...(process.env.BENCH_SUCCESS_CHECK ? { successCheck: process.env.BENCH_SUCCESS_CHECK as 'always' | 'redelivered' } : {}),
         }),
-      ),
+        ...metrics,
+      }),
     ],
     providers: [isolate ? IsolatedTasksService : TasksService],
   })

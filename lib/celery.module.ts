@@ -20,6 +20,9 @@ import { CeleryTaskContext } from './worker/task-context';
 import { PeriodicScheduler } from './scheduler/periodic.scheduler';
 import { CeleryClock } from './events/event-clock';
 import { WorkerEvents } from './events/worker-events';
+import { CeleryHealth } from './health/celery-health';
+import { CELERY_METRICS, CELERY_METRICS_REGISTRY, type CeleryMetricsSink } from './metrics/task-metrics';
+import { loadMetrics } from './metrics/load-metrics';
 
 /**
  * `CeleryModule.forRoot(options)` / `CeleryModule.forRootAsync({ imports, inject, useFactory })`.
@@ -53,7 +56,26 @@ import { WorkerEvents } from './events/worker-events';
     PeriodicScheduler,
     CeleryClock,
     WorkerEvents,
+    // metrics (issue 15 item 3): null while `metrics.enabled` is false (prom-client is then never loaded)
+    { provide: CELERY_METRICS, useFactory: (config: ResolvedCeleryConfig, c: CeleryConnections) => loadMetrics(config.metrics, c.broker), inject: [CELERY_CONFIG, CeleryConnections] },
+    { provide: CELERY_METRICS_REGISTRY, useFactory: (m: CeleryMetricsSink | null) => m?.registry ?? null, inject: [CELERY_METRICS] },
+    CeleryHealth,
   ],
-  exports: [Producer, CeleryControl, ResultStore, TaskRegistry, Broker, CELERY_CONFIG, CeleryWorker, CeleryTaskContext, PeriodicScheduler, CeleryClock, WorkerEvents],
+  exports: [
+    Producer,
+    CeleryControl,
+    ResultStore,
+    TaskRegistry,
+    Broker,
+    CELERY_CONFIG,
+    CeleryWorker,
+    CeleryTaskContext,
+    PeriodicScheduler,
+    CeleryClock,
+    WorkerEvents,
+    CELERY_METRICS,
+    CELERY_METRICS_REGISTRY,
+    CeleryHealth,
+  ],
 })
 export class CeleryModule extends CeleryConfigurableModule {}

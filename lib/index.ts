@@ -96,3 +96,10 @@ export type { SchedulerOptions, BeatScheduleEntry } from './interfaces/celery-op
 export { CeleryExecutionContext, CELERY_CONTEXT_TYPE } from './enhancers/celery-execution-context';
 export type { CeleryContextType, TaskPayload } from './enhancers/celery-execution-context';
 export { TaskRefusedError, InvalidTaskArgumentsError } from './enhancers/enhancer-errors';
+// health (issue 15 item 2): the terminus indicator is in 'nestjs-celery/terminus'
+export { CeleryHealth } from './health/celery-health';
+export type { CeleryHealthReport, CeleryHealthOptions, QueueHealth } from './health/celery-health';
+export type { BrokerStatus, PublishObserver } from './broker/broker.interface';
+// metrics (issue 15 item 3): prom-client is loaded only when `metrics.enabled`; the Prometheus class is in 'nestjs-celery/metrics'
+export { CELERY_METRICS, CELERY_METRICS_REGISTRY } from './metrics/task-metrics';
+export type { MetricsOptions, CeleryMetricsSink, TaskMetricsHooks, WorkerGaugeSource } from './metrics/task-metrics';

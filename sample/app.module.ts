@@ -6,13 +6,15 @@ import { SortClient } from './sort.client';
 import { TaskTimingInterceptor } from './task-timing.interceptor';
 import { TasksService } from './tasks.service';
 import { TrustedOriginGuard } from './trusted-origin.guard';
+import { SampleHttpModule } from './http.module';
 
 @Module({})
 export class AppModule {
-  static register(workerEnabled: boolean): DynamicModule {
+  /** `http`: the worker's /health and /metrics (sample/http.module.ts). */
+  static register(workerEnabled: boolean, http = false): DynamicModule {
     return {
       module: AppModule,
-      imports: [CeleryModule.forRoot(sampleOptions(process.env, workerEnabled))],
+      imports: [CeleryModule.forRoot(sampleOptions(process.env, workerEnabled, http)), ...(http ? [SampleHttpModule] : [])],
       providers: [
         TasksService,
         SortClient,

@@ -18,10 +18,11 @@ import type { CeleryModuleOptions } from '../lib';
  * | ASTRA_DB_SECURE_BUNDLE_PATH | unset; with ASTRA_DB_APPLICATION_TOKEN: results in Astra DB through the bundle |
  * | ASTRA_DB_APPLICATION_TOKEN  | the `AstraCS:...` token |
  * | CELERY_WORKER_STATE_DB   | unset: revoked ids in memory only; a file path: kept across restarts (Celery's --statedb) |
+ * | SAMPLE_HTTP_PORT         | 3000: `sample:worker` serves GET /health and GET /metrics there (0: any free port, logged) |
  * | SAMPLE_SCHEDULER         | unset: no periodic tasks; `1`: workers send `tasks.add(2, 2)` every 30 s (once across workers with Cassandra) |
  * | SAMPLE_UNTRUSTED_ORIGINS | unset: every origin runs; else comma-separated origins (`gen<pid>@<host>`) or hosts whose tasks are refused |
  */
-export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean): CeleryModuleOptions {
+export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean, metrics = false): CeleryModuleOptions {
   const brokerUrl = env.CELERY_BROKER_URL || 'memory://';
   const contactPoints = env.CASSANDRA_CONTACT_POINTS?.split(',').map((p) => p.trim()).filter(Boolean);
   const options: CeleryModuleOptions = {
@@ -31,6 +32,8 @@ export function sampleOptions(env: NodeJS.ProcessEnv, workerEnabled: boolean): C
     worker: { enabled: workerEnabled, sendTaskEvents: true, stateDb: env.CELERY_WORKER_STATE_DB || undefined },
     // the @Periodic() of TasksService.add runs in worker processes when asked for
     scheduler: { enabled: workerEnabled && env.SAMPLE_SCHEDULER === '1' },
+    // the worker's GET /metrics: in prom-client's global registry (pass `registry` to use your own)
+    ...(metrics ? { metrics: { enabled: true } } : {}),
   };
   if (env.ASTRA_DB_SECURE_BUNDLE_PATH) {
     if (!env.ASTRA_DB_APPLICATION_TOKEN) throw new Error('ASTRA_DB_SECURE_BUNDLE_PATH is set: set ASTRA_DB_APPLICATION_TOKEN (AstraCS:...) too');

@@ -3,7 +3,7 @@ import * as amqplib from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { CeleryBrokerRefusedError, CeleryConnectionError } from '../errors/celery.errors';
 import { randomUUID } from 'node:crypto';
-import { Broker, ConsumeOptions, ConsumerHandle, Delivery, EventMessage, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
+import { Broker, BrokerStatus, ConsumeOptions, ConsumerHandle, Delivery, EventMessage, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
 import { redactUrl } from './redact-url';
 import { toAmqpFieldTable } from '../protocol/amqp-field-table';
 import type { TlsMaterial } from '../config/tls-files';
@@ -431,6 +431,27 @@ export class AmqpBroker extends Broker {
    * without closing) it rejects with a CeleryConnectionError.
    */
   async publish(queue: string, message: OutgoingMessage, route?: PublishRoute): Promise<void> {
+    const observer = this.publishObserver;
+    if (!observer) return this.publishConfirmed(queue, message, route);
+    const t0 = performance.now();
+    try {
+      await this.publishConfirmed(queue, message, route);
+      observer(queue, (performance.now() - t0) / 1000, true);
+    } catch (err) {
+      observer(queue, (performance.now() - t0) / 1000, false);
+      throw err;
+    }
+  }
+
+  override status(): BrokerStatus {
+    return {
+      transport: 'amqp',
+      connected: this.connected && !this.closing,
+      consumers: [...this.consumers].map((c) => ({ queue: c.queue, consuming: this.connected && c.channel !== null && c.tag !== null })),
+    };
+  }
+
+  private async publishConfirmed(queue: string, message: OutgoingMessage, route?: PublishRoute): Promise<void> {
     const timeoutMs = this.options.publishTimeoutMs ?? 30000;
     const deadline = Date.now() + timeoutMs;
     for (;;) {

@@ -66,6 +66,19 @@ export interface ConsumerHandle {
   setPrefetch(count: number): Promise<void>;
 }
 
+/** What a broker says about its connection, for health checks (lib/health). */
+export interface BrokerStatus {
+  /** `amqp` (RabbitMQ), `memory` (the embedded in-process transport), or `other` (a broker of the app's own). */
+  transport: 'amqp' | 'memory' | 'other';
+  /** Connected and set up (AMQP: from the end of a connection's setup until it is lost). */
+  connected: boolean;
+  /** Each queue consumed in this process, and whether its consumer is receiving now. */
+  consumers: { queue: string; consuming: boolean }[];
+}
+
+/** Told of every task publish: its queue, how long the broker took to confirm it, and whether it did (metrics). */
+export type PublishObserver = (queue: string, seconds: number, confirmed: boolean) => void;
+
 /**
  * The transport the producer and the worker share. Implementations: `AmqpBroker` (RabbitMQ via
  * amqplib) and `MemoryBroker` (in-process, for zero-infrastructure runs and users' unit tests).
@@ -120,6 +133,12 @@ export abstract class Broker {
     return;
   }
   abstract close(): Promise<void>;
+  /** Connection and consumer state, for health checks. A broker that does not say is taken as connected. */
+  status(): BrokerStatus {
+    return { transport: 'other', connected: true, consumers: [] };
+  }
+  /** Set by the metrics (lib/metrics) when they are on; null: nothing is measured. */
+  publishObserver: PublishObserver | null = null;
   /** Where it connects, with any password masked, for logs and errors. */
   abstract describe(): string;
 }

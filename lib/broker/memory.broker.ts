@@ -1,5 +1,5 @@
 import { fromAmqpFieldValue, toAmqpFieldValue, type AmqpFieldValue } from '../protocol/amqp-field-table';
-import { Broker, ConsumeOptions, ConsumerHandle, Delivery, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
+import { Broker, BrokerStatus, ConsumeOptions, ConsumerHandle, Delivery, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
 import { bindingTakes, DELAY_BITS, DELAYED_DELIVERY_EXCHANGE, plainQueue, queueTopology, type ExchangeType, type QueueDeclaration, type TopologyStep } from '../protocol/routing';
 
 export interface MemoryBrokerOptions {
@@ -87,6 +87,13 @@ export class MemoryBroker extends Broker {
 
   async connect(): Promise<void> {
     this.closed = false;
+  }
+
+  /** Always connected until closed (it lives in this process); every active consumer is consuming. */
+  override status(): BrokerStatus {
+    const consumers: BrokerStatus['consumers'] = [];
+    for (const q of this.queues.values()) for (const c of q.consumers) if (!c.cancelled) consumers.push({ queue: q.name, consuming: !this.closed });
+    return { transport: 'memory', connected: !this.closed, consumers };
   }
 
   async assertQueue(queue: string): Promise<void> {

@@ -108,6 +108,25 @@ const PYTHON_KEYS: Record<string, string> = {
   task_default_priority: 'defaultPriority',
 };
 
+// --- metrics (issue 15 item 3) ---
+CAMEL_KEYS.add('metrics');
+const METRICS_KEYS = new Set(['enabled', 'registry', 'prefix']);
+
+/** `metrics: { enabled, registry, prefix }`, checked (the registry is kept as given: prom-client is not loaded here). */
+function resolveMetricsOptions(o: Mutable): Pick<ResolvedCeleryConfig, 'metrics'> {
+  const m = o.metrics ?? {};
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new CeleryConfigError('metrics', 'must be an object { enabled, registry, prefix }');
+  for (const key of Object.keys(m)) if (!METRICS_KEYS.has(key)) throw new CeleryConfigError(`metrics.${key}`, `unknown option${suggest(key)}`);
+  const registry = (m as Record<string, unknown>).registry;
+  if (registry !== undefined && registry !== null && (typeof registry !== 'object' || typeof (registry as { registerMetric?: unknown }).registerMetric !== 'function')) {
+    throw new CeleryConfigError('metrics.registry', 'must be a prom-client Registry');
+  }
+  const prefix = optString(m.prefix, 'metrics.prefix') ?? 'celery_';
+  if (prefix !== '' && !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) throw new CeleryConfigError('metrics.prefix', `${JSON.stringify(prefix)} is not a valid start of a Prometheus metric name`);
+  return { metrics: { enabled: optBool(m.enabled, 'metrics.enabled') ?? false, registry: (registry as object | undefined) ?? null, prefix } };
+}
+// --- end of metrics ---
+
 // --- result states and options (Celery's result_extended) ---
 CAMEL_KEYS.add('resultExtended');
 PYTHON_KEYS.result_extended = 'resultExtended';
@@ -534,6 +553,7 @@ function resolve(o: Mutable): ResolvedCeleryConfig {
     chords: resolveChords(o),
     ...resolveResultOptions(o),
     ...resolveEventOptions(o, w),
+    ...resolveMetricsOptions(o),
   };
 }
 

@@ -1,3 +1,4 @@
+import type { ResolvedMetricsConfig } from '../metrics/task-metrics';
 import type { PeerCompat } from '../protocol/task-message';
 import type { RoutingSettings } from '../protocol/routing';
 import type { PeriodicEntry } from '../scheduler/periodic-entry';
@@ -90,6 +91,8 @@ export interface ResolvedCeleryConfig {
   resultExtended: boolean;
   /** Periodic tasks (issue 15 item 5). */
   scheduler: ResolvedSchedulerConfig;
+  /** Prometheus metrics (README, "Metrics"); off by default. */
+  metrics: ResolvedMetricsConfig;
   /** Monitoring events (Celery's `celeryev`). */
   events: {
     /** `worker.sendTaskEvents` (`worker_send_task_events`, `-E`): the worker's initial setting; remote control can switch it. */

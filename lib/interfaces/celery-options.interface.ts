@@ -1,3 +1,4 @@
+import type { MetricsOptions } from '../metrics/task-metrics';
 import type { PeerCompat } from '../protocol/task-message';
 import type { ExchangeType, QueueDefinition, QueueType, TaskRoutesInput } from '../protocol/routing';
 
@@ -262,6 +263,8 @@ export interface CeleryModuleOptions {
   scheduler?: SchedulerOptions;
   /** How chords complete (README, Workflows: "How a chord completes"). */
   chords?: ChordOptions;
+  /** Prometheus metrics through the optional peer prom-client (README, "Metrics"). Default off. */
+  metrics?: MetricsOptions;
 
   // --- task defaults (Celery's task_* settings); a task's own @Task() options win ---
   /** Hard time limit in seconds of every task (`task_time_limit`). Default none. */

@@ -19,6 +19,7 @@ import { NOTIFY_HEADER, ResultNotifier } from '../results/result-notifier';
 import { CeleryClock } from '../events/event-clock';
 import { EventDispatcher } from '../events/event-dispatcher';
 import { taskMessageInfo, taskSentFields } from '../protocol/events';
+import { tracePublish } from '../tracing/task-tracing';
 
 /** Options of one task call, as Celery's `apply_async`. */
 export interface SendTaskOptions {
@@ -156,7 +157,12 @@ export class Producer {
    * route's, then `defaultPriority` (an explicit null sends none, as chord_unlock); our reply_to and
    * the push header are added.
    */
-  private async publishMessage(spec: TaskMessageSpec, destination: Destination): Promise<void> {
+  private publishMessage(spec: TaskMessageSpec, destination: Destination): Promise<void> {
+    // a PRODUCER span when an OpenTelemetry SDK is registered; its `traceparent` goes in the headers
+    return tracePublish(spec, destination, (trace) => this.publishEncoded(trace ? { ...spec, headers: { ...spec.headers, ...trace } } : spec, destination));
+  }
+
+  private async publishEncoded(spec: TaskMessageSpec, destination: Destination): Promise<void> {
     const priority = spec.priority === null ? null : (spec.priority ?? destination.priority ?? this.config.defaultPriority ?? undefined);
     const message = encodeTaskMessage(
       {

@@ -7,6 +7,7 @@
  */
 import { saferepr } from './saferepr';
 import { globToRegExp, type QueueDeclaration } from './routing';
+import type { TaskRequestInfo } from '../control/control-replies';
 
 /** kombu's `Mailbox('celery', type='fanout')`: where requests are broadcast. */
 export const CONTROL_EXCHANGE = 'celery.pidbox';
@@ -142,19 +143,8 @@ export function replyBody(nodename: string, reply: unknown): Record<string, unkn
   return { [nodename]: reply };
 }
 
-/** celery/worker/request.py `Request.info()`: what inspect active / reserved / scheduled / query_task list for a task. */
-export interface RequestInfo {
-  id: string;
-  name: string;
-  args: unknown;
-  kwargs: unknown;
-  type: string;
-  hostname: string;
-  time_start: number | null;
-  acknowledged: boolean;
-  delivery_info: { exchange: string; routing_key: string; priority: number | null; redelivered: boolean };
-  worker_pid: number | null;
-}
+/** celery/worker/request.py `Request.info()`: what inspect active / reserved / scheduled / query_task list for a task (the type CeleryControl's replies use too). */
+export type RequestInfo = TaskRequestInfo;
 
 /** What the worker knows of a request, to build its {@link RequestInfo}. */
 export interface RequestSnapshot {

@@ -123,6 +123,20 @@ export class CassandraResultStore extends ResultStore {
     this.client = client;
   }
 
+  /** `SELECT release_version FROM system.local` on one node, bounded by `timeoutMs` (the driver's read timeout and a timer). */
+  override async ping(timeoutMs: number): Promise<void> {
+    const client = this.requireClient();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new CeleryConnectionError(`${this.describe()} did not answer within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      await Promise.race([client.execute('SELECT release_version FROM system.local', [], { readTimeout: timeoutMs, isIdempotent: true }), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async store(result: ResultToStore): Promise<void> {
     const ttl = checkExpiresSeconds(result) ?? this.config.entryTtl ?? undefined;
     const extended = this.resultExtended && this.extendedColumns;

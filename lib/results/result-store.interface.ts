@@ -36,6 +36,14 @@ export abstract class ResultStore {
    */
   abstract forget(taskId: string): Promise<void>;
   abstract close(): Promise<void>;
+  /**
+   * A cheap round trip to the store (health checks), rejecting when it does not answer within
+   * `timeoutMs`. Stores in this process always answer.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  async ping(timeoutMs: number): Promise<void> {
+    return;
+  }
   /** Whether results can be read back at all (false for the disabled store). */
   readonly enabled: boolean = true;
   /**

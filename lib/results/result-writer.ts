@@ -17,6 +17,12 @@ export type StoreOutcome =
 
 type Attempt = Exclude<StoreOutcome, { kind: 'unstorable' }> | { kind: 'refused'; error: StoreErrorClass; message: string };
 
+/** Told of every store attempt (how long it took, how it ended) and of every retry after a transient error (metrics). */
+export interface StoreObserver {
+  storeAttempted(seconds: number, outcome: 'stored' | 'kept' | 'error'): void;
+  storeRetried(): void;
+}
+
 const FIRST_DELAY_MS = 100;
 const MAX_DELAY_MS = 5000;
 
@@ -33,11 +39,20 @@ const MAX_DELAY_MS = 5000;
  * just goes unrecorded (`unstorable` with `stored: null`), and its final state is stored later.
  */
 export class ResultWriter {
+  /** Results whose first write failed and that are being retried now (the health's store backlog). */
+  private retrying = 0;
+
   constructor(
     private readonly store: ResultStore,
     private readonly logger: Logger,
     private readonly stopping: () => boolean,
+    private readonly observer: StoreObserver | null = null,
   ) {}
+
+  /** How many results wait for the store to come back (retried with back-off). */
+  get backlog(): number {
+    return this.retrying;
+  }
 
   async write(result: ResultToStore, checkFirst: boolean): Promise<StoreOutcome> {
     const final = READY_STATES.has(result.status);
@@ -62,27 +77,48 @@ export class ResultWriter {
   /** One result: retried while the error is transient, until stored, kept, refused or stopping. */
   private async attempt(result: ResultToStore, checkFirst: boolean): Promise<Attempt> {
     let delay = FIRST_DELAY_MS;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const kept = checkFirst ? await this.store.storeUnlessSucceeded(result) : await this.store.store(result).then(() => null);
-        // a kept SUCCESS after a failed attempt is usually that attempt's own write, landed after its reply was lost
-        if (attempt > 1) this.logger.log(`${kept ? 'Found the stored SUCCESS' : 'Stored the result'} of ${result.taskId} after ${attempt} attempts`);
-        return kept ? { kind: 'kept', meta: kept } : { kind: 'stored' };
-      } catch (err) {
-        const error = classifyStoreError(err);
-        const message = err instanceof Error ? err.message : String(err);
-        if (error.kind === 'permanent') return { kind: 'refused', error, message };
-        if (this.stopping()) {
-          this.logger.warn(`Storing the result of ${result.taskId} failed while stopping: ${message}`);
-          return { kind: 'abandoned' };
+    let backlogged = false;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const outcome = await this.tryOnce(result, checkFirst, attempt);
+        if (outcome !== 'again') return outcome;
+        if (!backlogged) {
+          backlogged = true;
+          this.retrying++;
         }
-        if (attempt === 1 || attempt % 10 === 0) {
-          const unknown = error.known ? '' : ' (an error not known to be transient or permanent: treated as transient)';
-          this.logger.warn(`Storing the result of ${result.taskId} failed (attempt ${attempt}, ${error.label}${unknown}): ${message}; retrying with back-off`);
-        }
+        this.observer?.storeRetried();
         await new Promise((resolve) => setTimeout(resolve, delay));
         delay = Math.min(MAX_DELAY_MS, delay * 2);
       }
+    } finally {
+      if (backlogged) this.retrying--;
+    }
+  }
+
+  /** One write: its outcome, or 'again' after a transient error. */
+  private async tryOnce(result: ResultToStore, checkFirst: boolean, attempt: number): Promise<Attempt | 'again'> {
+    const observer = this.observer;
+    const t0 = observer ? performance.now() : 0;
+    try {
+      const kept = checkFirst ? await this.store.storeUnlessSucceeded(result) : await this.store.store(result).then(() => null);
+      observer?.storeAttempted((performance.now() - t0) / 1000, kept ? 'kept' : 'stored');
+      // a kept SUCCESS after a failed attempt is usually that attempt's own write, landed after its reply was lost
+      if (attempt > 1) this.logger.log(`${kept ? 'Found the stored SUCCESS' : 'Stored the result'} of ${result.taskId} after ${attempt} attempts`);
+      return kept ? { kind: 'kept', meta: kept } : { kind: 'stored' };
+    } catch (err) {
+      observer?.storeAttempted((performance.now() - t0) / 1000, 'error');
+      const error = classifyStoreError(err);
+      const message = err instanceof Error ? err.message : String(err);
+      if (error.kind === 'permanent') return { kind: 'refused', error, message };
+      if (this.stopping()) {
+        this.logger.warn(`Storing the result of ${result.taskId} failed while stopping: ${message}`);
+        return { kind: 'abandoned' };
+      }
+      if (attempt === 1 || attempt % 10 === 0) {
+        const unknown = error.known ? '' : ' (an error not known to be transient or permanent: treated as transient)';
+        this.logger.warn(`Storing the result of ${result.taskId} failed (attempt ${attempt}, ${error.label}${unknown}): ${message}; retrying with back-off`);
+      }
+      return 'again';
     }
   }
 }

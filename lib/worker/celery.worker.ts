@@ -20,6 +20,8 @@ import { ChordCounter, createChordStore } from './chord-counter';
 import { publishRouted } from '../producer/routed-publish';
 import { hasEtaHeader, MOVE_AT_FRACTION, MOVE_RETRY_FRACTION, outgoingOf } from './held-eta';
 import { WorkerEvents } from '../events/worker-events';
+import { tracePublish } from '../tracing/task-tracing';
+import { CELERY_METRICS, type CeleryMetricsSink } from '../metrics/task-metrics';
 import { RequestTracker } from './control/request-tracker';
 import { RemoteControl, type TaskEventsSwitch } from './control/remote-control';
 import { LimitedSet, type RevokedSet } from './control/limited-set';
@@ -101,8 +103,10 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     private readonly store: ResultStore,
     private readonly registry: TaskRegistry,
     @Optional() @Inject(WorkerEvents) private readonly events: WorkerEvents | null = null,
+    @Optional() @Inject(CELERY_METRICS) metrics: CeleryMetricsSink | null = null,
   ) {
-    this.writer = new ResultWriter(store, this.logger, () => this.stopping);
+    this.writer = new ResultWriter(store, this.logger, () => this.stopping, metrics);
+    metrics?.bindWorker({ inFlight: () => this.inFlight.size, heldEta: () => this.holds.size, storeBacklog: () => this.writer.backlog });
     this.rateLimiter = createRateLimiter(config, store, this.logger);
     this.tracker = new RequestTracker(config.worker.hostname);
     this.persistentRevoked = this.createPersistentRevoked(store);
@@ -140,6 +144,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       isolatedPool: () => (this.pool ??= new IsolatedPool({ size: config.worker.isolatedThreads ?? undefined })),
       contextStorage: () => config.worker.taskContextStorage ?? registry.contextAccessorUsed,
       events,
+      metrics,
       phase: (phase, task, delivery) => this.tracker.phase(phase, task, delivery),
       isRevoked: (task) => this.remoteControl?.isRevoked(task.id, task.headers) ?? this.revoked.has(task.id),
       chordPart: (task) => this.chordCounter.partDone(task),
@@ -235,8 +240,10 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
         delaySeconds: countdown,
       });
       const priority = spec.priority ?? destination.priority ?? this.config.defaultPriority ?? undefined;
-      const message = encodeTaskMessage({ ...spec, priority }, { nowMicros: Date.now() * 1000, origin: this.ctx.origin, peer: this.config.peerCompat });
-      await publishRouted(this.broker, table, destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
+      await tracePublish(spec, destination, (trace) => {
+        const message = encodeTaskMessage({ ...spec, priority, ...(trace ? { headers: { ...spec.headers, ...trace } } : {}) }, { nowMicros: Date.now() * 1000, origin: this.ctx.origin, peer: this.config.peerCompat });
+        return publishRouted(this.broker, table, destination, { headers: message.amqpHeaders, properties: message.properties, body: message.body }, this.logger);
+      });
     }
   }
 
@@ -440,6 +447,16 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
     if (!aborts) return false;
     for (const abort of [...aborts]) abort(reason);
     return true;
+  }
+
+  /** The queues this worker consumes (empty before it starts and once it stops), for health checks. */
+  consumedQueues(): string[] {
+    return this.consumers.map((c) => c.queue);
+  }
+
+  /** Results whose first write failed and that are retried now: the store's backlog, for health checks. */
+  get storeBacklog(): number {
+    return this.writer.backlog;
   }
 
   /** Ids of the tasks running in this worker now. */

@@ -6,7 +6,7 @@ import { bindArguments, withContextArgument } from '../discovery/parameter-names
 import type { RegisteredTask, TaskRegistry } from '../discovery/task.registry';
 import { InvalidTaskMessageError } from '../errors/celery.errors';
 import { Retry, RetryOptions, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerShutdown } from '../errors/task-exceptions';
-import { celeryException, toExceptionInfo, tracebackOf } from '../protocol/exceptions';
+import { celeryException, toExceptionInfo, tracebackOf, type ExceptionInfo } from '../protocol/exceptions';
 import { pythonJsonDumps } from '../protocol/python-json';
 import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-row';
 import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage } from '../protocol/task-message';
@@ -25,6 +25,8 @@ import { CHORD_COUNTER_HEADER } from '../protocol/canvas';
 import { performance } from 'node:perf_hooks';
 import { taskMessageInfo } from '../protocol/events';
 import type { TaskEventHooks } from '../events/worker-events';
+import { traceRun, type TaskRunSpan } from '../tracing/task-tracing';
+import type { TaskMetricsHooks } from '../metrics/task-metrics';
 
 /** How an ETA hold ended: the ETA came, the worker is stopping, or the message's channel was lost. */
 export type HoldEnd = 'run' | 'stop' | 'lost';
@@ -98,6 +100,8 @@ export interface RequestContext {
   chordPart?(task: DecodedTask): Promise<void>;
   /** The worker's task events (lib/events), or null without any; each call checks `taskEventsEnabled` first. */
   events?: TaskEventHooks | null;
+  /** The module's metrics (lib/metrics), or null while they are off. */
+  metrics?: TaskMetricsHooks | null;
 }
 
 /** A chord part that failed is tried again by the redelivered message, no sooner than this. */
@@ -131,6 +135,8 @@ interface Effective {
 export class TaskRequest {
   /** Seconds the task's function ran (`task-succeeded`'s `runtime`). */
   private runtimeSeconds = 0;
+  /** When the task was ready to run (received, or its ETA), for the metrics' queue wait. */
+  private readyAt = 0;
 
   constructor(
     private readonly delivery: Delivery,
@@ -151,6 +157,7 @@ export class TaskRequest {
       const reason = err instanceof InvalidTaskMessageError ? err.message : `Invalid task message: ${String(err)}`;
       this.ctx.logger.error(`${reason}; rejected without requeue`);
       this.delivery.reject(false);
+      this.ctx.metrics?.rejected('');
       return;
     }
     if (this.delivery.lost.aborted) return;
@@ -166,11 +173,17 @@ export class TaskRequest {
     if (isExpired(task)) return this.revokeExpired(task);
     if (this.ctx.isRevoked?.(task)) return this.revokeExpired(task, 'revoked');
     this.events?.received(taskMessageInfo(task)); // as Celery's strategy: after the revoked/expired check
+    const metrics = this.ctx.metrics;
+    if (metrics) {
+      metrics.received(task.task);
+      this.readyAt = performance.now();
+    }
     if (task.eta !== null && task.eta > nowMicros()) {
       this.ctx.phase?.('scheduled', task, this.delivery);
       const end = await this.ctx.holdUntil(task.eta, this.delivery.lost);
       if (end === 'stop') return this.delivery.reject(true);
       if (end === 'lost') return;
+      if (metrics) this.readyAt = performance.now();
       if (isExpired(task)) return this.revokeExpired(task);
       if (this.ctx.isRevoked?.(task)) return this.revokeExpired(task, 'revoked');
     }
@@ -182,14 +195,27 @@ export class TaskRequest {
     }
     if (isExpired(task)) return this.revokeExpired(task);
     const settings = this.effective(task, entry);
+    let span: TaskRunSpan | null = null; // OpenTelemetry's CONSUMER span, when an SDK is registered (lib/tracing)
     const outcome = await this.ctx.withSlot(async () => {
       if (this.delivery.lost.aborted) return null;
       if (this.ctx.isRevoked?.(task)) return 'revoked' as const; // revoked while it waited
       this.ctx.phase?.('active', task, this.delivery);
-      return this.run(task, entry, settings);
+      span = traceRun(task, this.delivery, this.ctx.hostname);
+      return span ? span.within(() => this.run(task, entry, settings)) : this.run(task, entry, settings);
     });
-    if (!outcome) return; // its channel closed while it waited for a slot: the redelivered copy runs it
     if (outcome === 'revoked') return this.revokeExpired(task, 'revoked');
+    const traced = span as TaskRunSpan | null;
+    if (!traced) return outcome ? this.settle(task, outcome, settings) : undefined; // no outcome: its channel closed while it waited for a slot
+    if (outcome) traced.outcome(...runEndOf(outcome));
+    try {
+      if (outcome) await traced.within(() => this.settle(task, outcome, settings));
+    } finally {
+      traced.end();
+    }
+  }
+
+  /** After the run: sends the message back (shutdown), publishes the retry, or stores the result. */
+  private async settle(task: DecodedTask, outcome: RunOutcome, settings: Effective): Promise<void> {
     if (outcome.kind === 'shutdown') {
       this.ctx.logger.warn(`Task ${task.task}[${task.id}] stopped for the worker's shutdown; its message goes back to the queue`);
       return this.delivery.reject(true);
@@ -240,6 +266,7 @@ export class TaskRequest {
     });
     this.events?.started(task.id);
     const t0 = performance.now();
+    this.ctx.metrics?.started(task.task, (t0 - this.readyAt) / 1000);
     const timers: NodeJS.Timeout[] = [];
     try {
       if (settings.trackStarted && !this.skipsStore('STARTED', settings)) {
@@ -413,6 +440,7 @@ export class TaskRequest {
       if (outcome.kind === 'abandoned') this.ctx.logger.warn(`RETRY of ${task.task}[${task.id}] not stored (the worker is stopping); the retry message is out`);
     }
     this.delivery.ack();
+    this.ctx.metrics?.retried(task.task);
     this.events?.retried(task.id, call.exc !== undefined && call.exc !== null ? toExceptionInfo(call.exc) : null, traceback ?? tracebackOf(exc));
   }
 
@@ -432,6 +460,7 @@ export class TaskRequest {
       if (!(await this.chordPartDone(task))) return this.delivery.reject(true);
       this.delivery.ack();
       this.events?.ended(task.id, result, this.runtimeSeconds);
+      this.ctx.metrics?.ended(task.task, result.status, this.runtimeSeconds);
       return;
     }
     const outcome = await this.ctx.storeDurably(result, this.delivery.redelivered);
@@ -449,6 +478,7 @@ export class TaskRequest {
       if (outcome.stored) await this.chordPartDone(task); // its chord fails on that FAILURE
       this.delivery.reject(false);
       this.events?.rejected(task.id, false);
+      this.ctx.metrics?.rejected(task.task);
       if (outcome.stored) this.notify(task, outcome.stored);
       return;
     }
@@ -456,6 +486,7 @@ export class TaskRequest {
     if (!(await this.chordPartDone(task))) return this.delivery.reject(true);
     this.delivery.ack();
     this.events?.ended(task.id, outcome.kind === 'kept' ? successOf(outcome.meta) : result, this.runtimeSeconds);
+    this.ctx.metrics?.ended(task.task, outcome.kind === 'kept' ? 'SUCCESS' : result.status, this.runtimeSeconds);
     if (outcome.kind === 'kept') {
       this.ctx.logger.warn(`Task ${task.task}[${task.id}] already has a stored SUCCESS; kept it, this run's ${result.status} is not stored`);
       return this.notify(task, successOf(outcome.meta));
@@ -623,7 +654,16 @@ export class TaskRequest {
     }
     this.delivery.reject(false);
     this.events?.failed(task.id, celeryException('NotRegistered', task.task), null);
+    this.ctx.metrics?.rejected(task.task);
   }
+}
+
+/** How a run ended, for its span: the state and, for a FAILURE or a RETRY, the exception. */
+function runEndOf(outcome: RunOutcome): [string, ExceptionInfo | null] {
+  if (outcome.kind === 'shutdown') return ['SHUTDOWN', null];
+  if (outcome.kind === 'retry') return ['RETRY', toExceptionInfo(outcome.retry.options.exc ?? outcome.retry)];
+  const { status, result } = outcome.result;
+  return [status, status === 'FAILURE' ? (result as ExceptionInfo) : null];
 }
 
 function successOf(meta: TaskMeta): ResultToStore {

@@ -1,27 +1,9 @@
 import { ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { runSample as run, SAMPLE_MAIN as MAIN } from '../support/sample-process';
 import { rawCassandra, RawAmqp, uniqueName, KEYSPACE, SUPERUSER, AMQP_URL, CASSANDRA_HOST, CASSANDRA_PORT, removeQueueAndTable } from '../support/real-services';
 
-const MAIN = join(__dirname, '..', '..', 'dist-sample', 'sample', 'main.js');
 const FIRST = 'Astra DB is my powerful results storage yay';
 const SECOND = 'ANOTHER DAY IN LAND OF THE WIZARDS';
-
-/** Runs `node dist-sample/sample/main.js <mode>` (built by `npm test` before Jest) and collects its output. */
-function run(mode: string, env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, mode], { env: { PATH: process.env.PATH, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60000);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 /** The sample, as the README runs it: first with nothing configured, then on RabbitMQ and Cassandra. */
 describe('the sample app', () => {
@@ -40,6 +22,7 @@ describe('the sample app', () => {
     const queue = uniqueName('it_sample');
     const table = uniqueName('it_sample');
     const env = {
+      SAMPLE_HTTP_PORT: '0', // the worker's /health and /metrics on a free port (sample-health-metrics.spec.ts tests them)
       CELERY_BROKER_URL: AMQP_URL,
       CELERY_QUEUE: queue,
       CASSANDRA_CONTACT_POINTS: CASSANDRA_HOST,

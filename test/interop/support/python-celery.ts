@@ -16,6 +16,26 @@ const PYTHON = join(VENV, 'bin', 'python');
 /** Celery with its Cassandra driver, and the optional compressors kombu registers when they import. */
 const REQUIREMENTS = ['celery[cassandra]>=5.7,<6', 'brotli', 'backports.zstd'];
 
+/** OpenTelemetry's Python SDK and Celery instrumentation (the cross-language trace test, test/interop/python/traced.py). */
+const REQUIREMENTS_OTEL = ['opentelemetry-sdk', 'opentelemetry-instrumentation-celery'];
+
+/** Installs the OpenTelemetry SDK and Celery instrumentation into `venv` (default `.interop-venv`) once; returns their versions. */
+export function ensurePythonOtel(venv: string = VENV): string {
+  const python = join(venv, 'bin', 'python');
+  const probe = () =>
+    execFileSync(
+      python,
+      ['-c', 'import opentelemetry.sdk.version as s; from opentelemetry.instrumentation.celery.version import __version__ as c; print(s.__version__, c)'],
+      { encoding: 'utf8' },
+    ).trim();
+  try {
+    return probe();
+  } catch {
+    execFileSync(python, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', ...REQUIREMENTS_OTEL], { stdio: 'inherit' });
+    return probe();
+  }
+}
+
 /** Celery 5.2.6 as Debian bookworm ships it (kombu 5.2.4, py-amqp 5.1.1), in its own virtualenv (`.interop-venv-52`, kept between runs). */
 export const VENV_52 = join(__dirname, '..', '..', '..', '.interop-venv-52');
 /**
@@ -88,17 +108,21 @@ export interface PythonEnv {
   extraConfig?: Record<string, unknown>;
   /** The virtualenv to run (default `.interop-venv`, the newest Celery). */
   venv?: string;
+  /** More environment variables for the Python processes. */
+  extraEnv?: Record<string, string>;
 }
 
 /** How to run a `celery worker`: the threads pool by default (time limits need prefork). */
 export interface WorkerOptions {
   pool?: 'threads' | 'prefork' | 'solo';
   concurrency?: number;
+  /** The Celery app module (`-A`); default `tasks`. */
+  app?: string;
   /** Run Celery's mingle at start (`hello` to every node: revoked ids and clocks synced); default off. */
   mingle?: boolean;
 }
 
-function envFor(env: PythonEnv): NodeJS.ProcessEnv {
+export function envFor(env: PythonEnv): NodeJS.ProcessEnv {
   return {
     ...process.env,
     CELERY_BROKER_URL: AMQP_URL,
@@ -111,6 +135,7 @@ function envFor(env: PythonEnv): NodeJS.ProcessEnv {
     ...(env.secureBundle ? { CASSANDRA_SECURE_BUNDLE: env.secureBundle } : {}),
     ...(env.credentials ? { CASSANDRA_USERNAME: env.credentials.username, CASSANDRA_PASSWORD: env.credentials.password } : {}),
     ...(env.extraConfig ? { CELERY_EXTRA_CONFIG: JSON.stringify(env.extraConfig) } : {}),
+    ...env.extraEnv,
   };
 }
 
@@ -144,7 +169,7 @@ export class PythonWorker {
   static async start(env: PythonEnv, options: WorkerOptions = {}): Promise<PythonWorker> {
     const child = spawn(
       join(env.venv ?? VENV, 'bin', 'celery'),
-      ['-A', 'tasks', 'worker', '-Q', (env.workerQueues ?? [env.pyQueue]).join(','), '--pool', options.pool ?? 'threads', '-c', String(options.concurrency ?? 4), '-n', `py-interop-${env.pyQueue}@localhost`,
+      ['-A', options.app ?? 'tasks', 'worker', '-Q', (env.workerQueues ?? [env.pyQueue]).join(','), '--pool', options.pool ?? 'threads', '-c', String(options.concurrency ?? 4), '-n', `py-interop-${env.pyQueue}@localhost`,
         '--without-gossip', ...(options.mingle ? [] : ['--without-mingle']), '--without-heartbeat', '-l', 'INFO'],
       { cwd: PYTHON_DIR, env: envFor(env), stdio: ['ignore', 'pipe', 'pipe'] },
     );

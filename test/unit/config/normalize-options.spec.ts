@@ -74,6 +74,7 @@ describe('normalizeCeleryOptions: defaults', () => {
       resultExtended: false,
       scheduler: { enabled: null, timezone: 'UTC', entries: [], table: 'celery_periodic_ticks', claimTimeoutMs: 35000, catchUpMs: 60000, serialConsistency: 'SERIAL' },
       events: { sendTaskEvents: false, withoutHeartbeat: false, taskSendSentEvent: false },
+      metrics: { enabled: false, registry: null, prefix: 'celery_' },
     };
     expect(normalizeCeleryOptions(undefined)).toEqual(expected);
     expect(normalizeCeleryOptions(null)).toEqual(expected);
