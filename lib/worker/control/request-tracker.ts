@@ -60,11 +60,6 @@ export class RequestTracker {
     return undefined;
   }
 
-  /** Tasks running now. */
-  get activeCount(): number {
-    return this.list('active').length;
-  }
-
   private snapshotOf(task: DecodedTask, delivery: Delivery): RequestSnapshot {
     const h = task.headers as Record<string, unknown>;
     return {
