@@ -656,10 +656,10 @@ function resolveCassandra(c: Partial<CassandraOptions>, writtenAs?: Map<string, 
   };
 }
 
-function resolveSuccessCheck(value: unknown): 'always' | 'redelivered' {
-  if (value === undefined) return 'always';
-  if (value === 'always' || value === 'redelivered') return value;
-  throw new CeleryConfigError('worker.successCheck', `must be 'always' or 'redelivered', got ${JSON.stringify(value)}`);
+function resolveSuccessCheck(value: unknown): 'auto' | 'always' | 'redelivered' {
+  if (value === undefined) return 'auto';
+  if (value === 'auto' || value === 'always' || value === 'redelivered') return value;
+  throw new CeleryConfigError('worker.successCheck', `must be 'auto', 'always' or 'redelivered', got ${JSON.stringify(value)}`);
 }
 
 /**

@@ -48,7 +48,7 @@ export interface ResolvedCeleryConfig {
     shutdownTimeoutMs: number;
     maxMessageBytes: number;
     maxResultBytes: number;
-    successCheck: 'always' | 'redelivered';
+    successCheck: 'auto' | 'always' | 'redelivered';
     etaTaskLimit: number;
     /** `worker_detect_quorum_queues`: per-consumer QoS when a quorum queue is configured. */
     detectQuorumQueues: boolean;

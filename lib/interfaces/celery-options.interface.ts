@@ -75,12 +75,17 @@ export interface WorkerOptions {
   maxResultBytes?: number;
   /**
    * When the worker reads a task's stored state before writing its result, so that a stored
-   * SUCCESS is never replaced (Celery 5.7's "keep the first SUCCESS"). `'always'` (default): before
-   * every write, which also covers a task id published twice. `'redelivered'`: only for messages
-   * RabbitMQ redelivers (a worker died or a channel closed before the ack), saving one Cassandra
-   * read per task; a task id that is published twice can then replace a stored SUCCESS.
+   * SUCCESS is never replaced by a later FAILURE, REVOKED or RETRY row (Celery 5.7's "keep the
+   * first SUCCESS"). `'auto'` (default): before every write that is not a SUCCESS, and before any
+   * write for a message that may be a second copy (redelivered by RabbitMQ, or marked so by the
+   * Producer or worker that published it again); a SUCCESS of a fresh message is written without a
+   * read — a task id published twice by a client then stores its second SUCCESS after the first
+   * (the newest row is what readers see; Celery 5.7 keeps the first value). `'always'`: before
+   * every write, Celery 5.7's rule to the letter, one Cassandra read per task more.
+   * `'redelivered'`: only for messages that may be second copies; a task id that is published
+   * twice can then replace a stored SUCCESS with a FAILURE.
    */
-  successCheck?: 'always' | 'redelivered';
+  successCheck?: 'auto' | 'always' | 'redelivered';
   /**
    * Celery's `worker_eta_task_limit`: how many ETA/countdown tasks waiting for their time may each
    * raise the prefetch by one, so that they do not hold up the tasks behind them. Default 10000

@@ -14,6 +14,21 @@ import { saferepr } from './saferepr';
 /** Which Celery generation the receiving side is: 5.2 lacks the stamping headers of 5.3+. */
 export type PeerCompat = '5.2' | '5.3';
 
+/**
+ * Set on a task message that may have been published before: the next chain step or callbacks of
+ * a run that may be a second one, a message our Producer publishes again after its confirm was
+ * lost, a held ETA message moved before the consumer timeout. The worker that receives one reads
+ * the task's stored state first and does not run a task that already succeeded. Python Celery
+ * ignores it (an unknown header).
+ */
+export const MAYBE_DUPLICATE_HEADER = 'nestjs_celery_maybe_duplicate';
+
+/** The headers of a task message (protocol v2: with a `task` header) marked with {@link MAYBE_DUPLICATE_HEADER}; other headers as they are. */
+export function markMaybeDuplicate<H extends Record<string, unknown>>(headers: H): H {
+  if (typeof headers.task !== 'string' || headers[MAYBE_DUPLICATE_HEADER] === true) return headers;
+  return { ...headers, [MAYBE_DUPLICATE_HEADER]: true };
+}
+
 export interface TaskEmbed {
   callbacks: unknown[] | null;
   errbacks: unknown[] | null;

@@ -120,7 +120,7 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
       maxMessageBytes: config.worker.maxMessageBytes,
       withSlot: (fn) => this.withSlot(fn),
       oneAtATime: (taskId, fn) => this.oneAtATime(taskId, fn),
-      storeDurably: (result, redelivered) => this.storeDurably(result, redelivered || config.worker.successCheck === 'always'),
+      storeDurably: (result, mayBeDuplicate) => this.storeDurably(result, checksFirst(config.worker.successCheck, result, mayBeDuplicate)),
       notify: (queue, result) =>
         this.broker.publishReply(queue, { correlationId: result.taskId, body: encodeResultMessage(result, { envelopes: config.peerCompat !== '5.2' }) }),
       hostname: config.worker.hostname,
@@ -569,4 +569,15 @@ export class CeleryWorker implements OnApplicationBootstrap, BeforeApplicationSh
   private storeDurably(result: ResultToStore, checkFirst: boolean): Promise<StoreOutcome> {
     return this.writer.write(result, checkFirst);
   }
+}
+
+/**
+ * Whether a task's result is written only after reading its stored state (so that a stored SUCCESS
+ * is kept): `auto` reads for anything but a SUCCESS, and for every write of a message that may be a
+ * second copy (redelivered, or marked so); `always` reads every time; `redelivered` only for the
+ * copies. Non-final states are read first in every mode (the writer sees to that).
+ */
+export function checksFirst(mode: 'auto' | 'always' | 'redelivered', result: ResultToStore, mayBeDuplicate: boolean): boolean {
+  if (mayBeDuplicate || mode === 'always') return true;
+  return mode === 'auto' && result.status !== 'SUCCESS';
 }

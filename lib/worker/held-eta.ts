@@ -1,5 +1,6 @@
 import type { Delivery, OutgoingMessage } from '../broker/broker.interface';
 import { toAmqpFieldTable } from '../protocol/amqp-field-table';
+import { markMaybeDuplicate } from '../protocol/task-message';
 
 /**
  * When a held ETA message is moved, as a fraction of RabbitMQ's consumer_timeout after it was
@@ -13,11 +14,13 @@ export const MOVE_RETRY_FRACTION = 0.1;
  * The message of a delivery, to publish again unchanged: same headers, body and properties (its
  * task id, ETA, retries, priority). What a delivery does not carry is left out: the AMQP
  * `expiration` (the `expires` header still revokes the task on time) and RabbitMQ's own `x-`
- * dead-letter headers stay as they came.
+ * dead-letter headers stay as they came. The copy is marked as one that may have been published
+ * before (a crash after the publish and before the ack leaves two): its receiver reads the stored
+ * state first.
  */
 export function outgoingOf(delivery: Delivery): OutgoingMessage {
   return {
-    headers: toAmqpFieldTable(delivery.headers ?? {}),
+    headers: toAmqpFieldTable(markMaybeDuplicate(delivery.headers ?? {})),
     properties: {
       contentType: delivery.contentType ?? 'application/json',
       contentEncoding: delivery.contentEncoding ?? 'utf-8',

@@ -9,7 +9,7 @@ import { Retry, RetryOptions, SoftTimeLimitExceeded, TaskRevokedError, TimeLimit
 import { celeryException, toExceptionInfo, tracebackOf, type ExceptionInfo } from '../protocol/exceptions';
 import { pythonJsonDumps } from '../protocol/python-json';
 import { extendedResultOf, ResultToStore, TaskMeta } from '../protocol/result-row';
-import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage } from '../protocol/task-message';
+import { decodeTaskMessageAsync, DecodedTask, EncodedTaskMessage, MAYBE_DUPLICATE_HEADER } from '../protocol/task-message';
 import { autoretryFor, encodeRetryMessage, retryOrGiveUp } from './retry';
 import { runInTaskContext } from './task-context';
 import { failedTaskIdOf, taskFailureOf, withFailedRequest } from './errback-context';
@@ -33,13 +33,10 @@ export type HoldEnd = 'run' | 'stop' | 'lost';
 
 export type { StoreOutcome } from '../results/result-writer';
 
-/**
- * Set on the messages (next chain step, callbacks) a run publishes when that run may be a second
- * one — its own message was redelivered or carried this header — so they may have been published
- * before: the worker that receives one reads the task's stored state first and does not run a task
- * that already succeeded (otherwise every later step of the chain would run twice too).
- */
-export const MAYBE_DUPLICATE_HEADER = 'nestjs_celery_maybe_duplicate';
+// The messages (next chain step, callbacks) a run publishes when that run may be a second one —
+// its own message was redelivered or carried this header — are marked: otherwise every later step
+// of the chain would run twice too.
+export { MAYBE_DUPLICATE_HEADER };
 
 /** Messages marked with {@link MAYBE_DUPLICATE_HEADER}: they may have been published before. */
 export function markedMaybeDuplicate(steps: readonly PublishStep[]): PublishStep[] {
@@ -60,8 +57,11 @@ export interface RequestContext {
   withSlot<T>(fn: () => Promise<T>): Promise<T>;
   /** Runs `fn` once every earlier request of the same task id in this process has ended. */
   oneAtATime(taskId: string, fn: () => Promise<void>): Promise<void>;
-  /** Stores a result, retrying with back-off, unless a SUCCESS is already stored (then it is kept). */
-  storeDurably(result: ResultToStore, redelivered: boolean): Promise<StoreOutcome>;
+  /**
+   * Stores a result, retrying with back-off, keeping a stored SUCCESS; `mayBeDuplicate`: the message
+   * may be a second copy (the stored state is then always read first).
+   */
+  storeDurably(result: ResultToStore, mayBeDuplicate: boolean): Promise<StoreOutcome>;
   /** Pushes a stored result to the producer's reply queue. */
   notify(queue: string, result: ResultToStore): void;
   /** The worker's node name. */
@@ -463,7 +463,7 @@ export class TaskRequest {
       this.ctx.metrics?.ended(task.task, result.status, this.runtimeSeconds);
       return;
     }
-    const outcome = await this.ctx.storeDurably(result, this.delivery.redelivered);
+    const outcome = await this.ctx.storeDurably(result, this.mayBeDuplicate(task));
     // the errbacks go out after the FAILURE rows; one that cannot be sent sends the message back (the task runs again)
     if (outcome.kind === 'stored' && result.status === 'FAILURE' && !(await this.propagateFailure(task, result, true))) return this.delivery.reject(true);
     if (outcome.kind === 'abandoned') {

@@ -51,7 +51,7 @@ describe('normalizeCeleryOptions: defaults', () => {
         shutdownTimeoutMs: 30000,
         maxMessageBytes: 10485760,
         maxResultBytes: 8388608,
-        successCheck: 'always',
+        successCheck: 'auto',
         etaTaskLimit: 10000,
         detectQuorumQueues: true,
         consumerTimeoutMs: 1800000,
@@ -443,9 +443,11 @@ describe('normalizeCeleryOptions: TLS', () => {
     expect(() => normalizeCeleryOptions({ worker_eta_task_limit: 'many' as unknown as number })).toThrow(/worker_eta_task_limit/);
   });
 
-  it("takes worker.successCheck 'always' or 'redelivered' and refuses anything else, naming the key", () => {
+  it("takes worker.successCheck 'auto' (default), 'always' or 'redelivered' and refuses anything else, naming the key", () => {
+    expect(normalizeCeleryOptions({}).worker.successCheck).toBe('auto');
     expect(normalizeCeleryOptions({ worker: { successCheck: 'redelivered' } }).worker.successCheck).toBe('redelivered');
-    expect(() => normalizeCeleryOptions({ worker: { successCheck: 'never' as 'always' } })).toThrow(/worker\.successCheck: must be 'always' or 'redelivered'/);
+    expect(normalizeCeleryOptions({ worker: { successCheck: 'always' } }).worker.successCheck).toBe('always');
+    expect(() => normalizeCeleryOptions({ worker: { successCheck: 'never' as 'always' } })).toThrow(/worker\.successCheck: must be 'auto', 'always' or 'redelivered'/);
   });
 
   it('takes worker.maxResultBytes of at least 4096 (room for the FAILURE that says a result is too large), naming the key otherwise', () => {

@@ -145,22 +145,43 @@ describe('CeleryModule on memory://', () => {
     expect(broker.depth('celery')).toBe(0);
   });
 
-  it('keeps a stored SUCCESS when a later run of the same id succeeds with another value', async () => {
+  it("by default (successCheck 'auto') a later SUCCESS of a task id published twice is stored after the first, without a read", async () => {
+    const store = moduleRef.get(ResultStore);
     await (await producer.sendTask('tasks.echo', { args: ['one'], taskId: 'dup-2' })).get({ timeout: 5000 });
-    await producer.sendTask('tasks.echo', { args: ['two'], taskId: 'dup-2' });
-    await (await producer.sendTask('tasks.echo', { args: ['flush'] })).get({ timeout: 5000 });
-    expect(await moduleRef.get(ResultStore).getTaskMeta('dup-2')).toMatchObject({ status: 'SUCCESS', result: 'one' });
+    const reads = jest.spyOn(store, 'storeUnlessSucceeded');
+    try {
+      await producer.sendTask('tasks.echo', { args: ['two'], taskId: 'dup-2' });
+      await (await producer.sendTask('tasks.echo', { args: ['flush'] })).get({ timeout: 5000 });
+      expect(await store.getTaskMeta('dup-2')).toMatchObject({ status: 'SUCCESS', result: 'two' });
+      expect(reads).not.toHaveBeenCalled();
+    } finally {
+      reads.mockRestore();
+    }
   });
 
-  it("with worker.successCheck 'redelivered', a task id published twice is stored again (no read before the write)", async () => {
+  it("with worker.successCheck 'always', a stored SUCCESS is kept when a later run of the same id succeeds with another value (Celery 5.7 to the letter)", async () => {
+    const app = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ worker: { successCheck: 'always' } })], providers: [FixtureTasks] }).compile();
+    await app.init();
+    try {
+      const p = app.get(Producer);
+      await (await p.sendTask('tasks.echo', { args: ['one'], taskId: 'dup-4' })).get({ timeout: 5000 });
+      await p.sendTask('tasks.echo', { args: ['two'], taskId: 'dup-4' });
+      await (await p.sendTask('tasks.echo', { args: ['flush'] })).get({ timeout: 5000 });
+      expect(await app.get(ResultStore).getTaskMeta('dup-4')).toMatchObject({ status: 'SUCCESS', result: 'one' });
+    } finally {
+      await app.close();
+    }
+  });
+
+  it("with worker.successCheck 'redelivered', a task id published twice whose second run fails replaces the SUCCESS (no read before the write)", async () => {
     const app = await Test.createTestingModule({ imports: [CeleryModule.forRoot({ worker: { successCheck: 'redelivered' } })], providers: [FixtureTasks] }).compile();
     await app.init();
     try {
       const p = app.get(Producer);
       await (await p.sendTask('tasks.echo', { args: ['one'], taskId: 'dup-3' })).get({ timeout: 5000 });
-      await p.sendTask('tasks.echo', { args: ['two'], taskId: 'dup-3' });
+      await p.sendTask('tasks.failWords', { args: ['x'], taskId: 'dup-3' });
       await (await p.sendTask('tasks.echo', { args: ['flush'] })).get({ timeout: 5000 });
-      expect(await app.get(ResultStore).getTaskMeta('dup-3')).toMatchObject({ status: 'SUCCESS', result: 'two' });
+      expect(await app.get(ResultStore).getTaskMeta('dup-3')).toMatchObject({ status: 'FAILURE' });
     } finally {
       await app.close();
     }
