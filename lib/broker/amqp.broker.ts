@@ -4,8 +4,10 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqp
 import { CeleryBrokerRefusedError, CeleryConnectionError } from '../errors/celery.errors';
 import { randomUUID } from 'node:crypto';
 import { Broker, BrokerStatus, ConsumeOptions, ConsumerHandle, Delivery, EventMessage, OutgoingMessage, PublishRoute, Reply } from './broker.interface';
+import { AckCoalescer } from './ack-coalescer';
 import { redactUrl } from './redact-url';
 import { toAmqpFieldTable } from '../protocol/amqp-field-table';
+import { markMaybeDuplicate } from '../protocol/task-message';
 import type { TlsMaterial } from '../config/tls-files';
 import { bindingTakes, plainQueue, queueTopology, type QueueDeclaration, type TopologyStep } from '../protocol/routing';
 
@@ -454,11 +456,12 @@ export class AmqpBroker extends Broker {
   private async publishConfirmed(queue: string, message: OutgoingMessage, route?: PublishRoute): Promise<void> {
     const timeoutMs = this.options.publishTimeoutMs ?? 30000;
     const deadline = Date.now() + timeoutMs;
+    let outgoing = message;
     for (;;) {
       try {
         await this.waitReady(deadline, queue);
         await beforeDeadline(
-          this.publishOnce(queue, message, route),
+          this.publishOnce(queue, outgoing, route),
           deadline,
           () =>
             new CeleryConnectionError(
@@ -472,6 +475,9 @@ export class AmqpBroker extends Broker {
           throw err instanceof CeleryConnectionError ? err : new CeleryConnectionError(`Broker did not confirm the message for queue ${queue}: ${messageOf(err)}`);
         }
         // The channel or connection went away under the publish: wait for the reconnect and try again.
+        // The first try may have been queued (its confirm was lost): a task message goes again marked
+        // as one that may be a second copy, so its receiver reads the stored state before running it.
+        outgoing = outgoing.headers === message.headers ? { ...message, headers: markMaybeDuplicate(message.headers) } : outgoing;
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }
@@ -568,6 +574,7 @@ export class AmqpBroker extends Broker {
     // the connection closes under it, and RabbitMQ would then redeliver tasks that were done.
     const channels: Channel[] = [...this.consumerChannels];
     this.consumers.clear();
+    for (const ch of channels) ackCoalescers.get(ch)?.flush();
     const publish = await this.publishChannel?.catch(() => null);
     if (publish) channels.push(publish);
     if (this.events.channel) channels.push(this.events.channel);
@@ -635,7 +642,7 @@ export class AmqpBroker extends Broker {
     if (!record.noAck) await ch.prefetch(record.prefetch, !this.perConsumerQos);
     const reply = await ch.consume(record.queue, (msg) => {
       if (msg) {
-        record.onMessage(deliveryOf(ch, lost, msg, this.logger, record.noAck));
+        record.onMessage(deliveryOf(ch, lost, msg, this.logger, record.noAck ? null : coalescerOf(ch, this.logger)));
         return;
       }
       // basic.cancel from the server: the queue was deleted (or moved). Messages delivered so far can still be
@@ -692,14 +699,33 @@ export async function applySteps(ch: Channel, steps: readonly TopologyStep[]): P
   }
 }
 
-function deliveryOf(ch: Channel, lost: AbortSignal, msg: ConsumeMessage, logger: Logger, noAck = false): Delivery {
+/** Each consumer channel's acknowledgements, gathered into fewer frames (lib/broker/ack-coalescer.ts). */
+const ackCoalescers = new WeakMap<Channel, AckCoalescer<ConsumeMessage>>();
+
+function coalescerOf(ch: Channel, logger: Logger): AckCoalescer<ConsumeMessage> {
+  let acks = ackCoalescers.get(ch);
+  if (!acks) {
+    acks = new AckCoalescer<ConsumeMessage>(
+      { ack: (msg, allUpTo) => ch.ack(msg, allUpTo) },
+      // The channel is gone: RabbitMQ redelivers the messages to the next consumer.
+      (err) => logger.warn(`Could not acknowledge messages: ${messageOf(err)}; the broker redelivers them`),
+    );
+    ackCoalescers.set(ch, acks);
+  }
+  return acks;
+}
+
+/** A delivery; `acks` gathers its acknowledgement with others of its channel (null: consumed without acknowledgements). */
+function deliveryOf(ch: Channel, lost: AbortSignal, msg: ConsumeMessage, logger: Logger, acks: AckCoalescer<ConsumeMessage> | null): Delivery {
   const p = msg.properties;
+  const entry = acks?.track(msg, msg.fields.deliveryTag);
   let settled = false;
   const settle = (action: () => void, what: string) => {
-    if (noAck) return; // consumed without acknowledgements: nothing to settle
+    if (!acks || !entry) return; // consumed without acknowledgements: nothing to settle
     if (settled) throw new Error('message already acknowledged or rejected');
     settled = true;
     if (lost.aborted) {
+      acks.settled(entry);
       // its channel is gone and RabbitMQ has requeued it: a tag of a dead channel means nothing on another one
       logger.debug?.(`Not ${what === 'acknowledge' ? 'acknowledging' : 'rejecting'} message ${p.correlationId ?? ''}: its channel is closed and the broker has requeued it`);
       return;
@@ -723,8 +749,12 @@ function deliveryOf(ch: Channel, lost: AbortSignal, msg: ConsumeMessage, logger:
     exchange: msg.fields.exchange,
     routingKey: msg.fields.routingKey,
     lost,
-    ack: () => settle(() => ch.ack(msg), 'acknowledge'),
-    reject: (requeue: boolean) => settle(() => ch.reject(msg, requeue), 'reject'),
+    ack: () => settle(() => acks?.ack(entry!), 'acknowledge'),
+    reject: (requeue: boolean) =>
+      settle(() => {
+        acks?.settled(entry!);
+        ch.reject(msg, requeue);
+      }, 'reject'),
   };
 }
 
