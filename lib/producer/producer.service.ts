@@ -129,6 +129,7 @@ export class Producer {
    */
   async sendTask<T = unknown>(name: string, options: SendTaskOptions = {}): Promise<AsyncResult<T>> {
     const id = options.taskId ?? randomUUID();
+    const destination = this.route(name, options);
     await this.publishMessage(
       {
         task: name,
@@ -146,10 +147,10 @@ export class Producer {
         compression: options.compression,
         headers: options.headers,
       },
-      this.route(name, options),
+      destination,
     );
     // A push is expected soon after the send; later get() calls read the store at once.
-    return this.handle<T>(id, true);
+    return this.handle<T>(id, true, null, routeKeyOf(destination));
   }
 
   /**
@@ -182,9 +183,9 @@ export class Producer {
   }
 
   /** A handle on a task id; `sentNow`: this process has just sent it, so a push is expected. */
-  private handle<T>(id: string, sentNow: boolean, parent: AsyncResult | null = null): AsyncResult<T> {
+  private handle<T>(id: string, sentNow: boolean, parent: AsyncResult | null = null, route?: string): AsyncResult<T> {
     const pushUntil = sentNow && this.notifier ? Date.now() + PUSH_GRACE_MS : 0;
-    return new AsyncResult<T>(id, this.results, this.config.resultPollIntervalMs, this.notifier, pushUntil, parent, this.control);
+    return new AsyncResult<T>(id, this.results, this.config.resultPollIntervalMs, this.notifier, pushUntil, parent, this.control, route);
   }
 
   /** Where the task goes: Celery's router (lib/protocol/routing.ts) over `taskQueues` / `taskRoutes`. */
@@ -310,4 +311,9 @@ export class Producer {
   asyncResult<T = unknown>(taskId: string): AsyncResult<T> {
     return new AsyncResult<T>(taskId, this.results, this.config.resultPollIntervalMs, this.notifier, 0, null, this.control);
   }
+}
+
+/** What get() learns push habits by: the queue a task went to, or its exchange and routing key. */
+function routeKeyOf(destination: Destination): string {
+  return destination.queue?.name ?? `${destination.exchange}\u0000${destination.routingKey}`;
 }

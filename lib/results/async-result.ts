@@ -16,6 +16,12 @@ export interface GetOptions {
 }
 
 const MAX_POLL_MS = 500;
+/**
+ * Between reads of a task whose route's workers push results (a push came for a task sent there in
+ * the last minute): the push ends the wait; the reads are a safety net (a lost push, a Python
+ * worker on the same queue), not the way results arrive.
+ */
+const PUSHED_ROUTE_POLL_MS = 2000;
 
 /** Options of `AsyncResult.revoke()`, as Python's `AsyncResult.revoke(terminate, signal, wait, timeout)`. */
 export interface AsyncRevokeOptions {
@@ -61,9 +67,11 @@ export class AsyncResult<T = unknown> {
     readonly parent: AsyncResult | null = null,
     /** Sends `revoke()`: the module's CeleryControl (null for a handle made without one). */
     private readonly revoker: TaskRevoker | null = null,
+    /** The queue (or exchange and routing key) it was sent to, when this process sent it. */
+    private readonly route?: string,
   ) {
     // Sent by this process: its push is kept for this handle, however late get() is called.
-    if (notifier && pushExpectedUntil > 0) notifier.expect(id, this);
+    if (notifier && pushExpectedUntil > 0) notifier.expect(id, this, route);
   }
 
   /**
@@ -151,7 +159,10 @@ export class AsyncResult<T = unknown> {
   /**
    * Waits for a ready state and resolves the value; rejects on FAILURE / REVOKED and on timeout.
    * A NestJS worker pushes the result to this process as soon as it is stored; otherwise (a Python
-   * worker, a lost push) the store is polled with back-off.
+   * worker, a lost push) the store is polled with back-off (every `resultPollIntervalMs`, growing
+   * to 500 ms). A task sent by this process to a queue whose workers pushed a result in the last
+   * minute is read only every 2 s: its push is what ends the wait, and a burst of waiting get()s
+   * does not turn into a stream of Cassandra reads.
    */
   async get(options: GetOptions = {}): Promise<T> {
     const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout;
@@ -170,8 +181,9 @@ export class AsyncResult<T = unknown> {
       pushed ??= this.notifier?.latest(this.id);
       // For a task this process has just sent, the first wait goes before any read: our worker
       // usually reports within it, and then the store is never read (each read is a Cassandra
-      // query). An older task is read at once.
-      let readNow = !this.notifier || Date.now() >= this.pushExpectedUntil;
+      // query). An older task is read at once — unless this process sent it to a route whose
+      // workers push: its push is kept for this handle, so no push yet means not done yet.
+      let readNow = !this.notifier || (Date.now() >= this.pushExpectedUntil && !(this.pushExpectedUntil > 0 && this.routePushes()));
       for (;;) {
         if (pushed && READY_STATES.has(pushed.status)) return this.settle(pushed, propagate);
         const meta = readNow ? await this.readQuietly((err) => (lastError = err)) : null;
@@ -183,21 +195,28 @@ export class AsyncResult<T = unknown> {
           if (lastError) (timeout as Error & { cause?: unknown }).cause = lastError;
           throw timeout;
         }
+        // the route's workers push (ours): the push ends the wait, reads are only a safety net
+        const pushedRoute = this.routePushes();
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, Math.min(interval, remaining));
+          const timer = setTimeout(resolve, Math.min(pushedRoute ? PUSHED_ROUTE_POLL_MS : interval, remaining));
           wake = () => {
             clearTimeout(timer);
             resolve();
           };
         });
         wake = null;
-        if (readNow) interval = Math.min(MAX_POLL_MS, interval * 1.5);
+        if (readNow && !pushedRoute) interval = Math.min(MAX_POLL_MS, interval * 1.5);
         readNow = true;
       }
     } finally {
       unsubscribeStore?.();
       unsubscribePush?.();
     }
+  }
+
+  /** Whether the route this process sent the task to has workers that push results (a push came lately). */
+  private routePushes(): boolean {
+    return this.route !== undefined && this.notifier?.pushesFrom(this.route) === true;
   }
 
   /**

@@ -7,6 +7,8 @@ import { READY_STATES } from '../protocol/states';
 export const NOTIFY_HEADER = 'nestjs_celery_notify';
 
 const RECENT_LIMIT = 10_000;
+/** A route whose last push is older than this is not counted as one whose workers push. */
+const PUSH_MEMORY_MS = 60_000;
 /** Default byte budget of the pushes kept (ResultNotifier.start's `maxBytes`). */
 export const DEFAULT_NOTIFIER_BYTES = 32 * 1024 * 1024;
 /** What a kept push costs beyond its body (map entries, the decoded meta), counted against the budget. */
@@ -25,7 +27,9 @@ export class ResultNotifier {
   private readonly logger = new Logger('CeleryResults');
   private readonly recent = new Map<string, TaskMeta>();
   /** Tasks that live AsyncResult handles of this process wait for, and their push once it came. */
-  private readonly expected = new Map<string, { handles: number; meta?: TaskMeta }>();
+  private readonly expected = new Map<string, { handles: number; meta?: TaskMeta; route?: string }>();
+  /** When a push last came for a task sent to each route (queue): its workers push (NestJS workers do, Python ones do not). */
+  private readonly pushedAt = new Map<string, number>();
   private readonly released = new FinalizationRegistry<string>((taskId) => this.release(taskId));
   private readonly listeners = new Map<string, Set<(meta: TaskMeta) => void>>();
   /** Bytes each kept push counts for, oldest first, whether it is in `recent` or `expected`. */
@@ -51,12 +55,21 @@ export class ResultNotifier {
     return this.expected.get(taskId)?.meta ?? this.recent.get(taskId);
   }
 
-  /** Keeps the push for `taskId` for as long as `handle` (its AsyncResult) is reachable. */
-  expect(taskId: string, handle: object): void {
+  /**
+   * Keeps the push for `taskId` for as long as `handle` (its AsyncResult) is reachable. `route`
+   * (the queue it was sent to): a push for it counts as one from that route's workers.
+   */
+  expect(taskId: string, handle: object, route?: string): void {
     const entry = this.expected.get(taskId);
     if (entry) entry.handles++;
-    else this.expected.set(taskId, { handles: 1 });
+    else this.expected.set(taskId, route === undefined ? { handles: 1 } : { handles: 1, route });
     this.released.register(handle, taskId);
+  }
+
+  /** Whether a task sent to `route` had its result pushed in the last minute: that route's workers push. */
+  pushesFrom(route: string): boolean {
+    const at = this.pushedAt.get(route);
+    return at !== undefined && Date.now() - at < PUSH_MEMORY_MS;
   }
 
   private release(taskId: string): void {
@@ -97,6 +110,8 @@ export class ResultNotifier {
     }
     // a late STARTED or RETRY push (a duplicate run) never hides a SUCCESS, as in the store
     if (!READY_STATES.has(meta.status) && this.latest(meta.taskId)?.status === 'SUCCESS') return;
+    const route = this.expected.get(meta.taskId)?.route;
+    if (route !== undefined) this.pushedAt.set(route, Date.now());
     this.keep(meta, body.length + PUSH_OVERHEAD_BYTES);
     for (const listener of this.listeners.get(meta.taskId) ?? []) listener(meta);
   }

@@ -110,3 +110,65 @@ describe('ResultNotifier', () => {
     expect(notifier.latest('gone')).toBeUndefined();
   });
 });
+
+describe('AsyncResult.get() and routes whose workers push', () => {
+  /** A store that never notifies and counts its reads; a task's row appears when `stored` says. */
+  function countingStore(stored: Map<string, unknown>) {
+    const store = new MemoryResultStore();
+    let reads = 0;
+    const getTaskMeta = store.getTaskMeta.bind(store);
+    Object.assign(store, {
+      subscribe: undefined,
+      getTaskMeta: async (id: string) => {
+        reads++;
+        return stored.has(id) ? { taskId: id, status: 'SUCCESS', result: stored.get(id), traceback: null, children: [], dateDone: new Date() } : getTaskMeta(id);
+      },
+    });
+    return { store, reads: () => reads };
+  }
+
+  it('does not read the store for a just-sent task of a route whose workers pushed lately: 50 waits of 600 ms cost no read', async () => {
+    const broker = new MemoryBroker();
+    const notifier = await ResultNotifier.start(broker);
+    const { store, reads } = countingStore(new Map());
+    // one task on route q1 whose result was pushed: q1's workers push
+    const first = new AsyncResult('first', store, 100, notifier, Date.now() + 2000, null, null, 'q1');
+    push(broker, notifier.queue, 'first', 1);
+    await expect(first.get({ timeout: 1000 })).resolves.toBe(1);
+    const waits = Array.from({ length: 50 }, (_, i) => new AsyncResult(`t${i}`, store, 100, notifier, Date.now() + 2000, null, null, 'q1'));
+    const gets = waits.map((r) => r.get({ timeout: 5000 }));
+    await new Promise((r) => setTimeout(r, 600));
+    waits.forEach((r, i) => push(broker, notifier.queue, r.id, i));
+    await expect(Promise.all(gets)).resolves.toEqual(waits.map((_, i) => i));
+    expect(reads()).toBe(0);
+  });
+
+  it('polls as before (every 100 ms, backing off) on a route that has not pushed: a Python worker\'s result is read within the interval', async () => {
+    const broker = new MemoryBroker();
+    const notifier = await ResultNotifier.start(broker);
+    const stored = new Map<string, unknown>();
+    const { store, reads } = countingStore(stored);
+    const pythonTask = new AsyncResult('py', store, 100, notifier, Date.now() + 2000, null, null, 'py_queue');
+    const t0 = Date.now();
+    setTimeout(() => stored.set('py', 'from python'), 250);
+    await expect(pythonTask.get({ timeout: 5000 })).resolves.toBe('from python');
+    expect(Date.now() - t0).toBeLessThan(700);
+    expect(reads()).toBeGreaterThanOrEqual(2);
+  });
+
+  it('still reads the store as a safety net on a pushing route (a lost push, a Python worker on the same queue): within 2 s', async () => {
+    const broker = new MemoryBroker();
+    const notifier = await ResultNotifier.start(broker);
+    const stored = new Map<string, unknown>();
+    const { store } = countingStore(stored);
+    const first = new AsyncResult('first', store, 100, notifier, Date.now() + 2000, null, null, 'q2');
+    push(broker, notifier.queue, 'first', 1);
+    await first.get({ timeout: 1000 });
+    const lost = new AsyncResult('lost-push', store, 100, notifier, Date.now() + 2000, null, null, 'q2');
+    stored.set('lost-push', 'read');
+    const t0 = Date.now();
+    await expect(lost.get({ timeout: 5000 })).resolves.toBe('read');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1900);
+    expect(Date.now() - t0).toBeLessThan(2600);
+  });
+});
