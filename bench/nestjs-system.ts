@@ -78,7 +78,7 @@ export async function runNestjs(opts: BenchOptions, admin: Client, log: (s: stri
     log(`${label}: ${workers.length} worker process(es) ready (concurrency ${opts.concurrency}, prefetch ${String(started.info.prefetch)}${variant.isolate ? ', task in a worker thread' : ''})`);
 
     client = await openNestjsClient(QUEUE, TABLE);
-    const main = await mainPhases(label, opts, client, () => openNestjsClient(QUEUE, TABLE), inputs, opts.getConcurrency, log);
+    const main = await mainPhases(label, opts, client, () => openNestjsClient(QUEUE, TABLE), inputs, opts.getConcurrency, log, workers.map((w) => w.pid as number));
     const mem = await sampler.stop();
 
     let prefetchOne: PrefetchOne | undefined;

@@ -4,6 +4,7 @@
  * paced background load, and the prefetch-1 figures. Every task has a distinct input and every
  * result is checked against its own expected value (TaskInputs).
  */
+import { CpuMeter, CpuSeconds, describeCpu } from './cpu-meter';
 import { performance } from 'node:perf_hooks';
 import { BenchOptions, mapLimit, percentile, round, sleep, SystemResult, TableStats, TaskInput, TaskInputs, workerRate } from './common';
 import type { MemoryPeak } from './memory-sampler';
@@ -46,6 +47,8 @@ export interface MainPhases {
   /** Epoch ms of the first publish and of the last result read in the throughput phase. */
   wall0: number;
   wall2: number;
+  /** CPU seconds per 10,000 tasks of the throughput phase, by party (when the worker pids were given). */
+  cpu_s_per_10k?: CpuSeconds;
 }
 
 /** Publishes one task, waits for its result and checks it; resolves the round trip in ms. */
@@ -158,14 +161,18 @@ export async function mainPhases(
   inputs: TaskInputs,
   resultConcurrency: number,
   log: (s: string) => void,
+  workerRoots?: number[],
 ): Promise<MainPhases> {
   // Warm-up: connections, prepared statements, JIT.
   await burst(client, inputs, WARMUP, resultConcurrency);
 
+  const meter = workerRoots ? new CpuMeter(workerRoots) : null;
+  meter?.start();
   const wall0 = Date.now();
   const { publishS, endToEndS } = await burst(client, inputs, opts.n, resultConcurrency);
   const wall2 = Date.now();
-  log(`${label}: ${opts.n} published in ${round(publishS, 2)} s, all results in ${round(endToEndS, 2)} s`);
+  const cpu = meter?.stop(opts.n);
+  log(`${label}: ${opts.n} published in ${round(publishS, 2)} s, all results in ${round(endToEndS, 2)} s${cpu ? `; ${describeCpu(cpu)}` : ''}`);
   const endToEnd = opts.n / endToEndS;
 
   const latencies = await roundTrips(client, inputs, opts.roundTrips);
@@ -195,6 +202,7 @@ export async function mainPhases(
     under_load: levels,
     wall0,
     wall2,
+    ...(cpu ? { cpu_s_per_10k: cpu } : {}),
   };
 }
 
@@ -260,6 +268,7 @@ export function systemFigures(
     round_trips: main.round_trips,
     rows: rows.rows,
     memory_samples: { count: mem.samples, interval_ms: mem.intervalMs, span_s: mem.spanS, max_gap_ms: mem.maxGapMs },
+    ...(main.cpu_s_per_10k ? { cpu_s_per_10k: main.cpu_s_per_10k } : {}),
     ...(main.under_load.length ? { under_load: main.under_load } : {}),
     ...(prefetchOne ? { prefetch1: prefetchOne } : {}),
     results_checked: inputs.checkedCount,

@@ -169,7 +169,7 @@ export async function runRaw(opts: BenchOptions, admin: Client, log: (s: string)
     log(`raw: ${workers.length} worker process(es) ready (concurrency ${opts.concurrency}, prefetch ${prefetch})`);
 
     client = await openRawClient(QUEUE);
-    const main = await mainPhases('raw', opts, client, () => openRawClient(QUEUE), inputs, 0, log);
+    const main = await mainPhases('raw', opts, client, () => openRawClient(QUEUE), inputs, 0, log, workers.map((w) => w.pid as number));
     const mem = await sampler.stop();
 
     let prefetchOne: PrefetchOne | undefined;
