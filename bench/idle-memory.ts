@@ -16,6 +16,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deleteQueues, startNodeWorkers, stopChild } from './common';
 
+/** This library, as compiled next to the benchmark. */
+const LIB = join(__dirname, '..', 'lib');
+
 const STEPS: string[][] = [
   [],
   ['rxjs'],
@@ -24,7 +27,7 @@ const STEPS: string[][] = [
   ['rxjs', '@nestjs/common', '@nestjs/core', 'cassandra-driver'],
   ['rxjs', '@nestjs/common', '@nestjs/core', 'cassandra-driver', 'amqplib'],
   ['rxjs', '@nestjs/common', '@nestjs/core', 'cassandra-driver', 'amqplib', 'fzstd', 'seek-bzip', 'xz-decompress', 'croner'],
-  [join(__dirname, '..', 'lib')],
+  [LIB],
 ];
 
 const mib = (kb: number) => Math.round(kb / 102.4) / 10;
@@ -33,7 +36,7 @@ function moduleStep(mods: string[]): { modules: string; rssMiB: number; heapUsed
   const script = `require('reflect-metadata'); for (const m of ${JSON.stringify(mods)}) require(m);
     setTimeout(() => { const u = process.memoryUsage(); process.stdout.write(JSON.stringify([u.rss, u.heapUsed])); }, 300);`;
   const [rss, heap] = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', cwd: join(__dirname, '..', '..') })) as [number, number];
-  const label = mods.length === 0 ? 'node + reflect-metadata' : mods.at(-1)!.includes('/') ? '+ this library (all of it)' : `+ ${mods.at(-1)!}`;
+  const label = mods.length === 0 ? 'node + reflect-metadata' : mods.at(-1) === LIB ? '+ this library (all of it)' : `+ ${mods.at(-1)!}`;
   return { modules: label, rssMiB: Math.round(rss / 104857.6) / 10, heapUsedMiB: Math.round(heap / 104857.6) / 10 };
 }
 
