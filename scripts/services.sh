@@ -5,6 +5,7 @@
 #              Java 17, CQL on 127.0.0.1:9042, data centre 'datacenter1' (../shared/cassandra-test-node.md section 7)
 #
 # Usage: bash scripts/services.sh up|down|status        (npm run services:up|down|status; `npm test` runs `up`)
+#        bash scripts/services.sh up|down|status --cluster   the local 3-node clusters instead: scripts/cluster.sh
 #   up      install what is missing, start what is not running, wait until both accept connections and create
 #           the test keyspace. Quick when both already run. The services keep running after the script exits.
 #   down    stop both (Cassandra: TERM, KILL after 30 s; RabbitMQ: rabbitmqctl stop).
@@ -50,6 +51,14 @@ done
 unset fd_path fd_number
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# `up|down|status --cluster`: the local 3-node clusters of scripts/cluster.sh, not the single nodes.
+if [ "${2:-}" = --cluster ]; then
+  case "$1" in
+    up | down | status) exec bash "$REPO_ROOT/scripts/cluster.sh" "$1" "${@:3}" ;;
+    *) echo "services.sh: --cluster goes with up, down or status" >&2 && exit 2 ;;
+  esac
+fi
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 CASSANDRA_KEYSPACE="${CASSANDRA_KEYSPACE:-celery_test}"
